@@ -1,0 +1,41 @@
+//! Sans-IO rooms and signaling for Huddle.
+//!
+//! [`Rooms`] is the whole signaling state machine: connections, peers, rooms, routing, limits and
+//! keepalive. It never touches a socket, never spawns, never reads the clock: every input carries
+//! `now`, every effect is an [`Output`] the caller drains with [`Rooms::poll_output`], and the next
+//! wake-up is [`Rooms::poll_timeout`]. Randomness (peer ids, resume tokens) comes from the injected
+//! `R: RngCore`, so tests are deterministic.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use huddle_signal_proto::{CloseKind, ConnId, Config, Output, Rooms};
+//! use rand::{SeedableRng, rngs::StdRng};
+//!
+//! let mut rooms = Rooms::new(Config::default(), StdRng::seed_from_u64(7));
+//! let now = Instant::now();
+//! rooms.handle_connect(ConnId(1), now);
+//! rooms.handle_text(ConnId(1), r#"{"type":"join","v":1,"room":"demo","name":"Ada"}"#, now);
+//! while let Some(out) = rooms.poll_output() {
+//!     match out {
+//!         Output::Send { conn, msg } => println!("to {conn:?}: {}", msg.to_json()),
+//!         Output::Ping { conn } => println!("ping {conn:?}"),
+//!         Output::Close { conn, code, reason } => println!("close {conn:?} {code} {reason}"),
+//!     }
+//! }
+//! // An I/O loop sleeps until `poll_timeout()` and then calls `handle_timeout(now)`.
+//! let _wake_at = rooms.poll_timeout();
+//! rooms.handle_close(ConnId(1), CloseKind::Clean, now + Duration::from_secs(1));
+//! ```
+
+mod names;
+mod rate;
+mod rooms;
+mod wire;
+
+pub use names::{DisplayName, NameError, RoomName};
+pub use rate::TokenBucket;
+pub use rooms::{CloseKind, ConnId, Config, Output, Rooms, Stats, close_code};
+pub use wire::{
+    ClientMessage, DecodeError, ErrorCode, IceServer, LeaveReason, MediaState, PROTOCOL_VERSION,
+    PeerId, PeerInfo, ServerMessage, SessionDescription, Welcome,
+};

@@ -1,0 +1,643 @@
+//! The signaling state machine: connections, peers, rooms, routing, limits and keepalive.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+use crate::names::{DisplayName, RoomName};
+use crate::rate::TokenBucket;
+use crate::wire::{
+    ClientMessage, ErrorCode, LeaveReason, MediaState, PROTOCOL_VERSION, PeerId, PeerInfo,
+    ServerMessage, SessionDescription, Welcome,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// A transport connection (one WebSocket), numbered by the I/O layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// How a connection ended, as the transport saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseKind {
+    /// A WebSocket close frame: the participant left; the others are told at once.
+    Clean,
+    /// The stream broke without a close frame: the participant may come back with its resume
+    /// token within [`Config::resume_grace`], so its peers keep their calls up meanwhile.
+    Abrupt,
+}
+
+/// WebSocket close codes the core asks for.
+pub mod close_code {
+    /// The server is going away (shutdown, keepalive timeout).
+    pub const GOING_AWAY: u16 = 1001;
+    /// Policy violation: flooding.
+    pub const POLICY: u16 = 1008;
+    /// A message over the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// A newer connection resumed this peer.
+    pub const REPLACED: u16 = 4000;
+}
+
+/// Limits and timers. Every field has a default that suits a mesh call.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Participants per room (a full mesh costs every browser one encode per peer).
+    pub capacity: usize,
+    /// Largest text frame accepted; bigger ones close the connection.
+    pub max_message_bytes: usize,
+    /// Sustained messages per second per connection before it is closed for flooding.
+    pub rate_per_second: u32,
+    /// Messages a connection may send at once (a join into a full room bursts offers and candidates).
+    pub rate_burst: u32,
+    /// Silence after which the server pings.
+    pub ping_after: Duration,
+    /// Silence after which the connection counts as dead and its peer leaves.
+    pub dead_after: Duration,
+    /// How long a peer whose socket broke stays in its room waiting for a resume.
+    pub resume_grace: Duration,
+    /// Longest chat message, in characters.
+    pub max_chat_chars: usize,
+    /// Messages held for a peer that is away (between an abrupt close and its resume).
+    pub max_pending: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            capacity: 6,
+            max_message_bytes: 64 * 1024,
+            rate_per_second: 50,
+            rate_burst: 200,
+            ping_after: Duration::from_secs(10),
+            dead_after: Duration::from_secs(25),
+            resume_grace: Duration::from_secs(10),
+            max_chat_chars: 2000,
+            max_pending: 256,
+        }
+    }
+}
+
+/// An effect for the I/O layer to carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Send { conn: ConnId, msg: ServerMessage },
+    /// Send a WebSocket ping frame; its pong comes back as [`Rooms::handle_activity`].
+    Ping { conn: ConnId },
+    /// Send a close frame and drop the connection. The core has already forgotten it.
+    Close {
+        conn: ConnId,
+        code: u16,
+        reason: String,
+    },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Well-formed client messages by `type`.
+    pub messages_in: HashMap<&'static str, u64>,
+    /// Messages queued for sending.
+    pub messages_out: u64,
+    /// `error` messages sent, by code.
+    pub errors: HashMap<ErrorCode, u64>,
+    pub rooms: usize,
+    pub participants: usize,
+    pub connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Keepalive(ConnId),
+    Resume(PeerId),
+}
+
+struct Conn {
+    peer: Option<PeerId>,
+    last_rx: Instant,
+    pinged: bool,
+    bucket: TokenBucket,
+}
+
+struct Peer {
+    name: DisplayName,
+    room: RoomName,
+    state: MediaState,
+    resume: String,
+    /// `None` while away: between an abrupt close and a resume.
+    conn: Option<ConnId>,
+    detached_at: Option<Instant>,
+    /// What arrived for the peer while away, delivered on resume.
+    pending: VecDeque<ServerMessage>,
+}
+
+impl Peer {
+    fn info(&self, id: &PeerId) -> PeerInfo {
+        PeerInfo {
+            id: id.clone(),
+            name: self.name.as_str().to_owned(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+type Failure = (ErrorCode, String);
+
+/// The signaling core. See the crate docs for the drive loop.
+pub struct Rooms<R> {
+    config: Config,
+    rng: R,
+    conns: HashMap<ConnId, Conn>,
+    peers: HashMap<PeerId, Peer>,
+    /// Members of each room in join order; a room exists while it has members.
+    rooms: HashMap<RoomName, Vec<PeerId>>,
+    resume_index: HashMap<String, PeerId>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl<R: RngCore> Rooms<R> {
+    pub fn new(config: Config, rng: R) -> Self {
+        Self {
+            config,
+            rng,
+            conns: HashMap::new(),
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            resume_index: HashMap::new(),
+            timers: BinaryHeap::new(),
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A new transport connection; it must `join` before anything else.
+    pub fn handle_connect(&mut self, conn: ConnId, now: Instant) {
+        let bucket = TokenBucket::new(self.config.rate_per_second, self.config.rate_burst, now);
+        self.conns.insert(
+            conn,
+            Conn {
+                peer: None,
+                last_rx: now,
+                pinged: false,
+                bucket,
+            },
+        );
+        self.timers
+            .push(Reverse((now + self.config.ping_after, Timer::Keepalive(conn))));
+    }
+
+    /// Any sign of life that is not a text frame (a pong, a binary frame).
+    pub fn handle_activity(&mut self, conn: ConnId, now: Instant) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.last_rx = now;
+            c.pinged = false;
+        }
+    }
+
+    /// One text frame from a connection: size and rate limits, decoding, then the message itself.
+    pub fn handle_text(&mut self, conn: ConnId, text: &str, now: Instant) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_rx = now;
+        c.pinged = false;
+        if text.len() > self.config.max_message_bytes {
+            let limit = self.config.max_message_bytes;
+            let why = format!("message of {} bytes exceeds the {limit}-byte limit", text.len());
+            self.kick(conn, ErrorCode::TooLarge, close_code::TOO_BIG, why);
+            return;
+        }
+        if !c.bucket.take(now) {
+            let why = format!(
+                "more than {} messages per second; closing",
+                self.config.rate_per_second
+            );
+            self.kick(conn, ErrorCode::Flood, close_code::POLICY, why);
+            return;
+        }
+        let msg = match ClientMessage::decode(text) {
+            Ok(msg) => msg,
+            Err(e) => return self.send_error(conn, e.code(), e.to_string()),
+        };
+        *self.stats.messages_in.entry(msg.kind()).or_default() += 1;
+        if let Err((code, why)) = self.handle_message(conn, msg) {
+            self.send_error(conn, code, why);
+        }
+    }
+
+    /// The transport connection is gone.
+    pub fn handle_close(&mut self, conn: ConnId, kind: CloseKind, now: Instant) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(pid) = c.peer else { return };
+        match kind {
+            CloseKind::Clean => self.remove_peer(&pid, LeaveReason::Left),
+            CloseKind::Abrupt => {
+                if let Some(p) = self.peers.get_mut(&pid) {
+                    p.conn = None;
+                    p.detached_at = Some(now);
+                    self.timers
+                        .push(Reverse((now + self.config.resume_grace, Timer::Resume(pid))));
+                }
+            }
+        }
+    }
+
+    /// Fires keepalive pings, declares silent connections dead and ends expired resume windows.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            match timer {
+                Timer::Keepalive(conn) => self.keepalive(conn, now),
+                Timer::Resume(pid) => self.resume_expired(&pid, now),
+            }
+        }
+    }
+
+    /// Tells every connection the server is going away and forgets them all.
+    pub fn shutdown(&mut self) {
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort();
+        for conn in conns {
+            self.send_error(conn, ErrorCode::ServerShutdown, "server is shutting down");
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: close_code::GOING_AWAY,
+                reason: "server shutting down".into(),
+            });
+        }
+        self.conns.clear();
+        self.peers.clear();
+        self.rooms.clear();
+        self.resume_index.clear();
+        self.timers.clear();
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Rooms::handle_timeout`] wants to run next. May be early (a timer of a connection
+    /// that closed since), never late.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            rooms: self.rooms.len(),
+            participants: self.peers.len(),
+            connections: self.conns.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    fn handle_message(&mut self, conn: ConnId, msg: ClientMessage) -> Result<(), Failure> {
+        if let ClientMessage::Join {
+            v,
+            room,
+            name,
+            state,
+            resume,
+        } = msg
+        {
+            return self.handle_join(conn, v, &room, &name, state, resume);
+        }
+        if matches!(msg, ClientMessage::Ping) {
+            self.send(conn, ServerMessage::Pong);
+            return Ok(());
+        }
+        let pid = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.peer.clone())
+            .ok_or_else(|| (ErrorCode::NotJoined, format!("join a room before sending '{}'", msg.kind())))?;
+        match msg {
+            ClientMessage::Signal { to, sdp, candidate } => self.handle_signal(&pid, to, sdp, candidate),
+            ClientMessage::Chat { text } => self.handle_chat(&pid, text),
+            ClientMessage::State(state) => self.handle_state(&pid, state),
+            ClientMessage::Leave => {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.peer = None;
+                }
+                self.remove_peer(&pid, LeaveReason::Left);
+                Ok(())
+            }
+            ClientMessage::Join { .. } | ClientMessage::Ping => unreachable!("handled above"),
+        }
+    }
+
+    fn handle_join(
+        &mut self,
+        conn: ConnId,
+        v: u32,
+        room: &str,
+        name: &str,
+        state: MediaState,
+        resume: Option<String>,
+    ) -> Result<(), Failure> {
+        if self.conns.get(&conn).is_some_and(|c| c.peer.is_some()) {
+            return Err((ErrorCode::AlreadyJoined, "this connection already joined a room; send 'leave' first".into()));
+        }
+        if v != PROTOCOL_VERSION {
+            return Err((
+                ErrorCode::UnsupportedVersion,
+                format!("server speaks protocol v{PROTOCOL_VERSION}, client sent v{v}"),
+            ));
+        }
+        let room = RoomName::parse(room).map_err(|e| (ErrorCode::BadRoomName, format!("room name {e}")))?;
+        let name = DisplayName::parse(name).map_err(|e| (ErrorCode::BadName, format!("display name {e}")))?;
+        check_state(&state)?;
+
+        let resumable = resume
+            .and_then(|token| self.resume_index.get(&token).cloned())
+            .filter(|pid| self.peers.get(pid).is_some_and(|p| p.room == room));
+        if let Some(pid) = resumable {
+            return Ok(self.resume(conn, pid, name, state));
+        }
+
+        let members = self.rooms.get(&room).map_or(0, Vec::len);
+        if members >= self.config.capacity {
+            return Err((
+                ErrorCode::RoomFull,
+                format!("room '{room}' is full ({} participants)", self.config.capacity),
+            ));
+        }
+        let pid = self.new_peer_id();
+        let resume = self.new_token();
+        let others: Vec<PeerInfo> = self.members(&room).map(|(id, p)| p.info(id)).collect();
+        self.peers.insert(
+            pid.clone(),
+            Peer {
+                name,
+                room: room.clone(),
+                state,
+                resume: resume.clone(),
+                conn: Some(conn),
+                detached_at: None,
+                pending: VecDeque::new(),
+            },
+        );
+        self.rooms.entry(room.clone()).or_default().push(pid.clone());
+        self.resume_index.insert(resume.clone(), pid.clone());
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(pid.clone());
+        }
+        self.send(conn, self.welcome(&pid, others, resume, false));
+        let info = self.peers[&pid].info(&pid);
+        self.broadcast(&pid, ServerMessage::PeerJoined { peer: info });
+        Ok(())
+    }
+
+    /// Binds a peer that was away (or whose old socket has not been noticed dead yet) to `conn`.
+    fn resume(&mut self, conn: ConnId, pid: PeerId, name: DisplayName, state: MediaState) {
+        let room = self.peers[&pid].room.clone();
+        let others: Vec<PeerInfo> = self
+            .members(&room)
+            .filter(|(id, _)| **id != pid)
+            .map(|(id, p)| p.info(id))
+            .collect();
+        let Some(p) = self.peers.get_mut(&pid) else { return };
+        if let Some(old) = p.conn.replace(conn) {
+            self.conns.remove(&old);
+            self.outputs.push_back(Output::Close {
+                conn: old,
+                code: close_code::REPLACED,
+                reason: "resumed on a newer connection".into(),
+            });
+        }
+        p.detached_at = None;
+        p.name = name;
+        p.state = state;
+        let pending = std::mem::take(&mut p.pending);
+        let token = p.resume.clone();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(pid.clone());
+        }
+        self.send(conn, self.welcome(&pid, others, token, true));
+        for msg in pending {
+            self.send(conn, msg);
+        }
+        let info = self.peers[&pid].info(&pid);
+        self.broadcast(&pid, ServerMessage::PeerUpdated { peer: info });
+    }
+
+    fn handle_signal(
+        &mut self,
+        from: &PeerId,
+        to: PeerId,
+        sdp: Option<SessionDescription>,
+        candidate: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<(), Failure> {
+        if sdp.is_some() == candidate.is_some() {
+            return Err((ErrorCode::BadMessage, "a signal carries exactly one of 'sdp' or 'candidate'".into()));
+        }
+        if *from == to {
+            return Err((ErrorCode::BadMessage, "a peer cannot signal itself".into()));
+        }
+        let room = &self.peers[from].room;
+        if !self.peers.get(&to).is_some_and(|p| p.room == *room) {
+            return Err((ErrorCode::UnknownPeer, format!("no peer '{to}' in room '{room}'")));
+        }
+        let msg = ServerMessage::Signal {
+            from: from.clone(),
+            sdp,
+            candidate,
+        };
+        self.deliver(&to, msg);
+        Ok(())
+    }
+
+    fn handle_chat(&mut self, from: &PeerId, text: String) -> Result<(), Failure> {
+        if text.trim().is_empty() {
+            return Err((ErrorCode::BadMessage, "chat text is empty".into()));
+        }
+        let max = self.config.max_chat_chars;
+        if text.chars().count() > max {
+            return Err((ErrorCode::BadMessage, format!("chat text longer than {max} characters")));
+        }
+        let peer = &self.peers[from];
+        let msg = ServerMessage::Chat {
+            from: from.clone(),
+            name: peer.name.as_str().to_owned(),
+            text,
+        };
+        // The sender gets its own message back: the echo confirms delivery and fixes the order.
+        let room = peer.room.clone();
+        let members: Vec<PeerId> = self.rooms[&room].clone();
+        for pid in members {
+            self.deliver(&pid, msg.clone());
+        }
+        Ok(())
+    }
+
+    fn handle_state(&mut self, pid: &PeerId, state: MediaState) -> Result<(), Failure> {
+        check_state(&state)?;
+        let Some(p) = self.peers.get_mut(pid) else { return Ok(()) };
+        p.state = state;
+        let info = p.info(pid);
+        self.broadcast(pid, ServerMessage::PeerUpdated { peer: info });
+        Ok(())
+    }
+
+    fn keepalive(&mut self, conn: ConnId, now: Instant) {
+        let (ping_after, dead_after) = (self.config.ping_after, self.config.dead_after);
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        if now >= c.last_rx + dead_after {
+            let peer = c.peer.take();
+            self.conns.remove(&conn);
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: close_code::GOING_AWAY,
+                reason: "keepalive timeout".into(),
+            });
+            if let Some(pid) = peer {
+                self.remove_peer(&pid, LeaveReason::Timeout);
+            }
+            return;
+        }
+        if !c.pinged && now >= c.last_rx + ping_after {
+            c.pinged = true;
+            self.outputs.push_back(Output::Ping { conn });
+        }
+        let next = c.last_rx + if c.pinged { dead_after } else { ping_after };
+        self.timers.push(Reverse((next, Timer::Keepalive(conn))));
+    }
+
+    fn resume_expired(&mut self, pid: &PeerId, now: Instant) {
+        let expired = self.peers.get(pid).is_some_and(|p| {
+            p.conn.is_none() && p.detached_at.is_some_and(|t| now >= t + self.config.resume_grace)
+        });
+        if expired {
+            self.remove_peer(pid, LeaveReason::Disconnected);
+        }
+    }
+
+    /// Sends an error, closes the connection and removes its peer.
+    fn kick(&mut self, conn: ConnId, code: ErrorCode, close: u16, why: String) {
+        self.send_error(conn, code, why.clone());
+        self.outputs.push_back(Output::Close {
+            conn,
+            code: close,
+            reason: why,
+        });
+        if let Some(pid) = self.conns.remove(&conn).and_then(|c| c.peer) {
+            self.remove_peer(&pid, LeaveReason::Kicked);
+        }
+    }
+
+    fn remove_peer(&mut self, pid: &PeerId, reason: LeaveReason) {
+        let Some(peer) = self.peers.remove(pid) else { return };
+        self.resume_index.remove(&peer.resume);
+        if let Some(members) = self.rooms.get_mut(&peer.room) {
+            members.retain(|m| m != pid);
+            if members.is_empty() {
+                self.rooms.remove(&peer.room);
+                return;
+            }
+        }
+        let msg = ServerMessage::PeerLeft {
+            id: pid.clone(),
+            reason,
+        };
+        let members = self.rooms[&peer.room].clone();
+        for other in members {
+            self.deliver(&other, msg.clone());
+        }
+    }
+
+    /// Sends to everyone in `from`'s room but `from`.
+    fn broadcast(&mut self, from: &PeerId, msg: ServerMessage) {
+        let room = &self.peers[from].room;
+        let members: Vec<PeerId> = self.rooms[room].iter().filter(|m| *m != from).cloned().collect();
+        for pid in members {
+            self.deliver(&pid, msg.clone());
+        }
+    }
+
+    /// Sends to a peer, or holds the message while it is away. A peer that falls too far behind
+    /// is dropped: when it comes back it joins afresh and learns the whole room from `welcome`.
+    fn deliver(&mut self, pid: &PeerId, msg: ServerMessage) {
+        let Some(peer) = self.peers.get_mut(pid) else { return };
+        match peer.conn {
+            Some(conn) => self.send(conn, msg),
+            None if peer.pending.len() < self.config.max_pending => peer.pending.push_back(msg),
+            None => self.remove_peer(&pid.clone(), LeaveReason::Disconnected),
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ServerMessage) {
+        self.stats.messages_out += 1;
+        self.outputs.push_back(Output::Send { conn, msg });
+    }
+
+    fn send_error(&mut self, conn: ConnId, code: ErrorCode, why: impl Into<String>) {
+        *self.stats.errors.entry(code).or_default() += 1;
+        self.send(conn, ServerMessage::error(code, why));
+    }
+
+    fn welcome(&self, pid: &PeerId, peers: Vec<PeerInfo>, resume: String, resumed: bool) -> ServerMessage {
+        ServerMessage::Welcome(Welcome {
+            v: PROTOCOL_VERSION,
+            id: pid.clone(),
+            room: self.peers[pid].room.to_string(),
+            peers,
+            ice_servers: Vec::new(),
+            resume,
+            resumed,
+            capacity: self.config.capacity,
+        })
+    }
+
+    fn members<'a>(&'a self, room: &RoomName) -> impl Iterator<Item = (&'a PeerId, &'a Peer)> + 'a {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.peers.get_key_value(id))
+    }
+
+    fn new_peer_id(&mut self) -> PeerId {
+        const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
+        loop {
+            let bits = self.rng.next_u64();
+            let id: String = (0..8)
+                .map(|i| char::from(ALPHABET[((bits >> (i * 5)) & 31) as usize]))
+                .collect();
+            let id = PeerId(id);
+            if !self.peers.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn new_token(&mut self) -> String {
+        let mut bytes = [0u8; 16];
+        self.rng.fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn check_state(state: &MediaState) -> Result<(), Failure> {
+    match &state.screen {
+        Some(id) if id.is_empty() || id.len() > 64 => {
+            Err((ErrorCode::BadMessage, "state.screen must be a stream id of 1-64 bytes".into()))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,454 @@
+//! The room core under simulated time: every input, limit and timer.
+
+use super::*;
+use crate::wire::ClientMessage;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+struct Harness {
+    rooms: Rooms<StdRng>,
+    now: Instant,
+    next_conn: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(Config::default())
+    }
+
+    fn with(config: Config) -> Self {
+        Self {
+            rooms: Rooms::new(config, StdRng::seed_from_u64(1)),
+            now: Instant::now(),
+            next_conn: 0,
+        }
+    }
+
+    fn connect(&mut self) -> ConnId {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.rooms.handle_connect(conn, self.now);
+        conn
+    }
+
+    fn text(&mut self, conn: ConnId, text: &str) -> Vec<Output> {
+        self.rooms.handle_text(conn, text, self.now);
+        self.drain()
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ClientMessage) -> Vec<Output> {
+        self.text(conn, &serde_json::to_string(msg).unwrap())
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.rooms.poll_output()).collect()
+    }
+
+    /// Connects and joins `room`, returning the connection and its peer id.
+    fn join(&mut self, room: &str, name: &str) -> (ConnId, PeerId) {
+        let conn = self.connect();
+        let out = self.send(conn, &join(room, name, None));
+        let welcome = welcome_of(&out, conn).expect("welcome");
+        (conn, welcome.id)
+    }
+
+    /// Steps simulated time to `until`, firing each timer at its own instant.
+    fn advance(&mut self, by: Duration) -> Vec<Output> {
+        let until = self.now + by;
+        let mut out = Vec::new();
+        while let Some(at) = self.rooms.poll_timeout().filter(|at| *at <= until) {
+            self.now = self.now.max(at);
+            self.rooms.handle_timeout(self.now);
+            out.extend(self.drain());
+        }
+        self.now = until;
+        out
+    }
+}
+
+fn join(room: &str, name: &str, resume: Option<String>) -> ClientMessage {
+    ClientMessage::Join {
+        v: PROTOCOL_VERSION,
+        room: room.into(),
+        name: name.into(),
+        state: MediaState::default(),
+        resume,
+    }
+}
+
+fn welcome_of(out: &[Output], to: ConnId) -> Option<Welcome> {
+    out.iter().find_map(|o| match o {
+        Output::Send {
+            conn,
+            msg: ServerMessage::Welcome(w),
+        } if *conn == to => Some(w.clone()),
+        _ => None,
+    })
+}
+
+fn sent_to(out: &[Output], to: ConnId) -> Vec<ServerMessage> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { conn, msg } if *conn == to => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn error_code(out: &[Output], to: ConnId) -> Option<ErrorCode> {
+    sent_to(out, to).into_iter().find_map(|m| match m {
+        ServerMessage::Error { code, .. } => Some(code),
+        _ => None,
+    })
+}
+
+fn closed(out: &[Output], to: ConnId) -> Option<u16> {
+    out.iter().find_map(|o| match o {
+        Output::Close { conn, code, .. } if *conn == to => Some(*code),
+        _ => None,
+    })
+}
+
+fn offer(to: &PeerId) -> ClientMessage {
+    ClientMessage::Signal {
+        to: to.clone(),
+        sdp: Some(SessionDescription {
+            kind: crate::wire::SdpKind::Offer,
+            sdp: "v=0\r\n".into(),
+        }),
+        candidate: None,
+    }
+}
+
+#[test]
+fn join_welcomes_and_announces() {
+    let mut h = Harness::new();
+    let (a, pa) = h.join("demo", "Ada");
+    let b = h.connect();
+    let out = h.send(b, &join("Demo", "Bob", None));
+    let w = welcome_of(&out, b).unwrap();
+    assert_eq!(w.room, "demo");
+    assert_eq!(w.peers.len(), 1);
+    assert_eq!(w.peers[0].id, pa);
+    assert_eq!(w.peers[0].name, "Ada");
+    assert!(!w.resumed);
+    assert_eq!(w.capacity, 6);
+    let to_a = sent_to(&out, a);
+    assert!(matches!(&to_a[..], [ServerMessage::PeerJoined { peer }] if peer.id == w.id && peer.name == "Bob"));
+    let stats = h.rooms.stats();
+    assert_eq!((stats.rooms, stats.participants, stats.connections), (1, 2, 2));
+}
+
+#[test]
+fn signal_reaches_only_the_addressed_peer() {
+    let mut h = Harness::new();
+    let (a, pa) = h.join("r1", "A");
+    let (b, pb) = h.join("r1", "B");
+    let (c, _) = h.join("r1", "C");
+    let out = h.send(a, &offer(&pb));
+    assert_eq!(out.len(), 1);
+    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::Signal { from, sdp: Some(_), .. }] if *from == pa));
+    assert!(sent_to(&out, c).is_empty());
+
+    let cand = r#"{"type":"signal","to":"TO","candidate":{"candidate":"candidate:0 1 UDP 1 10.0.0.1 5000 typ host","sdpMLineIndex":0}}"#
+        .replace("TO", &pa.0);
+    let out = h.text(b, &cand);
+    assert!(matches!(&sent_to(&out, a)[..], [ServerMessage::Signal { candidate: Some(c), .. }] if c["sdpMLineIndex"] == 0));
+}
+
+#[test]
+fn no_signal_across_rooms_or_to_unknown_peers() {
+    let mut h = Harness::new();
+    let (a, _) = h.join("one", "A");
+    let (b, pb) = h.join("two", "B");
+    let out = h.send(a, &offer(&pb));
+    assert_eq!(error_code(&out, a), Some(ErrorCode::UnknownPeer));
+    assert!(sent_to(&out, b).is_empty());
+    let out = h.send(a, &offer(&PeerId("nobody".into())));
+    assert_eq!(error_code(&out, a), Some(ErrorCode::UnknownPeer));
+    // The connection stays usable.
+    let out = h.send(a, &ClientMessage::Ping);
+    assert_eq!(sent_to(&out, a), vec![ServerMessage::Pong]);
+}
+
+#[test]
+fn signal_shape_is_checked() {
+    let mut h = Harness::new();
+    let (a, pa) = h.join("r", "A");
+    let (_, pb) = h.join("r", "B");
+    let both = format!(r#"{{"type":"signal","to":"{pb}","sdp":{{"type":"offer","sdp":""}},"candidate":{{}}}}"#);
+    assert_eq!(error_code(&h.text(a, &both), a), Some(ErrorCode::BadMessage));
+    let neither = format!(r#"{{"type":"signal","to":"{pb}"}}"#);
+    assert_eq!(error_code(&h.text(a, &neither), a), Some(ErrorCode::BadMessage));
+    assert_eq!(error_code(&h.send(a, &offer(&pa)), a), Some(ErrorCode::BadMessage));
+}
+
+#[test]
+fn bad_input_gets_named_errors_and_the_connection_stays() {
+    let mut h = Harness::new();
+    let a = h.connect();
+    let cases = [
+        ("{oops", ErrorCode::BadJson),
+        (r#"{"type":"teleport"}"#, ErrorCode::UnknownType),
+        (r#"{"type":"join","v":1,"name":"x"}"#, ErrorCode::BadMessage),
+        (r#"{"type":"chat","text":"hi"}"#, ErrorCode::NotJoined),
+        (r#"{"type":"join","v":9,"room":"r","name":"x"}"#, ErrorCode::UnsupportedVersion),
+        (r#"{"type":"join","v":1,"room":"no spaces","name":"x"}"#, ErrorCode::BadRoomName),
+        (r#"{"type":"join","v":1,"room":"r","name":"  "}"#, ErrorCode::BadName),
+    ];
+    for (text, code) in cases {
+        let out = h.text(a, text);
+        assert_eq!(error_code(&out, a), Some(code), "{text}");
+        assert_eq!(closed(&out, a), None, "{text}");
+    }
+    h.send(a, &join("r", "A", None));
+    assert_eq!(error_code(&h.send(a, &join("r", "A", None)), a), Some(ErrorCode::AlreadyJoined));
+    let stats = h.rooms.stats();
+    assert_eq!(stats.errors[&ErrorCode::BadJson], 1);
+    assert_eq!(stats.messages_in["join"], 5);
+}
+
+#[test]
+fn oversize_message_closes_with_1009() {
+    let mut h = Harness::new();
+    let (a, pa) = h.join("r", "A");
+    let (b, _) = h.join("r", "B");
+    let big = format!(r#"{{"type":"chat","text":"{}"}}"#, "x".repeat(70_000));
+    let out = h.text(a, &big);
+    assert_eq!(error_code(&out, a), Some(ErrorCode::TooLarge));
+    assert_eq!(closed(&out, a), Some(close_code::TOO_BIG));
+    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::PeerLeft { id, reason: LeaveReason::Kicked }] if *id == pa));
+    assert!(h.text(a, r#"{"type":"ping"}"#).is_empty(), "closed connection is forgotten");
+}
+
+#[test]
+fn flooding_closes_with_1008_but_bursts_pass() {
+    let mut h = Harness::new();
+    let (a, _) = h.join("r", "A");
+    // A burst of 150 at once is a join into a full room; fine.
+    for _ in 0..150 {
+        assert!(closed(&h.text(a, r#"{"type":"ping"}"#), a).is_none());
+    }
+    // 100 messages/s sustained is not.
+    let mut closed_at = None;
+    for i in 0..1000 {
+        h.now += Duration::from_millis(10);
+        let out = h.text(a, r#"{"type":"ping"}"#);
+        if closed(&out, a) == Some(close_code::POLICY) {
+            assert_eq!(error_code(&out, a), Some(ErrorCode::Flood));
+            closed_at = Some(i);
+            break;
+        }
+    }
+    assert!(closed_at.is_some_and(|i| i < 300), "{closed_at:?}");
+}
+
+#[test]
+fn room_capacity() {
+    let mut h = Harness::with(Config {
+        capacity: 2,
+        ..Config::default()
+    });
+    h.join("r", "A");
+    h.join("r", "B");
+    let c = h.connect();
+    let out = h.send(c, &join("r", "C", None));
+    assert_eq!(error_code(&out, c), Some(ErrorCode::RoomFull));
+    // Other rooms are unaffected.
+    assert!(welcome_of(&h.send(c, &join("other", "C", None)), c).is_some());
+}
+
+#[test]
+fn clean_close_and_leave_tell_the_others_at_once() {
+    let mut h = Harness::new();
+    let (a, pa) = h.join("r", "A");
+    let (b, pb) = h.join("r", "B");
+    let (c, _) = h.join("r", "C");
+    h.rooms.handle_close(a, CloseKind::Clean, h.now);
+    let out = h.drain();
+    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::PeerLeft { id, reason: LeaveReason::Left }] if *id == pa));
+    let out = h.send(b, &ClientMessage::Leave);
+    assert!(matches!(&sent_to(&out, c)[..], [ServerMessage::PeerLeft { id, .. }] if *id == pb));
+    // After leave the connection may join again.
+    assert!(welcome_of(&h.send(b, &join("r", "B2", None)), b).is_some());
+}
+
+#[test]
+fn last_one_out_removes_the_room() {
+    let mut h = Harness::new();
+    let (a, _) = h.join("r", "A");
+    h.rooms.handle_close(a, CloseKind::Clean, h.now);
+    assert_eq!(h.rooms.stats().rooms, 0);
+    assert_eq!(h.rooms.stats().participants, 0);
+}
+
+#[test]
+fn silent_connection_is_pinged_then_dropped_within_30s() {
+    let mut h = Harness::new();
+    let (a, pa) = h.join("r", "A");
+    let (b, _) = h.join("r", "B");
+    let mut pinged = false;
+    let mut left_at = None;
+    for s in 1..=40 {
+        // B stays alive by answering pings; A is silent.
+        let out = h.advance(Duration::from_secs(1));
+        if out.iter().any(|o| *o == Output::Ping { conn: b }) {
+            h.rooms.handle_activity(b, h.now);
+        }
+        pinged |= out.iter().any(|o| *o == Output::Ping { conn: a });
+        if sent_to(&out, b)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::PeerLeft { id, reason: LeaveReason::Timeout } if *id == pa))
+        {
+            assert_eq!(closed(&out, a), Some(close_code::GOING_AWAY));
+            left_at = Some(s);
+            break;
+        }
+    }
+    assert!(pinged);
+    assert!(left_at.is_some_and(|s| s <= 30), "{left_at:?}");
+    assert_eq!(h.rooms.stats().participants, 1);
+}
+
+#[test]
+fn pong_keeps_a_connection_alive() {
+    let mut h = Harness::new();
+    let (a, _) = h.join("r", "A");
+    for _ in 0..120 {
+        let out = h.advance(Duration::from_secs(1));
+        assert_eq!(closed(&out, a), None);
+        if out.contains(&Output::Ping { conn: a }) {
+            h.rooms.handle_activity(a, h.now);
+        }
+    }
+    assert_eq!(h.rooms.stats().participants, 1);
+}
+
+#[test]
+fn abrupt_close_then_resume_keeps_the_peer_and_its_messages() {
+    let mut h = Harness::new();
+    let a = h.connect();
+    let w = welcome_of(&h.send(a, &join("r", "A", None)), a).unwrap();
+    let (b, pb) = h.join("r", "B");
+    h.drain();
+    h.rooms.handle_close(a, CloseKind::Abrupt, h.now);
+    assert!(sent_to(&h.drain(), b).is_empty(), "no peer-left during the grace period");
+    // B's offer waits for A.
+    h.send(b, &offer(&w.id));
+    h.advance(Duration::from_secs(5));
+
+    let a2 = h.connect();
+    let out = h.send(a2, &join("r", "A", Some(w.resume.clone())));
+    let w2 = welcome_of(&out, a2).unwrap();
+    assert!(w2.resumed);
+    assert_eq!(w2.id, w.id);
+    assert_eq!(w2.peers.iter().map(|p| &p.id).collect::<Vec<_>>(), vec![&pb]);
+    let to_a2 = sent_to(&out, a2);
+    assert!(matches!(&to_a2[1], ServerMessage::Signal { from, .. } if *from == pb), "{to_a2:?}");
+    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::PeerUpdated { .. }]));
+    // The grace timer that was armed no longer removes anyone.
+    let out = h.advance(Duration::from_secs(30));
+    assert!(!sent_to(&out, b).iter().any(|m| matches!(m, ServerMessage::PeerLeft { .. })));
+}
+
+#[test]
+fn resume_window_expires() {
+    let mut h = Harness::new();
+    let (a, pa) = h.join("r", "A");
+    let (b, _) = h.join("r", "B");
+    h.rooms.handle_close(a, CloseKind::Abrupt, h.now);
+    let out = h.advance(Duration::from_secs(11));
+    assert!(sent_to(&out, b).iter().any(
+        |m| matches!(m, ServerMessage::PeerLeft { id, reason: LeaveReason::Disconnected } if *id == pa)
+    ));
+}
+
+#[test]
+fn resume_on_a_new_socket_closes_the_old_one() {
+    let mut h = Harness::new();
+    let a = h.connect();
+    let w = welcome_of(&h.send(a, &join("r", "A", None)), a).unwrap();
+    let a2 = h.connect();
+    let out = h.send(a2, &join("r", "A", Some(w.resume)));
+    assert_eq!(closed(&out, a), Some(close_code::REPLACED));
+    assert!(welcome_of(&out, a2).unwrap().resumed);
+    assert_eq!(h.rooms.stats().participants, 1);
+}
+
+#[test]
+fn a_resume_token_does_not_open_another_room() {
+    let mut h = Harness::new();
+    let a = h.connect();
+    let w = welcome_of(&h.send(a, &join("r", "A", None)), a).unwrap();
+    let x = h.connect();
+    let w2 = welcome_of(&h.send(x, &join("other", "X", Some(w.resume))), x).unwrap();
+    assert!(!w2.resumed);
+    assert_ne!(w2.id, w.id);
+}
+
+#[test]
+fn chat_goes_to_the_room_only() {
+    let mut h = Harness::new();
+    let (a, pa) = h.join("r", "A");
+    let (b, _) = h.join("r", "B");
+    let (c, _) = h.join("elsewhere", "C");
+    let out = h.send(a, &ClientMessage::Chat { text: "hello".into() });
+    for conn in [a, b] {
+        assert!(matches!(&sent_to(&out, conn)[..], [ServerMessage::Chat { from, name, text }] if *from == pa && name == "A" && text == "hello"));
+    }
+    assert!(sent_to(&out, c).is_empty());
+    let long = "y".repeat(2001);
+    assert_eq!(error_code(&h.send(a, &ClientMessage::Chat { text: long }), a), Some(ErrorCode::BadMessage));
+    assert_eq!(error_code(&h.send(a, &ClientMessage::Chat { text: " ".into() }), a), Some(ErrorCode::BadMessage));
+}
+
+#[test]
+fn state_updates_are_broadcast() {
+    let mut h = Harness::new();
+    let (a, _) = h.join("r", "A");
+    let (b, _) = h.join("r", "B");
+    let state = MediaState {
+        audio: true,
+        video: false,
+        screen: Some("stream-1".into()),
+    };
+    let out = h.send(a, &ClientMessage::State(state.clone()));
+    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::PeerUpdated { peer }] if peer.state == state));
+    assert!(sent_to(&out, a).is_empty());
+    let bad = MediaState {
+        screen: Some(String::new()),
+        ..state
+    };
+    assert_eq!(error_code(&h.send(a, &ClientMessage::State(bad)), a), Some(ErrorCode::BadMessage));
+}
+
+#[test]
+fn shutdown_tells_everyone() {
+    let mut h = Harness::new();
+    let (a, _) = h.join("r", "A");
+    let b = h.connect();
+    h.rooms.shutdown();
+    let out = h.drain();
+    for conn in [a, b] {
+        assert_eq!(error_code(&out, conn), Some(ErrorCode::ServerShutdown));
+        assert_eq!(closed(&out, conn), Some(close_code::GOING_AWAY));
+    }
+    assert_eq!(h.rooms.poll_timeout(), None);
+}
+
+#[test]
+fn an_away_peer_that_falls_too_far_behind_is_dropped() {
+    let mut h = Harness::with(Config {
+        max_pending: 3,
+        ..Config::default()
+    });
+    let (a, pa) = h.join("r", "A");
+    let (b, _) = h.join("r", "B");
+    h.rooms.handle_close(a, CloseKind::Abrupt, h.now);
+    let mut left = false;
+    for _ in 0..4 {
+        let out = h.send(b, &offer(&pa));
+        left |= sent_to(&out, b).iter().any(|m| matches!(m, ServerMessage::PeerLeft { .. }));
+    }
+    assert!(left);
+}

@@ -1,0 +1,393 @@
+//! The JSON wire format of `/ws`, version [`PROTOCOL_VERSION`]. `docs/protocol.md` is its prose.
+//!
+//! Every message is one WebSocket text frame holding one JSON object whose `type` names it.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The protocol version a client names in `join`; bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A participant's id within the server, random and opaque to clients.
+///
+/// Clients compare ids to pick roles in perfect negotiation: the peer with the greater id (byte-wise)
+/// is *polite*.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PeerId(pub String);
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a participant is sending, shown by the others (mute icons, screen tile labels).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaState {
+    pub audio: bool,
+    pub video: bool,
+    /// The `MediaStream.id` of the screen share while one runs, so receivers can tell its track
+    /// from the camera's in `ontrack` (stream ids survive SDP as `a=msid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screen: Option<String>,
+}
+
+/// An SDP offer or answer as `RTCSessionDescriptionInit` spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionDescription {
+    #[serde(rename = "type")]
+    pub kind: SdpKind,
+    #[serde(default)]
+    pub sdp: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SdpKind {
+    Offer,
+    Answer,
+    Pranswer,
+    Rollback,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ClientMessage {
+    /// Enter a room. `resume` is the token of an earlier `welcome`: within the grace period after
+    /// a dropped socket it gives back the same peer id, so calls survive the reconnect.
+    Join {
+        v: u32,
+        room: String,
+        name: String,
+        #[serde(default)]
+        state: MediaState,
+        #[serde(default)]
+        resume: Option<String>,
+    },
+    /// An SDP description or an ICE candidate for one peer of the same room.
+    Signal {
+        to: PeerId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp: Option<SessionDescription>,
+        /// An `RTCIceCandidateInit` object, relayed untouched.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        candidate: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    /// A text message to everyone in the room.
+    Chat { text: String },
+    /// The sender's media changed (mute, camera off, screen share).
+    State(MediaState),
+    /// Leave the room now; the others learn at once.
+    Leave,
+    /// Application-level keepalive: browsers cannot see WebSocket pings, so this is how a page
+    /// notices a server that went silent.
+    Ping,
+}
+
+impl ClientMessage {
+    /// The `type` tag, for metrics and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Join { .. } => "join",
+            Self::Signal { .. } => "signal",
+            Self::Chat { .. } => "chat",
+            Self::State(_) => "state",
+            Self::Leave => "leave",
+            Self::Ping => "ping",
+        }
+    }
+
+    /// Decodes one text frame, telling apart broken JSON, an unknown `type` and a message whose
+    /// fields are wrong.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        serde_json::from_str(text).map_err(|e| {
+            use serde_json::error::Category;
+            let detail = e.to_string();
+            match e.classify() {
+                Category::Syntax | Category::Eof | Category::Io => DecodeError::Json(detail),
+                Category::Data if detail.starts_with("unknown variant") => {
+                    DecodeError::UnknownType(detail)
+                }
+                Category::Data => DecodeError::Fields(detail),
+            }
+        })
+    }
+}
+
+/// Why a text frame is not a [`ClientMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    #[error("unknown message type: {0}")]
+    UnknownType(String),
+    #[error("invalid message: {0}")]
+    Fields(String),
+}
+
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Json(_) => ErrorCode::BadJson,
+            Self::UnknownType(_) => ErrorCode::UnknownType,
+            Self::Fields(_) => ErrorCode::BadMessage,
+        }
+    }
+}
+
+/// An ICE server as `RTCIceServer` spells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Someone in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub id: PeerId,
+    pub name: String,
+    pub state: MediaState,
+}
+
+/// The answer to a successful `join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub v: u32,
+    pub id: PeerId,
+    pub room: String,
+    /// Everyone else in the room, in the order they joined.
+    pub peers: Vec<PeerInfo>,
+    /// Filled by the transport, which mints short-lived TURN credentials against wall-clock time.
+    pub ice_servers: Vec<IceServer>,
+    /// Send this back in `join.resume` after a dropped socket to keep the same id.
+    pub resume: String,
+    /// True when this join took over an earlier session of the same peer.
+    pub resumed: bool,
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaveReason {
+    /// Sent `leave` or closed the socket cleanly.
+    Left,
+    /// The socket dropped and did not come back within the resume grace period.
+    Disconnected,
+    /// No sign of life within the keepalive timeout.
+    Timeout,
+    /// Closed by the server for oversize messages or flooding.
+    Kicked,
+}
+
+/// Every error a client can be sent; the `code` of an `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    BadJson,
+    UnknownType,
+    BadMessage,
+    UnsupportedVersion,
+    NotJoined,
+    AlreadyJoined,
+    BadRoomName,
+    BadName,
+    RoomFull,
+    UnknownPeer,
+    TooLarge,
+    Flood,
+    ServerShutdown,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 13] = [
+        Self::BadJson,
+        Self::UnknownType,
+        Self::BadMessage,
+        Self::UnsupportedVersion,
+        Self::NotJoined,
+        Self::AlreadyJoined,
+        Self::BadRoomName,
+        Self::BadName,
+        Self::RoomFull,
+        Self::UnknownPeer,
+        Self::TooLarge,
+        Self::Flood,
+        Self::ServerShutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadJson => "bad-json",
+            Self::UnknownType => "unknown-type",
+            Self::BadMessage => "bad-message",
+            Self::UnsupportedVersion => "unsupported-version",
+            Self::NotJoined => "not-joined",
+            Self::AlreadyJoined => "already-joined",
+            Self::BadRoomName => "bad-room-name",
+            Self::BadName => "bad-name",
+            Self::RoomFull => "room-full",
+            Self::UnknownPeer => "unknown-peer",
+            Self::TooLarge => "too-large",
+            Self::Flood => "flood",
+            Self::ServerShutdown => "server-shutdown",
+        }
+    }
+}
+
+/// Messages the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMessage {
+    Welcome(Welcome),
+    PeerJoined {
+        peer: PeerInfo,
+    },
+    PeerUpdated {
+        peer: PeerInfo,
+    },
+    PeerLeft {
+        id: PeerId,
+        reason: LeaveReason,
+    },
+    Signal {
+        from: PeerId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sdp: Option<SessionDescription>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        candidate: Option<serde_json::Map<String, serde_json::Value>>,
+    },
+    Chat {
+        from: PeerId,
+        name: String,
+        text: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    Pong,
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string and no impl errors.
+        serde_json::to_string(self).expect("ServerMessage serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn decode_tells_errors_apart() {
+        assert!(matches!(
+            ClientMessage::decode("{not json"),
+            Err(DecodeError::Json(_))
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"dance"}"#),
+            Err(DecodeError::UnknownType(_))
+        ));
+        let e = ClientMessage::decode(r#"{"type":"join","v":1,"name":"a"}"#).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadMessage);
+        assert!(e.to_string().contains("room"), "{e}");
+        assert!(matches!(
+            ClientMessage::decode(r#"{"room":"x"}"#),
+            Err(DecodeError::Fields(_))
+        ));
+        assert!(matches!(
+            ClientMessage::decode("[1,2]"),
+            Err(DecodeError::Fields(_))
+        ));
+    }
+
+    #[test]
+    fn decode_signal() {
+        let m = ClientMessage::decode(
+            r#"{"type":"signal","to":"abc","candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.1 9 typ host","sdpMid":"0"}}"#,
+        )
+        .unwrap();
+        let ClientMessage::Signal { to, sdp, candidate } = m else {
+            panic!("not a signal")
+        };
+        assert_eq!(to.0, "abc");
+        assert!(sdp.is_none());
+        assert_eq!(candidate.unwrap()["sdpMid"], "0");
+    }
+
+    #[test]
+    fn server_messages_use_kebab_case_tags() {
+        let json = ServerMessage::PeerLeft {
+            id: PeerId("p".into()),
+            reason: LeaveReason::Timeout,
+        }
+        .to_json();
+        assert_eq!(json, r#"{"type":"peer-left","id":"p","reason":"timeout"}"#);
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    fn arb_state() -> impl Strategy<Value = MediaState> {
+        (any::<bool>(), any::<bool>(), proptest::option::of("[a-z0-9-]{1,20}"))
+            .prop_map(|(audio, video, screen)| MediaState { audio, video, screen })
+    }
+
+    fn arb_client() -> impl Strategy<Value = ClientMessage> {
+        prop_oneof![
+            (any::<u32>(), ".{0,20}", ".{0,20}", arb_state(), proptest::option::of(".{0,8}"))
+                .prop_map(|(v, room, name, state, resume)| ClientMessage::Join {
+                    v,
+                    room,
+                    name,
+                    state,
+                    resume
+                }),
+            (".{0,10}", ".{0,200}").prop_map(|(to, sdp)| ClientMessage::Signal {
+                to: PeerId(to),
+                sdp: Some(SessionDescription {
+                    kind: SdpKind::Offer,
+                    sdp
+                }),
+                candidate: None,
+            }),
+            ".{0,100}".prop_map(|text| ClientMessage::Chat { text }),
+            arb_state().prop_map(ClientMessage::State),
+            Just(ClientMessage::Leave),
+            Just(ClientMessage::Ping),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn client_messages_round_trip(msg in arb_client()) {
+            let json = serde_json::to_string(&msg).unwrap();
+            prop_assert_eq!(ClientMessage::decode(&json).unwrap(), msg);
+        }
+
+        #[test]
+        fn decode_never_panics(text in ".{0,300}") {
+            let _ = ClientMessage::decode(&text);
+        }
+    }
+}
