@@ -1,0 +1,47 @@
+//! The web client, embedded at build time from `web/`: one binary, nothing to install beside it.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+macro_rules! assets {
+    ($($name:literal => $mime:literal),* $(,)?) => {
+        const ASSETS: &[(&str, &str, &[u8])] = &[
+            $(($name, $mime, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/", $name)))),*
+        ];
+    };
+}
+
+assets! {
+    "index.html" => "text/html; charset=utf-8",
+    "style.css" => "text/css; charset=utf-8",
+    "app.js" => "text/javascript; charset=utf-8",
+    "signaling.js" => "text/javascript; charset=utf-8",
+    "peer.js" => "text/javascript; charset=utf-8",
+    "media.js" => "text/javascript; charset=utf-8",
+    "ui.js" => "text/javascript; charset=utf-8",
+    "icon.svg" => "image/svg+xml",
+}
+
+/// Everything the page loads comes from this server; media may be blob: or a live stream.
+const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+    media-src 'self' blob: mediastream:; style-src 'self'; script-src 'self'; object-src 'none'; \
+    base-uri 'none'; frame-ancestors 'none'";
+
+/// Serves an embedded file by name, or 404.
+pub fn asset(name: &str) -> Response {
+    let Some((_, mime, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
+        return (StatusCode::NOT_FOUND, "no such file\n").into_response();
+    };
+    let mut response = (*body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    // Pages and modules change with the binary; revalidating costs little on a LAN.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}

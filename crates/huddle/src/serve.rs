@@ -1,0 +1,162 @@
+//! `huddle serve`: flags and config file → [`huddle_server::Config`] → run.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use huddle_server::{Config, Server, TlsSource};
+use serde::Deserialize;
+
+use crate::LogFormat;
+
+/// Every option is a flag, an environment variable and a key of the `--config` file (TOML, same
+/// names in kebab-case). A flag beats the file; the file beats the default.
+#[derive(Args, Deserialize, Default, Debug)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML file with any of these options, e.g. `listen = "0.0.0.0:443"`.
+    #[arg(short, long, env = "HUDDLE_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+
+    /// Address and port for HTTPS, WebSocket signaling and the web client [default: 0.0.0.0:8443].
+    #[arg(long, env = "HUDDLE_LISTEN", value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+
+    /// Where the generated certificate is kept [default: the user's data dir, e.g. ~/.local/share/huddle].
+    #[arg(long, env = "HUDDLE_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// PEM certificate chain to serve instead of the self-signed one (needs --tls-key).
+    #[arg(long, env = "HUDDLE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "HUDDLE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve plain HTTP, for use behind a TLS-terminating reverse proxy. Browsers allow camera
+    /// and microphone only in a secure context: https, or http://localhost.
+    #[arg(long, env = "HUDDLE_NO_TLS")]
+    no_tls: Option<bool>,
+
+    /// Participants per room [default: 6].
+    #[arg(long, env = "HUDDLE_ROOM_CAPACITY", value_name = "N")]
+    room_capacity: Option<usize>,
+
+    /// An extra STUN/TURN URL handed to clients (repeatable), e.g. stun:stun.example.org:3478.
+    #[arg(long = "ice-server", env = "HUDDLE_ICE_SERVERS", value_name = "URL", value_delimiter = ',')]
+    ice_servers: Option<Vec<String>>,
+
+    /// Log output format [default: human].
+    #[arg(long, env = "HUDDLE_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+macro_rules! fill_from {
+    ($target:ident, $source:ident, $($field:ident),+ $(,)?) => {
+        $( if $target.$field.is_none() { $target.$field = $source.$field; } )+
+    };
+}
+
+impl ServeArgs {
+    /// Fills every option the command line left unset from the config file.
+    fn with_file(mut self) -> anyhow::Result<Self> {
+        let Some(path) = &self.config else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let file: ServeArgs = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        fill_from!(
+            self, file, listen, data_dir, tls_cert, tls_key, no_tls, room_capacity, ice_servers,
+            log_format,
+        );
+        Ok(self)
+    }
+
+    fn resolve(self) -> anyhow::Result<Config> {
+        let listen = self.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443)));
+        let tls = match (self.no_tls.unwrap_or(false), self.tls_cert, self.tls_key) {
+            (true, _, _) => TlsSource::Off,
+            (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            (false, None, None) => TlsSource::SelfSigned {
+                dir: match self.data_dir {
+                    Some(dir) => dir,
+                    None => dirs::data_dir()
+                        .context("no user data directory; pass --data-dir")?
+                        .join("huddle"),
+                },
+            },
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let mut rooms = huddle_signal_proto::Config::default();
+        if let Some(capacity) = self.room_capacity {
+            anyhow::ensure!(capacity >= 1, "--room-capacity must be at least 1");
+            rooms.capacity = capacity;
+        }
+        let ice_servers = self
+            .ice_servers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|url| huddle_signal_proto::IceServer {
+                urls: vec![url],
+                username: None,
+                credential: None,
+            })
+            .collect();
+        Ok(Config {
+            listen,
+            tls,
+            rooms,
+            ice_servers,
+            shutdown_grace: Duration::from_secs(3),
+        })
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let args = args.with_file()?;
+    crate::init_logging(args.log_format.unwrap_or_default());
+    let config = args.resolve()?;
+    let server = Server::bind(config).await?;
+    announce(&server);
+    server.run(crate::stop_signal()).await?;
+    Ok(())
+}
+
+/// Prints where to point a browser, and the certificate to expect there.
+fn announce(server: &Server) {
+    let addr = server.local_addr();
+    let scheme = if server.fingerprint().is_some() { "https" } else { "http" };
+    let hosts: Vec<IpAddr> = if addr.ip().is_unspecified() {
+        let mut ips: Vec<IpAddr> = if_addrs_or_loopback();
+        ips.sort_by_key(|ip| (!ip.is_loopback(), ip.is_ipv6()));
+        ips
+    } else {
+        vec![addr.ip()]
+    };
+    println!("Huddle is serving. Open one of:");
+    for ip in hosts {
+        let host = match ip {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        println!("  {scheme}://{host}:{}/", addr.port());
+    }
+    if let (Some(fp), Some(path)) = (server.fingerprint(), server.cert_path()) {
+        println!("Certificate {} SHA-256 fingerprint:\n  {fp}", path.display());
+        println!("A self-signed certificate makes the browser warn once; compare the fingerprint, then proceed.");
+    }
+}
+
+fn if_addrs_or_loopback() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = huddle_server::interface_addresses();
+    if ips.is_empty() {
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+    }
+    ips
+}

@@ -1,0 +1,114 @@
+// Browser-to-browser calls through `huddle serve`: video, audio, mesh, screen share, chat, leave,
+// receive-only, server restart.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Lab, videoFlows, inbound, remoteIds, waitInPage, sleep } from './harness.mjs';
+
+const lab = new Lab('call');
+let browser;
+
+before(async () => {
+  lab.setup();
+  await lab.startServer();
+  browser = await lab.browser();
+});
+
+after(async () => {
+  await lab.teardown();
+});
+
+const join = (room, name) => lab.page(browser, `/r/${room}?name=${name}&autojoin=1`);
+
+test('two pages see and hear each other', async () => {
+  const a = await join('pair', 'Ada');
+  const b = await join('pair', 'Bob');
+  await videoFlows(a, 'video[data-role="remote"]');
+  await videoFlows(b, 'video[data-role="remote"]');
+  await videoFlows(a, 'video[data-role="local"]');
+  const before = await inbound(a, 'audio', 'packetsReceived');
+  await sleep(1000);
+  const after = await inbound(a, 'audio', 'packetsReceived');
+  assert.ok(after > before, `audio packets ${before} -> ${after}`);
+  const framesBefore = await inbound(b, 'video', 'framesDecoded');
+  await sleep(500);
+  assert.ok(await inbound(b, 'video', 'framesDecoded') > framesBefore);
+  await a.context().close();
+  await b.context().close();
+});
+
+test('three pages form a mesh, chat arrives, a leaver disappears within 2 s', async () => {
+  const pages = [];
+  for (const name of ['One', 'Two', 'Three']) pages.push(await join('mesh', name));
+  for (const p of pages) {
+    await waitInPage(p, () => document.querySelectorAll('video[data-role="remote"]').length === 2, null, { what: 'two remote tiles' });
+    const ids = await remoteIds(p);
+    for (const id of ids) await videoFlows(p, `video[data-role="remote"][data-peer="${id}"]`);
+  }
+
+  await pages[0].click('#btn-chat');
+  await pages[0].fill('#chat-input', 'hello mesh');
+  await pages[0].press('#chat-input', 'Enter');
+  for (const p of pages.slice(1)) {
+    await waitInPage(p, () => document.querySelector('#chat-log')?.textContent.includes('hello mesh'), null, { what: 'chat' });
+    assert.equal(await p.textContent('#chat-badge'), '1');
+  }
+
+  const leaverId = await pages[2].evaluate(() => window.huddle.me.id);
+  const t0 = Date.now();
+  await pages[2].click('#btn-leave');
+  for (const p of pages.slice(0, 2)) {
+    await waitInPage(p, (id) => !document.querySelector(`video[data-peer="${id}"]`), leaverId, { timeout: 2000, what: 'tile removed' });
+  }
+  assert.ok(Date.now() - t0 <= 2000);
+  // Closing a tab (no Leave click) tells the others as fast.
+  const closerId = await pages[1].evaluate(() => window.huddle.me.id);
+  await pages[1].close({ runBeforeUnload: true });
+  await waitInPage(pages[0], (id) => !document.querySelector(`video[data-peer="${id}"]`), closerId, { timeout: 2000, what: 'closed tab removed' });
+  for (const p of pages) await p.context().close();
+});
+
+test('a screen share shows up on the others as a screen tile', async () => {
+  const a = await join('share', 'Presenter');
+  const b = await join('share', 'Viewer');
+  await videoFlows(b, 'video[data-role="remote"]');
+  const presenter = await a.evaluate(() => window.huddle.me.id);
+  await a.click('#btn-screen');
+  const screen = await videoFlows(b, `video[data-role="screen"][data-peer="${presenter}"]`);
+  assert.ok(screen.w > 0);
+  // The camera tile keeps flowing next to it.
+  await videoFlows(b, `video[data-role="remote"][data-peer="${presenter}"]`);
+  await a.click('#btn-screen');
+  await waitInPage(b, () => !document.querySelector('video[data-role="screen"]'), null, { what: 'screen tile gone' });
+  await a.context().close();
+  await b.context().close();
+});
+
+test('a page with camera and mic denied joins receive-only and is told why', async () => {
+  const denied = await lab.browser({ fakeUi: false, args: ['--deny-permission-prompts'] });
+  const a = await join('deny', 'Sender');
+  const b = await lab.page(denied, '/r/deny?name=Watcher&autojoin=1');
+  await waitInPage(b, () => document.querySelector('#media-notice')?.textContent.includes('blocked'), null, { what: 'notice' });
+  await videoFlows(b, 'video[data-role="remote"]');
+  const watcher = await b.evaluate(() => window.huddle.me.id);
+  await waitInPage(a, (id) => document.querySelector(`.tile[data-key="${id}"]`)?.classList.contains('video-off'), watcher, { what: 'avatar tile' });
+  await a.context().close();
+  await b.context().close();
+});
+
+test('a killed and restarted server: pages reconnect and video flows again', async () => {
+  const a = await join('restart', 'Ann');
+  const b = await join('restart', 'Ben');
+  await videoFlows(a, 'video[data-role="remote"]');
+  await lab.stopServer('SIGKILL');
+  await waitInPage(a, () => document.querySelector('#banner')?.textContent.includes('reconnecting'), null, { what: 'offline banner' });
+  await lab.startServer();
+  const oldId = await b.evaluate(() => window.huddle.me.id);
+  await waitInPage(b, (old) => window.huddle.me.id && window.huddle.me.id !== old, oldId, { timeout: 20000, what: 'new session' });
+  const ids = await remoteIds(a);
+  assert.equal(ids.length, 1);
+  await videoFlows(a, `video[data-role="remote"][data-peer="${ids[0]}"]`);
+  await videoFlows(b, 'video[data-role="remote"]');
+  await a.context().close();
+  await b.context().close();
+});

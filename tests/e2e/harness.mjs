@@ -1,0 +1,163 @@
+// A lab for browser tests: a network namespace of our own, Huddle serving inside it, and Debian's
+// Chromium (fake camera and mic) started inside it too. Nothing leaves the namespace: it has
+// loopback plus a veth pair whose two ends are both inside (Chromium gathers no ICE candidates on
+// loopback alone), and no route out. Playwright talks to Chromium over a pipe, across the
+// namespace boundary.
+
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const HUDDLE = process.env.HUDDLE_BIN || join(ROOT, 'target', 'debug', 'huddle');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+function sh(cmd, args) {
+  return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+}
+
+export const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1',
+];
+
+export class Lab {
+  constructor(name) {
+    this.ns = `huddle-${name}-${process.pid}`;
+    this.dir = mkdtempSync(join(tmpdir(), 'huddle-e2e-'));
+    this.port = 8443;
+    this.server = null;
+    this.serverLog = '';
+    this.browsers = [];
+  }
+
+  /** Creates the namespace; fails loudly when it cannot (these tests never skip). */
+  setup() {
+    sh('ip', ['netns', 'add', this.ns]);
+    sh('ip', ['-n', this.ns, 'link', 'set', 'lo', 'up']);
+    sh('ip', ['-n', this.ns, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1']);
+    sh('ip', ['-n', this.ns, 'addr', 'add', '10.99.0.1/24', 'dev', 'v0']);
+    sh('ip', ['-n', this.ns, 'addr', 'add', '10.99.0.2/24', 'dev', 'v1']);
+    sh('ip', ['-n', this.ns, 'link', 'set', 'v0', 'up']);
+    sh('ip', ['-n', this.ns, 'link', 'set', 'v1', 'up']);
+    this.wrapper = join(this.dir, 'chromium-in-ns');
+    writeFileSync(this.wrapper, `#!/bin/sh\nexec ip netns exec ${this.ns} ${CHROMIUM} "$@"\n`);
+    chmodSync(this.wrapper, 0o755);
+    return this;
+  }
+
+  /** Runs a command inside the namespace. */
+  exec(cmd, args) {
+    return sh('ip', ['netns', 'exec', this.ns, cmd, ...args]);
+  }
+
+  async startServer(extra = []) {
+    const args = ['netns', 'exec', this.ns, HUDDLE, 'serve', '--listen', `127.0.0.1:${this.port}`,
+      '--data-dir', join(this.dir, 'data'), ...extra];
+    const server = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
+    this.server = server;
+    const collect = (chunk) => { this.serverLog += chunk.toString(); };
+    server.stdout.on('data', collect);
+    server.stderr.on('data', collect);
+    const deadline = Date.now() + 15000;
+    while (Date.now() < deadline) {
+      if (server.exitCode !== null) throw new Error(`huddle exited early:\n${this.serverLog}`);
+      if (this.serverLog.includes('Huddle is serving')) return server;
+      await sleep(50);
+    }
+    throw new Error(`huddle did not start:\n${this.serverLog}`);
+  }
+
+  async stopServer(signal = 'SIGTERM') {
+    const server = this.server;
+    if (!server || server.exitCode !== null) return;
+    this.server = null;
+    const exited = new Promise((resolve) => server.once('exit', resolve));
+    // `ip netns exec` execs the server, so the signal reaches huddle itself.
+    server.kill(signal);
+    await exited;
+  }
+
+  url(path) {
+    return `https://127.0.0.1:${this.port}${path}`;
+  }
+
+  async browser({ args = [], fakeUi = true } = {}) {
+    const browser = await chromium.launch({
+      executablePath: this.wrapper,
+      args: [...CHROMIUM_ARGS, ...(fakeUi ? ['--use-fake-ui-for-media-stream'] : []), ...args],
+    });
+    this.browsers.push(browser);
+    return browser;
+  }
+
+  /** A page in a fresh context of `browser`, with console errors collected. */
+  async page(browser, path) {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 700 } });
+    const page = await context.newPage();
+    page.logs = [];
+    page.on('console', (m) => page.logs.push(`${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => page.logs.push(`pageerror: ${e.message}`));
+    if (path) await page.goto(this.url(path));
+    return page;
+  }
+
+  async teardown() {
+    for (const b of this.browsers) await b.close().catch(() => {});
+    await this.stopServer('SIGKILL');
+    try { sh('ip', ['netns', 'del', this.ns]); } catch { /* already gone */ }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Waits until `fn` (run in the page) returns truthy, or fails with what it last returned. */
+export async function waitInPage(page, fn, arg, { timeout = 15000, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  while (Date.now() < deadline) {
+    last = await page.evaluate(fn, arg);
+    if (last && last.ok !== false) return last;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}: ${JSON.stringify(last)}\n${page.logs.slice(-20).join('\n')}`);
+}
+
+/** Resolves when the video matching `selector` shows frames that keep coming. */
+export async function videoFlows(page, selector, { timeout = 20000, frames = 5 } = {}) {
+  return waitInPage(page, ({ selector, frames }) => {
+    const v = document.querySelector(selector);
+    if (!v) return { ok: false, why: 'no element' };
+    if (!v.__frames) {
+      v.__frames = 0;
+      const count = () => { v.__frames += 1; v.requestVideoFrameCallback(count); };
+      v.requestVideoFrameCallback(count);
+    }
+    return { ok: v.videoWidth > 0 && v.__frames >= frames, w: v.videoWidth, h: v.videoHeight, frames: v.__frames };
+  }, { selector, frames }, { timeout, what: `video ${selector}` });
+}
+
+/** Sum of a getStats() field over every inbound-rtp of `kind`, across all of the page's links. */
+export async function inbound(page, kind, field) {
+  return page.evaluate(async ({ kind, field }) => {
+    let total = 0;
+    for (const link of window.huddle.links.values()) {
+      const stats = await link.pc.getStats();
+      stats.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === kind) total += s[field] || 0;
+      });
+    }
+    return total;
+  }, { kind, field });
+}
+
+export async function remoteIds(page, role = 'remote') {
+  return page.evaluate((role) => [...document.querySelectorAll(`video[data-role="${role}"]`)].map((v) => v.dataset.peer), role);
+}
+
+export { sleep };

@@ -1,0 +1,492 @@
+// Huddle's web client: lobby (preview, devices, name) and room (mesh call, chat, screen share).
+
+import { Signaling } from './signaling.js';
+import { PeerLink } from './peer.js';
+import { openCamera, openTrack, openScreen, listDevices, describeMediaError } from './media.js';
+import {
+  $, showView, banner, showMessage, ensureTile, setTileName, setTileMedia, setTileConnection,
+  removeTiles, updateGridSize, appendChat, fillDeviceSelect,
+} from './ui.js';
+
+const params = new URLSearchParams(location.search);
+const roomFromPath = decodeURIComponent((location.pathname.match(/^\/r\/([^/]+)/) || [])[1] || '');
+
+const me = {
+  room: '',
+  name: '',
+  id: null,
+  camStream: new MediaStream(),
+  screenStream: new MediaStream(),
+  audio: null, // the microphone track (muted by `enabled`, so the sender never renegotiates)
+  video: null, // the camera track, null while the camera is off
+  screen: null,
+  micOn: true,
+  camOn: true,
+  mediaError: null,
+  devices: { video: localStorage.getItem('huddle.video') || '', audio: localStorage.getItem('huddle.audio') || '' },
+};
+
+/** Remote participants: id -> { name, state, streams: Map<streamId, MediaStream> }. */
+const peers = new Map();
+/** id -> PeerLink */
+const links = new Map();
+let signaling = null;
+let rtcConfig = { iceServers: [] };
+let unread = 0;
+
+// A stable handle for tests and for debugging from the console.
+window.huddle = { me, peers, links };
+
+const localView = () => ({
+  camStream: me.camStream,
+  screenStream: me.screenStream,
+  audio: me.audio,
+  video: me.video,
+  screen: me.screen,
+});
+
+function mediaState() {
+  return {
+    audio: Boolean(me.audio && me.micOn),
+    video: Boolean(me.video),
+    ...(me.screen ? { screen: me.screenStream.id } : {}),
+  };
+}
+
+// ---------------------------------------------------------------- lobby
+
+function randomRoom() {
+  const a = ['bright', 'calm', 'quick', 'brave', 'sunny', 'quiet', 'bold', 'merry', 'swift', 'clever'];
+  const n = ['otter', 'falcon', 'maple', 'harbor', 'comet', 'meadow', 'cedar', 'lynx', 'river', 'ember'];
+  const pick = (list) => list[Math.floor(Math.random() * list.length)];
+  return `${pick(a)}-${pick(n)}-${Math.floor(10 + Math.random() * 90)}`;
+}
+
+async function startLobby() {
+  showView('lobby');
+  $('room-input').value = roomFromPath || randomRoom();
+  $('name-input').value = params.get('name') || localStorage.getItem('huddle.name') || '';
+  if (roomFromPath) $('join-button').textContent = `Join ${roomFromPath}`;
+  await acquireMedia();
+  if (params.get('autojoin') === '1' && $('name-input').value.trim()) {
+    join();
+  } else if (!$('name-input').value) {
+    $('name-input').focus();
+  }
+}
+
+async function acquireMedia() {
+  const { stream, error } = await openCamera({ videoId: me.devices.video, audioId: me.devices.audio });
+  me.audio = stream.getAudioTracks()[0] || null;
+  me.video = stream.getVideoTracks()[0] || null;
+  me.camOn = Boolean(me.video);
+  me.mediaError = error;
+  rebuildCamStream();
+  const notice = $('media-notice');
+  notice.textContent = error || '';
+  notice.hidden = !error;
+  await refreshDevices();
+  renderLocal();
+}
+
+function rebuildCamStream() {
+  for (const t of me.camStream.getTracks()) me.camStream.removeTrack(t);
+  if (me.audio) me.camStream.addTrack(me.audio);
+  if (me.video) me.camStream.addTrack(me.video);
+  const preview = document.querySelector('video[data-role="local"]');
+  preview.srcObject = me.video ? new MediaStream([me.video]) : null;
+}
+
+async function refreshDevices() {
+  const devices = await listDevices();
+  const videoId = me.video?.getSettings().deviceId || me.devices.video;
+  const audioId = me.audio?.getSettings().deviceId || me.devices.audio;
+  for (const id of ['video-device', 'call-video-device']) fillDeviceSelect($(id), devices.video, videoId);
+  for (const id of ['audio-device', 'call-audio-device']) fillDeviceSelect($(id), devices.audio, audioId);
+}
+
+function renderLocal() {
+  for (const id of ['lobby-mic', 'btn-mic']) {
+    const b = $(id);
+    b.setAttribute('aria-pressed', String(me.micOn && Boolean(me.audio)));
+    b.disabled = !me.audio;
+    b.title = !me.audio ? 'No microphone' : me.micOn ? 'Mute microphone (M)' : 'Unmute microphone (M)';
+  }
+  for (const id of ['lobby-cam', 'btn-cam']) {
+    const b = $(id);
+    b.setAttribute('aria-pressed', String(Boolean(me.video)));
+    b.title = me.video ? 'Turn camera off (V)' : 'Turn camera on (V)';
+  }
+  $('btn-screen').setAttribute('aria-pressed', String(Boolean(me.screen)));
+  $('preview-avatar').hidden = Boolean(me.video);
+  if (me.audio) me.audio.enabled = me.micOn;
+  const tile = document.querySelector('.tile[data-key="self"]');
+  if (tile) setTileMedia(tile, mediaState());
+}
+
+// ---------------------------------------------------------------- local controls
+
+async function toggleMic() {
+  if (!me.audio) return;
+  me.micOn = !me.micOn;
+  renderLocal();
+  signaling?.updateState(mediaState());
+}
+
+async function toggleCamera() {
+  if (me.video) {
+    me.video.stop();
+    me.video = null;
+  } else {
+    try {
+      me.video = await openTrack('video', me.devices.video);
+    } catch (e) {
+      banner(describeMediaError(e), 'warn', 6000);
+      return;
+    }
+  }
+  rebuildCamStream();
+  for (const link of links.values()) link.setTrack('video', me.video);
+  renderLocal();
+  signaling?.updateState(mediaState());
+}
+
+async function switchDevice(kind, deviceId) {
+  me.devices[kind] = deviceId;
+  localStorage.setItem(`huddle.${kind}`, deviceId);
+  if (kind === 'video' && !me.video) return; // used when the camera comes back on
+  let track;
+  try {
+    track = await openTrack(kind, deviceId);
+  } catch (e) {
+    banner(describeMediaError(e), 'warn', 6000);
+    return;
+  }
+  const old = me[kind];
+  me[kind] = track;
+  if (old) old.stop();
+  rebuildCamStream();
+  // replaceTrack: the other side sees the new device without a renegotiation.
+  for (const link of links.values()) link.setTrack(kind, track);
+  renderLocal();
+  refreshDevices();
+}
+
+async function toggleScreen() {
+  if (me.screen) {
+    stopScreen();
+    return;
+  }
+  let stream;
+  try {
+    stream = await openScreen();
+  } catch (e) {
+    if (e.name !== 'NotAllowedError') banner(`Screen sharing failed: ${e.message}`, 'warn', 6000);
+    return;
+  }
+  me.screen = stream.getVideoTracks()[0];
+  me.screenStream.addTrack(me.screen);
+  me.screen.addEventListener('ended', stopScreen); // the browser's own "Stop sharing"
+  // The state goes out before the track, so receivers can tell the new stream is a screen.
+  signaling?.updateState(mediaState());
+  for (const link of links.values()) link.setScreen(me.screen);
+  const tile = ensureTile({ key: 'self-screen', role: 'local-screen', name: 'Your screen' });
+  tile.querySelector('video').srcObject = new MediaStream([me.screen]);
+  tile.classList.add('screen');
+  updateGridSize();
+  renderLocal();
+}
+
+function stopScreen() {
+  if (!me.screen) return;
+  me.screenStream.removeTrack(me.screen);
+  me.screen.stop();
+  me.screen = null;
+  for (const link of links.values()) link.setScreen(null);
+  signaling?.updateState(mediaState());
+  removeTiles((t) => t.dataset.key === 'self-screen');
+  renderLocal();
+}
+
+function toggleChat(open = $('chat').hidden) {
+  $('chat').hidden = !open;
+  $('btn-chat').setAttribute('aria-pressed', String(open));
+  if (open) {
+    unread = 0;
+    $('chat-badge').hidden = true;
+    $('chat-input').focus();
+  }
+}
+
+// ---------------------------------------------------------------- the call
+
+function join() {
+  const name = $('name-input').value.trim();
+  const room = $('room-input').value.trim();
+  if (!name || !room) return;
+  me.name = name;
+  me.room = room.toLowerCase();
+  localStorage.setItem('huddle.name', name);
+  if (location.pathname !== `/r/${me.room}`) history.replaceState(null, '', `/r/${encodeURIComponent(me.room)}`);
+
+  showView('room');
+  $('room-label').textContent = me.room;
+  const self = ensureTile({ key: 'self', role: 'self', name: `${name} (you)` });
+  // The preview element itself moves into the grid: one local <video data-role="local">.
+  const preview = document.querySelector('video[data-role="local"]');
+  self.querySelector('video').replaceWith(preview);
+  self.classList.add('self');
+  setTileConnection(self, 'connected');
+  updateGridSize();
+  renderLocal();
+  if (me.mediaError) banner(me.mediaError, 'warn', 8000);
+
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  signaling = new Signaling(`${scheme}://${location.host}/ws`);
+  signaling.addEventListener('status', (e) => onStatus(e.detail));
+  signaling.addEventListener('welcome', (e) => onWelcome(e.detail));
+  signaling.addEventListener('peer-joined', (e) => addPeer(e.detail.peer));
+  signaling.addEventListener('peer-updated', (e) => updatePeer(e.detail.peer));
+  signaling.addEventListener('peer-left', (e) => dropPeer(e.detail.id));
+  signaling.addEventListener('signal', (e) => onSignal(e.detail));
+  signaling.addEventListener('chat', (e) => onChat(e.detail));
+  signaling.addEventListener('error', (e) => onServerError(e.detail));
+  signaling.join(me.room, name, mediaState());
+}
+
+function onStatus({ state, reason, retryInMs }) {
+  if (state === 'open') {
+    banner('');
+  } else if (state === 'offline') {
+    const secs = Math.max(1, Math.round(retryInMs / 1000));
+    banner(`${reason[0].toUpperCase()}${reason.slice(1)} — reconnecting in ${secs}s…`, 'warn');
+  } else if (state === 'kicked') {
+    leaveCall();
+    showMessage('Disconnected by the server', reason || 'The server closed the connection.', { retry: true });
+  }
+}
+
+function onWelcome(w) {
+  me.id = w.id;
+  rtcConfig = {
+    iceServers: w.ice_servers,
+    iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all',
+    bundlePolicy: 'max-bundle',
+  };
+  if (!w.resumed) {
+    // A new session (first join, or the server forgot us): start every call afresh.
+    for (const id of [...peers.keys()]) dropPeer(id);
+    for (const p of w.peers) {
+      addPeer(p);
+      linkTo(p.id).start();
+    }
+  } else {
+    // Same id, same peers: the calls never stopped. Paths that broke meanwhile get an ICE restart.
+    for (const link of links.values()) {
+      if (['failed', 'disconnected'].includes(link.pc.iceConnectionState)) link.restartIce();
+    }
+  }
+  updateCount();
+}
+
+function linkTo(id) {
+  let link = links.get(id);
+  if (link) return link;
+  link = new PeerLink({
+    id,
+    polite: me.id > id,
+    rtcConfig,
+    signal: (payload) => signaling.send({ type: 'signal', to: id, ...payload }),
+    local: localView, // local tracks change over the call; the link reads the current ones
+  });
+  link.addEventListener('track', (e) => onRemoteTrack(id, e.detail));
+  link.addEventListener('state', (e) => {
+    const tile = document.querySelector(`.tile[data-key="${CSS.escape(id)}"]`);
+    if (tile) setTileConnection(tile, e.detail.state);
+  });
+  links.set(id, link);
+  return link;
+}
+
+function addPeer(p) {
+  if (!peers.has(p.id)) peers.set(p.id, { name: p.name, state: p.state, streams: new Map() });
+  const tile = ensureTile({ key: p.id, role: 'remote', peer: p.id, name: p.name });
+  setTileConnection(tile, links.get(p.id)?.pc.connectionState || 'new');
+  updatePeer(p);
+  updateCount();
+}
+
+function updatePeer(p) {
+  const peer = peers.get(p.id);
+  if (!peer) return;
+  peer.name = p.name;
+  peer.state = p.state;
+  renderPeer(p.id);
+}
+
+function onRemoteTrack(id, { track, stream }) {
+  const peer = peers.get(id);
+  if (!peer) return;
+  peer.streams.set(stream.id, stream);
+  track.addEventListener('unmute', () => renderPeer(id));
+  renderPeer(id);
+}
+
+/** Puts a peer's camera stream and (while it shares) its screen stream into their tiles. */
+function renderPeer(id) {
+  const peer = peers.get(id);
+  if (!peer) return;
+  const screenId = peer.state.screen;
+  const camera = [...peer.streams.values()].find((s) => s.id !== screenId);
+  const tile = ensureTile({ key: id, role: 'remote', peer: id, name: peer.name });
+  setTileName(tile, peer.name);
+  setTileMedia(tile, peer.state);
+  attach(tile.querySelector('video'), camera);
+
+  const screenKey = `${id}:screen`;
+  const screen = screenId && peer.streams.get(screenId);
+  if (screen) {
+    const st = ensureTile({ key: screenKey, role: 'screen', peer: id, name: `${peer.name} — screen` });
+    st.classList.add('screen');
+    setTileMedia(st, { audio: true, video: true });
+    attach(st.querySelector('video'), screen);
+  } else {
+    removeTiles((t) => t.dataset.key === screenKey);
+  }
+  updateGridSize();
+}
+
+function attach(video, stream) {
+  if (!stream || video.srcObject === stream) return;
+  video.srcObject = stream;
+  video.play().catch(() => {
+    // Autoplay with sound needs a gesture (an invite link with autojoin has none): ask for one.
+    banner('Click anywhere to turn on sound.', 'info');
+    document.addEventListener('click', () => {
+      document.querySelectorAll('video').forEach((v) => v.play().catch(() => {}));
+      banner('');
+    }, { once: true });
+  });
+}
+
+function dropPeer(id) {
+  links.get(id)?.close();
+  links.delete(id);
+  peers.delete(id);
+  removeTiles((t) => t.dataset.key === id || t.dataset.key === `${id}:screen`);
+  updateCount();
+}
+
+function onSignal({ from, sdp, candidate }) {
+  if (!peers.has(from)) return; // a stale signal from someone who already left
+  linkTo(from).handleSignal({ sdp, candidate });
+}
+
+function onChat({ from, name, text }) {
+  appendChat({ name, text, mine: from === me.id });
+  if ($('chat').hidden && from !== me.id) {
+    unread += 1;
+    const badge = $('chat-badge');
+    badge.textContent = String(unread);
+    badge.hidden = false;
+  }
+}
+
+function onServerError({ code, message }) {
+  switch (code) {
+    case 'room-full':
+      leaveCall();
+      showMessage('This room is full', `${message}. Try again later, or start another room.`, { retry: true });
+      break;
+    case 'bad-room-name':
+    case 'bad-name':
+    case 'unsupported-version':
+      leaveCall();
+      showMessage('Cannot join', message, { retry: false });
+      break;
+    case 'server-shutdown':
+      banner('The server is restarting — reconnecting…', 'warn');
+      break;
+    default:
+      console.warn(`huddle: server error ${code}: ${message}`);
+      banner(`Server: ${message}`, 'error', 5000);
+  }
+}
+
+function updateCount() {
+  const n = peers.size + 1;
+  $('people-count').textContent = `${n} ${n === 1 ? 'person' : 'people'}`;
+  document.title = `${me.room} · Huddle`;
+}
+
+function leaveCall() {
+  signaling?.leave();
+  signaling = null;
+  for (const id of [...peers.keys()]) dropPeer(id);
+  stopScreen();
+}
+
+function leave() {
+  leaveCall();
+  for (const t of me.camStream.getTracks()) t.stop();
+  showMessage('You left the room', `Thanks for joining ${me.room}.`, { retry: true });
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  $('join-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    join();
+  });
+  $('lobby-mic').addEventListener('click', toggleMic);
+  $('lobby-cam').addEventListener('click', toggleCamera);
+  $('btn-mic').addEventListener('click', toggleMic);
+  $('btn-cam').addEventListener('click', toggleCamera);
+  $('btn-screen').addEventListener('click', toggleScreen);
+  $('btn-chat').addEventListener('click', () => toggleChat());
+  $('chat-close').addEventListener('click', () => toggleChat(false));
+  $('btn-devices').addEventListener('click', () => $('devices-dialog').showModal());
+  $('btn-leave').addEventListener('click', leave);
+  $('message-retry').addEventListener('click', () => location.reload());
+  $('copy-link').addEventListener('click', async () => {
+    const url = `${location.origin}/r/${encodeURIComponent(me.room)}`;
+    try {
+      await navigator.clipboard.writeText(url);
+      banner('Invite link copied.', 'info', 2500);
+    } catch {
+      banner(`Invite link: ${url}`, 'info', 10000);
+    }
+  });
+  $('chat-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const input = $('chat-input');
+    const text = input.value.trim();
+    if (text && signaling?.send({ type: 'chat', text })) input.value = '';
+  });
+  for (const [id, kind] of [['video-device', 'video'], ['call-video-device', 'video'], ['audio-device', 'audio'], ['call-audio-device', 'audio']]) {
+    $(id).addEventListener('change', (e) => switchDevice(kind, e.target.value));
+  }
+  document.addEventListener('keydown', (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+    if (e.target.closest('input, textarea, select, dialog')) return;
+    const inRoom = !$('room').hidden;
+    switch (e.key.toLowerCase()) {
+      case 'm': toggleMic(); break;
+      case 'v': toggleCamera(); break;
+      case 's': if (inRoom) toggleScreen(); break;
+      case 'c': if (inRoom) toggleChat(); break;
+      default: return;
+    }
+    e.preventDefault();
+  });
+  navigator.mediaDevices?.addEventListener('devicechange', refreshDevices);
+  // Tell the room at once when the tab closes, instead of leaving it to wait for a timeout.
+  window.addEventListener('pagehide', () => signaling?.leave());
+}
+
+wire();
+startLobby().catch((e) => {
+  console.error(e);
+  showMessage('Something went wrong', e.message || String(e), { retry: true });
+});

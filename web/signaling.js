@@ -1,0 +1,133 @@
+// The signaling connection: one WebSocket to /ws, protocol v1 (docs/protocol.md).
+// Reconnects with backoff and resumes the same peer id when the server still remembers it.
+
+export const PROTOCOL_VERSION = 1;
+
+const PING_EVERY_MS = 5000;
+const PONG_TIMEOUT_MS = 12000;
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+
+export class Signaling extends EventTarget {
+  constructor(url) {
+    super();
+    this.url = url;
+    this.ws = null;
+    this.joinRequest = null;
+    this.resumeToken = null;
+    this.attempt = 0;
+    this.closedByUs = false;
+    this.lastPong = 0;
+    this.pinger = null;
+    this.retryTimer = null;
+  }
+
+  /** Connects (and reconnects until `leave`) and joins `room`. */
+  join(room, name, state) {
+    this.joinRequest = { room, name, state };
+    this.closedByUs = false;
+    this.connect();
+  }
+
+  leave() {
+    this.closedByUs = true;
+    clearTimeout(this.retryTimer);
+    clearInterval(this.pinger);
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.send({ type: 'leave' });
+      this.ws.close(1000, 'left');
+    }
+    this.ws = null;
+  }
+
+  send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(msg));
+      return true;
+    }
+    return false;
+  }
+
+  updateState(state) {
+    if (this.joinRequest) this.joinRequest.state = state;
+    this.send({ type: 'state', ...state });
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  connect() {
+    clearTimeout(this.retryTimer);
+    this.emit('status', { state: this.attempt === 0 ? 'connecting' : 'reconnecting', attempt: this.attempt });
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (e) {
+      this.scheduleRetry(`cannot open ${this.url}: ${e.message}`);
+      return;
+    }
+    this.ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.lastPong = performance.now();
+      const { room, name, state } = this.joinRequest;
+      const join = { type: 'join', v: PROTOCOL_VERSION, room, name, state };
+      if (this.resumeToken) join.resume = this.resumeToken;
+      ws.send(JSON.stringify(join));
+      clearInterval(this.pinger);
+      this.pinger = setInterval(() => this.keepalive(), PING_EVERY_MS);
+    };
+    ws.onmessage = (event) => {
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch {
+        console.warn('huddle: unparsable message from server', event.data);
+        return;
+      }
+      if (msg.type === 'pong') {
+        this.lastPong = performance.now();
+        return;
+      }
+      if (msg.type === 'welcome') {
+        this.attempt = 0;
+        this.resumeToken = msg.resume;
+        this.emit('status', { state: 'open' });
+      }
+      this.emit(msg.type, msg);
+    };
+    ws.onclose = (event) => {
+      clearInterval(this.pinger);
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (this.closedByUs) return;
+      if (event.code === 1009 || event.code === 1008) {
+        this.emit('status', { state: 'kicked', reason: event.reason });
+        return;
+      }
+      this.scheduleRetry(opened ? 'connection to the server lost' : 'cannot reach the server');
+    };
+  }
+
+  keepalive() {
+    if (performance.now() - this.lastPong > PONG_TIMEOUT_MS) {
+      // The server went silent (no FIN ever came): give up on this socket.
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) ws.close();
+      this.scheduleRetry('the server stopped answering');
+      return;
+    }
+    this.send({ type: 'ping' });
+  }
+
+  scheduleRetry(reason) {
+    if (this.closedByUs) return;
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    const jittered = delay / 2 + Math.random() * delay / 2;
+    this.attempt += 1;
+    this.emit('status', { state: 'offline', reason, retryInMs: jittered });
+    this.retryTimer = setTimeout(() => this.connect(), jittered);
+  }
+}

@@ -1,0 +1,118 @@
+// DOM views: which screen shows, the participant grid, chat, and the status banner.
+
+export const $ = (id) => document.getElementById(id);
+
+export function showView(id) {
+  for (const view of ['lobby', 'room', 'message']) $(view).hidden = view !== id;
+}
+
+let bannerTimer = null;
+
+/** Shows a status line; `kind` is info | warn | error. `ms` hides it again after a while. */
+export function banner(text, kind = 'info', ms = 0) {
+  const el = $('banner');
+  clearTimeout(bannerTimer);
+  if (!text) {
+    el.hidden = true;
+    return;
+  }
+  el.textContent = text;
+  el.dataset.kind = kind;
+  el.hidden = false;
+  if (ms) bannerTimer = setTimeout(() => { el.hidden = true; }, ms);
+}
+
+export function showMessage(title, text, { retry = false } = {}) {
+  $('message-title').textContent = title;
+  $('message-text').textContent = text;
+  $('message-retry').hidden = !retry;
+  showView('message');
+}
+
+function initials(name) {
+  return name.split(/\s+/).filter(Boolean).slice(0, 2).map((w) => w[0].toUpperCase()).join('') || '?';
+}
+
+/** A participant tile: video, name label, mic state, connection dot. `role` is the test hook. */
+export function ensureTile({ key, role, peer, name }) {
+  let tile = document.querySelector(`.tile[data-key="${CSS.escape(key)}"]`);
+  if (tile) return tile;
+  tile = document.createElement('figure');
+  tile.className = `tile tile-${role}`;
+  tile.dataset.key = key;
+  const video = document.createElement('video');
+  video.dataset.role = role;
+  if (peer) video.dataset.peer = peer;
+  video.autoplay = true;
+  video.playsInline = true;
+  if (role !== 'remote') video.muted = true; // only a camera tile of someone else carries sound
+  const avatar = document.createElement('div');
+  avatar.className = 'avatar';
+  const caption = document.createElement('figcaption');
+  caption.innerHTML = '<span class="dot" title="connecting"></span><span class="name"></span><span class="mic-off" title="Microphone muted" hidden>🔇</span>';
+  tile.append(video, avatar, caption);
+  $('grid').append(tile);
+  setTileName(tile, name);
+  return tile;
+}
+
+export function setTileName(tile, name) {
+  tile.querySelector('.name').textContent = name;
+  tile.querySelector('.avatar').textContent = initials(name);
+}
+
+export function setTileMedia(tile, { audio, video }) {
+  tile.classList.toggle('video-off', !video);
+  tile.querySelector('.mic-off').hidden = audio;
+}
+
+export function setTileConnection(tile, state) {
+  const dot = tile.querySelector('.dot');
+  dot.dataset.state = state;
+  dot.title = state;
+}
+
+export function removeTiles(filter) {
+  document.querySelectorAll('.tile').forEach((tile) => {
+    if (filter(tile)) tile.remove();
+  });
+  updateGridSize();
+}
+
+export function updateGridSize() {
+  const grid = $('grid');
+  const n = grid.querySelectorAll('.tile').length;
+  grid.dataset.count = String(Math.min(n, 9));
+}
+
+export function appendChat({ name, text, mine }) {
+  const li = document.createElement('li');
+  li.className = mine ? 'mine' : '';
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = mine ? 'You' : name;
+  const time = document.createElement('time');
+  time.textContent = new Date().toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const body = document.createElement('p');
+  body.textContent = text;
+  li.append(who, time, body);
+  const log = $('chat-log');
+  log.append(li);
+  log.scrollTop = log.scrollHeight;
+}
+
+export function fillDeviceSelect(select, devices, current) {
+  select.replaceChildren(...devices.map((d) => {
+    const opt = document.createElement('option');
+    opt.value = d.id;
+    opt.textContent = d.label;
+    opt.selected = d.id === current;
+    return opt;
+  }));
+  select.disabled = devices.length === 0;
+  if (devices.length === 0) {
+    const opt = document.createElement('option');
+    opt.textContent = 'None available';
+    select.append(opt);
+  }
+}
