@@ -49,7 +49,7 @@ export function ensureTile({ key, role, peer, name }) {
   const avatar = document.createElement('div');
   avatar.className = 'avatar';
   const caption = document.createElement('figcaption');
-  caption.innerHTML = '<span class="dot" title="connecting"></span><span class="name"></span><span class="mic-off" title="Microphone muted" hidden>🔇</span>';
+  caption.innerHTML = '<span class="dot" title="connecting"></span><span class="name"></span><svg class="mic-off" viewBox="0 0 24 24" role="img" aria-label="Microphone muted" hidden><path d="M19 11h-1.7a5.3 5.3 0 0 1-.9 2.9l1.2 1.2A7 7 0 0 0 19 11zm-4 .2V5a3 3 0 0 0-5.9-.7zM4.3 3 3 4.3l6 6V11a3 3 0 0 0 4.5 2.6l1.6 1.6A5.3 5.3 0 0 1 7 11H5a7 7 0 0 0 6 6.9V21h2v-3.1a7 7 0 0 0 3.5-1.4l3.2 3.2 1.3-1.3z"/></svg>';
   tile.append(video, avatar, caption);
   $('grid').append(tile);
   setTileName(tile, name);
@@ -63,7 +63,7 @@ export function setTileName(tile, name) {
 
 export function setTileMedia(tile, { audio, video }) {
   tile.classList.toggle('video-off', !video);
-  tile.querySelector('.mic-off').hidden = audio;
+  tile.querySelector('.mic-off').toggleAttribute('hidden', audio);
 }
 
 export function setTileConnection(tile, state) {

@@ -24,7 +24,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { web::asset("index.html") }))
         .route("/r/{room}", get(|| async { web::asset("index.html") }))
-        .route("/assets/{file}", get(|Path(file): Path<String>| async move { web::asset(&file) }))
+        .route(
+            "/assets/{file}",
+            get(|Path(file): Path<String>| async move { web::asset(&file) }),
+        )
         .route("/ws", get(ws))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -42,7 +45,10 @@ async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Respons
 async fn metrics(State(state): State<AppState>) -> Response {
     match state.hub.stats().await {
         Some(stats) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             metrics::render(&stats),
         )
             .into_response(),

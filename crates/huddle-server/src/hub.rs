@@ -19,10 +19,21 @@ use crate::ice::IceServers;
 const OUTBOX: usize = 512;
 
 enum Input {
-    Connect { conn: ConnId, outbox: mpsc::Sender<Outbound> },
-    Text { conn: ConnId, text: Utf8Bytes },
-    Activity { conn: ConnId },
-    Closed { conn: ConnId, kind: CloseKind },
+    Connect {
+        conn: ConnId,
+        outbox: mpsc::Sender<Outbound>,
+    },
+    Text {
+        conn: ConnId,
+        text: Utf8Bytes,
+    },
+    Activity {
+        conn: ConnId,
+    },
+    Closed {
+        conn: ConnId,
+        kind: CloseKind,
+    },
     Stats(oneshot::Sender<Stats>),
 }
 

@@ -86,7 +86,9 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         // A bound listener always has an address.
-        self.tcp.local_addr().expect("bound listener has an address")
+        self.tcp
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// The certificate's SHA-256 fingerprint, when serving HTTPS.
@@ -101,7 +103,10 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then tells every client, waits up to the configured grace
     /// for connections to close, and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let tls = match &self.identity {
             Some(identity) => Some(identity.server_config(&[b"http/1.1"])?),
             None => None,

@@ -46,7 +46,9 @@ impl HttpListener {
                     let io: Box<dyn Io> = match acceptor {
                         None => Box::new(stream),
                         Some(acceptor) => {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
                                 Ok(Ok(tls)) => Box::new(tls),
                                 Ok(Err(e)) => {
                                     tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -6,32 +6,73 @@ use huddle_signal_proto::{ErrorCode, Stats};
 
 pub fn render(stats: &Stats) -> String {
     let mut out = String::new();
-    gauge(&mut out, "huddle_rooms", "Rooms with at least one participant.", stats.rooms);
-    gauge(&mut out, "huddle_participants", "Participants in rooms, including ones awaiting resume.", stats.participants);
-    gauge(&mut out, "huddle_signaling_sockets", "Open signaling WebSockets.", stats.connections);
+    gauge(
+        &mut out,
+        "huddle_rooms",
+        "Rooms with at least one participant.",
+        stats.rooms,
+    );
+    gauge(
+        &mut out,
+        "huddle_participants",
+        "Participants in rooms, including ones awaiting resume.",
+        stats.participants,
+    );
+    gauge(
+        &mut out,
+        "huddle_signaling_sockets",
+        "Open signaling WebSockets.",
+        stats.connections,
+    );
 
-    let _ = writeln!(out, "# HELP huddle_signaling_messages_received_total Well-formed client messages, by type.");
-    let _ = writeln!(out, "# TYPE huddle_signaling_messages_received_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP huddle_signaling_messages_received_total Well-formed client messages, by type."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE huddle_signaling_messages_received_total counter"
+    );
     let mut kinds: Vec<_> = stats.messages_in.iter().collect();
     kinds.sort();
     for (kind, n) in kinds {
-        let _ = writeln!(out, "huddle_signaling_messages_received_total{{type=\"{kind}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "huddle_signaling_messages_received_total{{type=\"{kind}\"}} {n}"
+        );
     }
-    let _ = writeln!(out, "# HELP huddle_signaling_messages_sent_total Messages queued to clients.");
+    let _ = writeln!(
+        out,
+        "# HELP huddle_signaling_messages_sent_total Messages queued to clients."
+    );
     let _ = writeln!(out, "# TYPE huddle_signaling_messages_sent_total counter");
-    let _ = writeln!(out, "huddle_signaling_messages_sent_total {}", stats.messages_out);
+    let _ = writeln!(
+        out,
+        "huddle_signaling_messages_sent_total {}",
+        stats.messages_out
+    );
 
-    let _ = writeln!(out, "# HELP huddle_signaling_errors_total Error messages sent to clients, by code.");
+    let _ = writeln!(
+        out,
+        "# HELP huddle_signaling_errors_total Error messages sent to clients, by code."
+    );
     let _ = writeln!(out, "# TYPE huddle_signaling_errors_total counter");
     for code in ErrorCode::ALL {
         let n = stats.errors.get(&code).copied().unwrap_or(0);
-        let _ = writeln!(out, "huddle_signaling_errors_total{{code=\"{}\"}} {n}", code.as_str());
+        let _ = writeln!(
+            out,
+            "huddle_signaling_errors_total{{code=\"{}\"}} {n}",
+            code.as_str()
+        );
     }
     out
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: usize) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
 }
 
 #[cfg(test)]

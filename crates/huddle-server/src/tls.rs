@@ -90,7 +90,11 @@ impl Identity {
 }
 
 fn subject_alt_names() -> Vec<String> {
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     if let Ok(host) = fs::read_to_string("/etc/hostname") {
         let host = host.trim();
         if !host.is_empty() {
@@ -141,7 +145,10 @@ mod tests {
         assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
         assert!(first.server_config(&[b"http/1.1"]).is_ok());
         let mode = fs::metadata(dir.join("key.pem")).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -34,7 +34,7 @@ mod wire;
 
 pub use names::{DisplayName, NameError, RoomName};
 pub use rate::TokenBucket;
-pub use rooms::{CloseKind, ConnId, Config, Output, Rooms, Stats, close_code};
+pub use rooms::{CloseKind, Config, ConnId, Output, Rooms, Stats, close_code};
 pub use wire::{
     ClientMessage, DecodeError, ErrorCode, IceServer, LeaveReason, MediaState, PROTOCOL_VERSION,
     PeerId, PeerInfo, ServerMessage, SessionDescription, Welcome,

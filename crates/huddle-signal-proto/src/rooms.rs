@@ -84,9 +84,14 @@ impl Default for Config {
 /// An effect for the I/O layer to carry out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Send { conn: ConnId, msg: ServerMessage },
+    Send {
+        conn: ConnId,
+        msg: ServerMessage,
+    },
     /// Send a WebSocket ping frame; its pong comes back as [`Rooms::handle_activity`].
-    Ping { conn: ConnId },
+    Ping {
+        conn: ConnId,
+    },
     /// Send a close frame and drop the connection. The core has already forgotten it.
     Close {
         conn: ConnId,
@@ -191,8 +196,10 @@ impl<R: RngCore> Rooms<R> {
                 bucket,
             },
         );
-        self.timers
-            .push(Reverse((now + self.config.ping_after, Timer::Keepalive(conn))));
+        self.timers.push(Reverse((
+            now + self.config.ping_after,
+            Timer::Keepalive(conn),
+        )));
     }
 
     /// Any sign of life that is not a text frame (a pong, a binary frame).
@@ -212,7 +219,10 @@ impl<R: RngCore> Rooms<R> {
         c.pinged = false;
         if text.len() > self.config.max_message_bytes {
             let limit = self.config.max_message_bytes;
-            let why = format!("message of {} bytes exceeds the {limit}-byte limit", text.len());
+            let why = format!(
+                "message of {} bytes exceeds the {limit}-byte limit",
+                text.len()
+            );
             self.kick(conn, ErrorCode::TooLarge, close_code::TOO_BIG, why);
             return;
         }
@@ -246,8 +256,10 @@ impl<R: RngCore> Rooms<R> {
                 if let Some(p) = self.peers.get_mut(&pid) {
                     p.conn = None;
                     p.detached_at = Some(now);
-                    self.timers
-                        .push(Reverse((now + self.config.resume_grace, Timer::Resume(pid))));
+                    self.timers.push(Reverse((
+                        now + self.config.resume_grace,
+                        Timer::Resume(pid),
+                    )));
                 }
             }
         }
@@ -326,9 +338,16 @@ impl<R: RngCore> Rooms<R> {
             .conns
             .get(&conn)
             .and_then(|c| c.peer.clone())
-            .ok_or_else(|| (ErrorCode::NotJoined, format!("join a room before sending '{}'", msg.kind())))?;
+            .ok_or_else(|| {
+                (
+                    ErrorCode::NotJoined,
+                    format!("join a room before sending '{}'", msg.kind()),
+                )
+            })?;
         match msg {
-            ClientMessage::Signal { to, sdp, candidate } => self.handle_signal(&pid, to, sdp, candidate),
+            ClientMessage::Signal { to, sdp, candidate } => {
+                self.handle_signal(&pid, to, sdp, candidate)
+            }
             ClientMessage::Chat { text } => self.handle_chat(&pid, text),
             ClientMessage::State(state) => self.handle_state(&pid, state),
             ClientMessage::Leave => {
@@ -352,7 +371,10 @@ impl<R: RngCore> Rooms<R> {
         resume: Option<String>,
     ) -> Result<(), Failure> {
         if self.conns.get(&conn).is_some_and(|c| c.peer.is_some()) {
-            return Err((ErrorCode::AlreadyJoined, "this connection already joined a room; send 'leave' first".into()));
+            return Err((
+                ErrorCode::AlreadyJoined,
+                "this connection already joined a room; send 'leave' first".into(),
+            ));
         }
         if v != PROTOCOL_VERSION {
             return Err((
@@ -360,22 +382,28 @@ impl<R: RngCore> Rooms<R> {
                 format!("server speaks protocol v{PROTOCOL_VERSION}, client sent v{v}"),
             ));
         }
-        let room = RoomName::parse(room).map_err(|e| (ErrorCode::BadRoomName, format!("room name {e}")))?;
-        let name = DisplayName::parse(name).map_err(|e| (ErrorCode::BadName, format!("display name {e}")))?;
+        let room = RoomName::parse(room)
+            .map_err(|e| (ErrorCode::BadRoomName, format!("room name {e}")))?;
+        let name = DisplayName::parse(name)
+            .map_err(|e| (ErrorCode::BadName, format!("display name {e}")))?;
         check_state(&state)?;
 
         let resumable = resume
             .and_then(|token| self.resume_index.get(&token).cloned())
             .filter(|pid| self.peers.get(pid).is_some_and(|p| p.room == room));
         if let Some(pid) = resumable {
-            return Ok(self.resume(conn, pid, name, state));
+            self.resume(conn, pid, name, state);
+            return Ok(());
         }
 
         let members = self.rooms.get(&room).map_or(0, Vec::len);
         if members >= self.config.capacity {
             return Err((
                 ErrorCode::RoomFull,
-                format!("room '{room}' is full ({} participants)", self.config.capacity),
+                format!(
+                    "room '{room}' is full ({} participants)",
+                    self.config.capacity
+                ),
             ));
         }
         let pid = self.new_peer_id();
@@ -393,7 +421,10 @@ impl<R: RngCore> Rooms<R> {
                 pending: VecDeque::new(),
             },
         );
-        self.rooms.entry(room.clone()).or_default().push(pid.clone());
+        self.rooms
+            .entry(room.clone())
+            .or_default()
+            .push(pid.clone());
         self.resume_index.insert(resume.clone(), pid.clone());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Some(pid.clone());
@@ -412,7 +443,9 @@ impl<R: RngCore> Rooms<R> {
             .filter(|(id, _)| **id != pid)
             .map(|(id, p)| p.info(id))
             .collect();
-        let Some(p) = self.peers.get_mut(&pid) else { return };
+        let Some(p) = self.peers.get_mut(&pid) else {
+            return;
+        };
         if let Some(old) = p.conn.replace(conn) {
             self.conns.remove(&old);
             self.outputs.push_back(Output::Close {
@@ -445,14 +478,20 @@ impl<R: RngCore> Rooms<R> {
         candidate: Option<serde_json::Map<String, serde_json::Value>>,
     ) -> Result<(), Failure> {
         if sdp.is_some() == candidate.is_some() {
-            return Err((ErrorCode::BadMessage, "a signal carries exactly one of 'sdp' or 'candidate'".into()));
+            return Err((
+                ErrorCode::BadMessage,
+                "a signal carries exactly one of 'sdp' or 'candidate'".into(),
+            ));
         }
         if *from == to {
             return Err((ErrorCode::BadMessage, "a peer cannot signal itself".into()));
         }
         let room = &self.peers[from].room;
-        if !self.peers.get(&to).is_some_and(|p| p.room == *room) {
-            return Err((ErrorCode::UnknownPeer, format!("no peer '{to}' in room '{room}'")));
+        if self.peers.get(&to).is_none_or(|p| p.room != *room) {
+            return Err((
+                ErrorCode::UnknownPeer,
+                format!("no peer '{to}' in room '{room}'"),
+            ));
         }
         let msg = ServerMessage::Signal {
             from: from.clone(),
@@ -469,7 +508,10 @@ impl<R: RngCore> Rooms<R> {
         }
         let max = self.config.max_chat_chars;
         if text.chars().count() > max {
-            return Err((ErrorCode::BadMessage, format!("chat text longer than {max} characters")));
+            return Err((
+                ErrorCode::BadMessage,
+                format!("chat text longer than {max} characters"),
+            ));
         }
         let peer = &self.peers[from];
         let msg = ServerMessage::Chat {
@@ -488,7 +530,9 @@ impl<R: RngCore> Rooms<R> {
 
     fn handle_state(&mut self, pid: &PeerId, state: MediaState) -> Result<(), Failure> {
         check_state(&state)?;
-        let Some(p) = self.peers.get_mut(pid) else { return Ok(()) };
+        let Some(p) = self.peers.get_mut(pid) else {
+            return Ok(());
+        };
         p.state = state;
         let info = p.info(pid);
         self.broadcast(pid, ServerMessage::PeerUpdated { peer: info });
@@ -497,7 +541,9 @@ impl<R: RngCore> Rooms<R> {
 
     fn keepalive(&mut self, conn: ConnId, now: Instant) {
         let (ping_after, dead_after) = (self.config.ping_after, self.config.dead_after);
-        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
         if now >= c.last_rx + dead_after {
             let peer = c.peer.take();
             self.conns.remove(&conn);
@@ -521,7 +567,9 @@ impl<R: RngCore> Rooms<R> {
 
     fn resume_expired(&mut self, pid: &PeerId, now: Instant) {
         let expired = self.peers.get(pid).is_some_and(|p| {
-            p.conn.is_none() && p.detached_at.is_some_and(|t| now >= t + self.config.resume_grace)
+            p.conn.is_none()
+                && p.detached_at
+                    .is_some_and(|t| now >= t + self.config.resume_grace)
         });
         if expired {
             self.remove_peer(pid, LeaveReason::Disconnected);
@@ -542,7 +590,9 @@ impl<R: RngCore> Rooms<R> {
     }
 
     fn remove_peer(&mut self, pid: &PeerId, reason: LeaveReason) {
-        let Some(peer) = self.peers.remove(pid) else { return };
+        let Some(peer) = self.peers.remove(pid) else {
+            return;
+        };
         self.resume_index.remove(&peer.resume);
         if let Some(members) = self.rooms.get_mut(&peer.room) {
             members.retain(|m| m != pid);
@@ -564,7 +614,11 @@ impl<R: RngCore> Rooms<R> {
     /// Sends to everyone in `from`'s room but `from`.
     fn broadcast(&mut self, from: &PeerId, msg: ServerMessage) {
         let room = &self.peers[from].room;
-        let members: Vec<PeerId> = self.rooms[room].iter().filter(|m| *m != from).cloned().collect();
+        let members: Vec<PeerId> = self.rooms[room]
+            .iter()
+            .filter(|m| *m != from)
+            .cloned()
+            .collect();
         for pid in members {
             self.deliver(&pid, msg.clone());
         }
@@ -573,7 +627,9 @@ impl<R: RngCore> Rooms<R> {
     /// Sends to a peer, or holds the message while it is away. A peer that falls too far behind
     /// is dropped: when it comes back it joins afresh and learns the whole room from `welcome`.
     fn deliver(&mut self, pid: &PeerId, msg: ServerMessage) {
-        let Some(peer) = self.peers.get_mut(pid) else { return };
+        let Some(peer) = self.peers.get_mut(pid) else {
+            return;
+        };
         match peer.conn {
             Some(conn) => self.send(conn, msg),
             None if peer.pending.len() < self.config.max_pending => peer.pending.push_back(msg),
@@ -591,7 +647,13 @@ impl<R: RngCore> Rooms<R> {
         self.send(conn, ServerMessage::error(code, why));
     }
 
-    fn welcome(&self, pid: &PeerId, peers: Vec<PeerInfo>, resume: String, resumed: bool) -> ServerMessage {
+    fn welcome(
+        &self,
+        pid: &PeerId,
+        peers: Vec<PeerInfo>,
+        resume: String,
+        resumed: bool,
+    ) -> ServerMessage {
         ServerMessage::Welcome(Welcome {
             v: PROTOCOL_VERSION,
             id: pid.clone(),
@@ -635,9 +697,10 @@ impl<R: RngCore> Rooms<R> {
 
 fn check_state(state: &MediaState) -> Result<(), Failure> {
     match &state.screen {
-        Some(id) if id.is_empty() || id.len() > 64 => {
-            Err((ErrorCode::BadMessage, "state.screen must be a stream id of 1-64 bytes".into()))
-        }
+        Some(id) if id.is_empty() || id.len() > 64 => Err((
+            ErrorCode::BadMessage,
+            "state.screen must be a stream id of 1-64 bytes".into(),
+        )),
         _ => Ok(()),
     }
 }

@@ -349,13 +349,27 @@ mod tests {
     }
 
     fn arb_state() -> impl Strategy<Value = MediaState> {
-        (any::<bool>(), any::<bool>(), proptest::option::of("[a-z0-9-]{1,20}"))
-            .prop_map(|(audio, video, screen)| MediaState { audio, video, screen })
+        (
+            any::<bool>(),
+            any::<bool>(),
+            proptest::option::of("[a-z0-9-]{1,20}"),
+        )
+            .prop_map(|(audio, video, screen)| MediaState {
+                audio,
+                video,
+                screen,
+            })
     }
 
     fn arb_client() -> impl Strategy<Value = ClientMessage> {
         prop_oneof![
-            (any::<u32>(), ".{0,20}", ".{0,20}", arb_state(), proptest::option::of(".{0,8}"))
+            (
+                any::<u32>(),
+                ".{0,20}",
+                ".{0,20}",
+                arb_state(),
+                proptest::option::of(".{0,8}")
+            )
                 .prop_map(|(v, room, name, state, resume)| ClientMessage::Join {
                     v,
                     room,

@@ -5,7 +5,11 @@ mod serve;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "huddle", version, about = "Self-hosted real-time video rooms in one binary.")]
+#[command(
+    name = "huddle",
+    version,
+    about = "Self-hosted real-time video rooms in one binary."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,11 +41,20 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::run(*args)),
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| match cli.command {
+            Command::Serve(args) => runtime.block_on(serve::run(*args)),
+        });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole chain of causes on one line, without a backtrace.
+            eprintln!("huddle: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

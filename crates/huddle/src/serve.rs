@@ -30,16 +30,26 @@ pub struct ServeArgs {
     data_dir: Option<PathBuf>,
 
     /// PEM certificate chain to serve instead of the self-signed one (needs --tls-key).
-    #[arg(long, env = "HUDDLE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "HUDDLE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     tls_cert: Option<PathBuf>,
 
     /// PEM private key for --tls-cert.
-    #[arg(long, env = "HUDDLE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "HUDDLE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     tls_key: Option<PathBuf>,
 
     /// Serve plain HTTP, for use behind a TLS-terminating reverse proxy. Browsers allow camera
     /// and microphone only in a secure context: https, or http://localhost.
-    #[arg(long, env = "HUDDLE_NO_TLS")]
+    #[arg(long, env = "HUDDLE_NO_TLS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     no_tls: Option<bool>,
 
     /// Participants per room [default: 6].
@@ -47,7 +57,12 @@ pub struct ServeArgs {
     room_capacity: Option<usize>,
 
     /// An extra STUN/TURN URL handed to clients (repeatable), e.g. stun:stun.example.org:3478.
-    #[arg(long = "ice-server", env = "HUDDLE_ICE_SERVERS", value_name = "URL", value_delimiter = ',')]
+    #[arg(
+        long = "ice-server",
+        env = "HUDDLE_ICE_SERVERS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
     ice_servers: Option<Vec<String>>,
 
     /// Log output format [default: human].
@@ -72,14 +87,24 @@ impl ServeArgs {
         let file: ServeArgs = toml::from_str(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         fill_from!(
-            self, file, listen, data_dir, tls_cert, tls_key, no_tls, room_capacity, ice_servers,
+            self,
+            file,
+            listen,
+            data_dir,
+            tls_cert,
+            tls_key,
+            no_tls,
+            room_capacity,
+            ice_servers,
             log_format,
         );
         Ok(self)
     }
 
     fn resolve(self) -> anyhow::Result<Config> {
-        let listen = self.listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443)));
+        let listen = self
+            .listen
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443)));
         let tls = match (self.no_tls.unwrap_or(false), self.tls_cert, self.tls_key) {
             (true, _, _) => TlsSource::Off,
             (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
@@ -131,7 +156,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Prints where to point a browser, and the certificate to expect there.
 fn announce(server: &Server) {
     let addr = server.local_addr();
-    let scheme = if server.fingerprint().is_some() { "https" } else { "http" };
+    let scheme = if server.fingerprint().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let hosts: Vec<IpAddr> = if addr.ip().is_unspecified() {
         let mut ips: Vec<IpAddr> = if_addrs_or_loopback();
         ips.sort_by_key(|ip| (!ip.is_loopback(), ip.is_ipv6()));
@@ -148,8 +177,13 @@ fn announce(server: &Server) {
         println!("  {scheme}://{host}:{}/", addr.port());
     }
     if let (Some(fp), Some(path)) = (server.fingerprint(), server.cert_path()) {
-        println!("Certificate {} SHA-256 fingerprint:\n  {fp}", path.display());
-        println!("A self-signed certificate makes the browser warn once; compare the fingerprint, then proceed.");
+        println!(
+            "Certificate {} SHA-256 fingerprint:\n  {fp}",
+            path.display()
+        );
+        println!(
+            "A self-signed certificate makes the browser warn once; compare the fingerprint, then proceed."
+        );
     }
 }
 

@@ -134,9 +134,14 @@ fn join_welcomes_and_announces() {
     assert!(!w.resumed);
     assert_eq!(w.capacity, 6);
     let to_a = sent_to(&out, a);
-    assert!(matches!(&to_a[..], [ServerMessage::PeerJoined { peer }] if peer.id == w.id && peer.name == "Bob"));
+    assert!(
+        matches!(&to_a[..], [ServerMessage::PeerJoined { peer }] if peer.id == w.id && peer.name == "Bob")
+    );
     let stats = h.rooms.stats();
-    assert_eq!((stats.rooms, stats.participants, stats.connections), (1, 2, 2));
+    assert_eq!(
+        (stats.rooms, stats.participants, stats.connections),
+        (1, 2, 2)
+    );
 }
 
 #[test]
@@ -147,13 +152,17 @@ fn signal_reaches_only_the_addressed_peer() {
     let (c, _) = h.join("r1", "C");
     let out = h.send(a, &offer(&pb));
     assert_eq!(out.len(), 1);
-    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::Signal { from, sdp: Some(_), .. }] if *from == pa));
+    assert!(
+        matches!(&sent_to(&out, b)[..], [ServerMessage::Signal { from, sdp: Some(_), .. }] if *from == pa)
+    );
     assert!(sent_to(&out, c).is_empty());
 
     let cand = r#"{"type":"signal","to":"TO","candidate":{"candidate":"candidate:0 1 UDP 1 10.0.0.1 5000 typ host","sdpMLineIndex":0}}"#
         .replace("TO", &pa.0);
     let out = h.text(b, &cand);
-    assert!(matches!(&sent_to(&out, a)[..], [ServerMessage::Signal { candidate: Some(c), .. }] if c["sdpMLineIndex"] == 0));
+    assert!(
+        matches!(&sent_to(&out, a)[..], [ServerMessage::Signal { candidate: Some(c), .. }] if c["sdpMLineIndex"] == 0)
+    );
 }
 
 #[test]
@@ -176,11 +185,22 @@ fn signal_shape_is_checked() {
     let mut h = Harness::new();
     let (a, pa) = h.join("r", "A");
     let (_, pb) = h.join("r", "B");
-    let both = format!(r#"{{"type":"signal","to":"{pb}","sdp":{{"type":"offer","sdp":""}},"candidate":{{}}}}"#);
-    assert_eq!(error_code(&h.text(a, &both), a), Some(ErrorCode::BadMessage));
+    let both = format!(
+        r#"{{"type":"signal","to":"{pb}","sdp":{{"type":"offer","sdp":""}},"candidate":{{}}}}"#
+    );
+    assert_eq!(
+        error_code(&h.text(a, &both), a),
+        Some(ErrorCode::BadMessage)
+    );
     let neither = format!(r#"{{"type":"signal","to":"{pb}"}}"#);
-    assert_eq!(error_code(&h.text(a, &neither), a), Some(ErrorCode::BadMessage));
-    assert_eq!(error_code(&h.send(a, &offer(&pa)), a), Some(ErrorCode::BadMessage));
+    assert_eq!(
+        error_code(&h.text(a, &neither), a),
+        Some(ErrorCode::BadMessage)
+    );
+    assert_eq!(
+        error_code(&h.send(a, &offer(&pa)), a),
+        Some(ErrorCode::BadMessage)
+    );
 }
 
 #[test]
@@ -192,9 +212,18 @@ fn bad_input_gets_named_errors_and_the_connection_stays() {
         (r#"{"type":"teleport"}"#, ErrorCode::UnknownType),
         (r#"{"type":"join","v":1,"name":"x"}"#, ErrorCode::BadMessage),
         (r#"{"type":"chat","text":"hi"}"#, ErrorCode::NotJoined),
-        (r#"{"type":"join","v":9,"room":"r","name":"x"}"#, ErrorCode::UnsupportedVersion),
-        (r#"{"type":"join","v":1,"room":"no spaces","name":"x"}"#, ErrorCode::BadRoomName),
-        (r#"{"type":"join","v":1,"room":"r","name":"  "}"#, ErrorCode::BadName),
+        (
+            r#"{"type":"join","v":9,"room":"r","name":"x"}"#,
+            ErrorCode::UnsupportedVersion,
+        ),
+        (
+            r#"{"type":"join","v":1,"room":"no spaces","name":"x"}"#,
+            ErrorCode::BadRoomName,
+        ),
+        (
+            r#"{"type":"join","v":1,"room":"r","name":"  "}"#,
+            ErrorCode::BadName,
+        ),
     ];
     for (text, code) in cases {
         let out = h.text(a, text);
@@ -202,7 +231,10 @@ fn bad_input_gets_named_errors_and_the_connection_stays() {
         assert_eq!(closed(&out, a), None, "{text}");
     }
     h.send(a, &join("r", "A", None));
-    assert_eq!(error_code(&h.send(a, &join("r", "A", None)), a), Some(ErrorCode::AlreadyJoined));
+    assert_eq!(
+        error_code(&h.send(a, &join("r", "A", None)), a),
+        Some(ErrorCode::AlreadyJoined)
+    );
     let stats = h.rooms.stats();
     assert_eq!(stats.errors[&ErrorCode::BadJson], 1);
     assert_eq!(stats.messages_in["join"], 5);
@@ -217,8 +249,13 @@ fn oversize_message_closes_with_1009() {
     let out = h.text(a, &big);
     assert_eq!(error_code(&out, a), Some(ErrorCode::TooLarge));
     assert_eq!(closed(&out, a), Some(close_code::TOO_BIG));
-    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::PeerLeft { id, reason: LeaveReason::Kicked }] if *id == pa));
-    assert!(h.text(a, r#"{"type":"ping"}"#).is_empty(), "closed connection is forgotten");
+    assert!(
+        matches!(&sent_to(&out, b)[..], [ServerMessage::PeerLeft { id, reason: LeaveReason::Kicked }] if *id == pa)
+    );
+    assert!(
+        h.text(a, r#"{"type":"ping"}"#).is_empty(),
+        "closed connection is forgotten"
+    );
 }
 
 #[test]
@@ -266,7 +303,9 @@ fn clean_close_and_leave_tell_the_others_at_once() {
     let (c, _) = h.join("r", "C");
     h.rooms.handle_close(a, CloseKind::Clean, h.now);
     let out = h.drain();
-    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::PeerLeft { id, reason: LeaveReason::Left }] if *id == pa));
+    assert!(
+        matches!(&sent_to(&out, b)[..], [ServerMessage::PeerLeft { id, reason: LeaveReason::Left }] if *id == pa)
+    );
     let out = h.send(b, &ClientMessage::Leave);
     assert!(matches!(&sent_to(&out, c)[..], [ServerMessage::PeerLeft { id, .. }] if *id == pb));
     // After leave the connection may join again.
@@ -292,10 +331,10 @@ fn silent_connection_is_pinged_then_dropped_within_30s() {
     for s in 1..=40 {
         // B stays alive by answering pings; A is silent.
         let out = h.advance(Duration::from_secs(1));
-        if out.iter().any(|o| *o == Output::Ping { conn: b }) {
+        if out.contains(&Output::Ping { conn: b }) {
             h.rooms.handle_activity(b, h.now);
         }
-        pinged |= out.iter().any(|o| *o == Output::Ping { conn: a });
+        pinged |= out.contains(&Output::Ping { conn: a });
         if sent_to(&out, b)
             .iter()
             .any(|m| matches!(m, ServerMessage::PeerLeft { id, reason: LeaveReason::Timeout } if *id == pa))
@@ -332,7 +371,10 @@ fn abrupt_close_then_resume_keeps_the_peer_and_its_messages() {
     let (b, pb) = h.join("r", "B");
     h.drain();
     h.rooms.handle_close(a, CloseKind::Abrupt, h.now);
-    assert!(sent_to(&h.drain(), b).is_empty(), "no peer-left during the grace period");
+    assert!(
+        sent_to(&h.drain(), b).is_empty(),
+        "no peer-left during the grace period"
+    );
     // B's offer waits for A.
     h.send(b, &offer(&w.id));
     h.advance(Duration::from_secs(5));
@@ -342,13 +384,26 @@ fn abrupt_close_then_resume_keeps_the_peer_and_its_messages() {
     let w2 = welcome_of(&out, a2).unwrap();
     assert!(w2.resumed);
     assert_eq!(w2.id, w.id);
-    assert_eq!(w2.peers.iter().map(|p| &p.id).collect::<Vec<_>>(), vec![&pb]);
+    assert_eq!(
+        w2.peers.iter().map(|p| &p.id).collect::<Vec<_>>(),
+        vec![&pb]
+    );
     let to_a2 = sent_to(&out, a2);
-    assert!(matches!(&to_a2[1], ServerMessage::Signal { from, .. } if *from == pb), "{to_a2:?}");
-    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::PeerUpdated { .. }]));
+    assert!(
+        matches!(&to_a2[1], ServerMessage::Signal { from, .. } if *from == pb),
+        "{to_a2:?}"
+    );
+    assert!(matches!(
+        &sent_to(&out, b)[..],
+        [ServerMessage::PeerUpdated { .. }]
+    ));
     // The grace timer that was armed no longer removes anyone.
     let out = h.advance(Duration::from_secs(30));
-    assert!(!sent_to(&out, b).iter().any(|m| matches!(m, ServerMessage::PeerLeft { .. })));
+    assert!(
+        !sent_to(&out, b)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::PeerLeft { .. }))
+    );
 }
 
 #[test]
@@ -392,14 +447,27 @@ fn chat_goes_to_the_room_only() {
     let (a, pa) = h.join("r", "A");
     let (b, _) = h.join("r", "B");
     let (c, _) = h.join("elsewhere", "C");
-    let out = h.send(a, &ClientMessage::Chat { text: "hello".into() });
+    let out = h.send(
+        a,
+        &ClientMessage::Chat {
+            text: "hello".into(),
+        },
+    );
     for conn in [a, b] {
-        assert!(matches!(&sent_to(&out, conn)[..], [ServerMessage::Chat { from, name, text }] if *from == pa && name == "A" && text == "hello"));
+        assert!(
+            matches!(&sent_to(&out, conn)[..], [ServerMessage::Chat { from, name, text }] if *from == pa && name == "A" && text == "hello")
+        );
     }
     assert!(sent_to(&out, c).is_empty());
     let long = "y".repeat(2001);
-    assert_eq!(error_code(&h.send(a, &ClientMessage::Chat { text: long }), a), Some(ErrorCode::BadMessage));
-    assert_eq!(error_code(&h.send(a, &ClientMessage::Chat { text: " ".into() }), a), Some(ErrorCode::BadMessage));
+    assert_eq!(
+        error_code(&h.send(a, &ClientMessage::Chat { text: long }), a),
+        Some(ErrorCode::BadMessage)
+    );
+    assert_eq!(
+        error_code(&h.send(a, &ClientMessage::Chat { text: " ".into() }), a),
+        Some(ErrorCode::BadMessage)
+    );
 }
 
 #[test]
@@ -413,13 +481,18 @@ fn state_updates_are_broadcast() {
         screen: Some("stream-1".into()),
     };
     let out = h.send(a, &ClientMessage::State(state.clone()));
-    assert!(matches!(&sent_to(&out, b)[..], [ServerMessage::PeerUpdated { peer }] if peer.state == state));
+    assert!(
+        matches!(&sent_to(&out, b)[..], [ServerMessage::PeerUpdated { peer }] if peer.state == state)
+    );
     assert!(sent_to(&out, a).is_empty());
     let bad = MediaState {
         screen: Some(String::new()),
         ..state
     };
-    assert_eq!(error_code(&h.send(a, &ClientMessage::State(bad)), a), Some(ErrorCode::BadMessage));
+    assert_eq!(
+        error_code(&h.send(a, &ClientMessage::State(bad)), a),
+        Some(ErrorCode::BadMessage)
+    );
 }
 
 #[test]
@@ -448,7 +521,9 @@ fn an_away_peer_that_falls_too_far_behind_is_dropped() {
     let mut left = false;
     for _ in 0..4 {
         let out = h.send(b, &offer(&pa));
-        left |= sent_to(&out, b).iter().any(|m| matches!(m, ServerMessage::PeerLeft { .. }));
+        left |= sent_to(&out, b)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::PeerLeft { .. }));
     }
     assert!(left);
 }

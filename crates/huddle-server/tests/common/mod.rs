@@ -1,0 +1,148 @@
+//! A real server on an ephemeral port and WebSocket clients that speak to it.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use huddle_server::{Config, Server};
+use huddle_signal_proto::{PROTOCOL_VERSION, ServerMessage, Welcome};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), huddle_server::ServerError>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with(Config::plain("127.0.0.1:0".parse().unwrap())).await
+    }
+
+    pub async fn with(config: Config) -> Self {
+        let server = Server::bind(config).await.expect("bind");
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
+            .await
+            .expect("connect");
+        Client { ws }
+    }
+
+    /// Stops the server and waits for `run` to return.
+    pub async fn shutdown(mut self) -> Result<(), huddle_server::ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("server task")
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let mut tcp = TcpStream::connect(self.addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text[9..12].parse().unwrap();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a client saw next.
+#[derive(Debug)]
+pub enum Event {
+    Msg(ServerMessage),
+    Closed(Option<(CloseCode, String)>),
+}
+
+impl Client {
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws
+            .send(Message::Text(text.into().into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_json(&mut self, value: serde_json::Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    pub async fn join(&mut self, room: &str, name: &str) -> Welcome {
+        self.send_json(
+            serde_json::json!({"type": "join", "v": PROTOCOL_VERSION, "room": room, "name": name}),
+        )
+        .await;
+        match self.next_msg().await {
+            ServerMessage::Welcome(w) => w,
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// The next event within 5 s; panics on silence.
+    pub async fn next(&mut self) -> Event {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("no message within 5 s")
+    }
+
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Event> {
+        loop {
+            let frame = tokio::time::timeout(wait, self.ws.next()).await.ok()?;
+            return Some(match frame {
+                Some(Ok(Message::Text(text))) => Event::Msg(
+                    serde_json::from_str(text.as_str()).expect("server sends valid JSON"),
+                ),
+                Some(Ok(Message::Close(frame))) => {
+                    Event::Closed(frame.map(|f| (f.code, f.reason.as_str().to_owned())))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => Event::Closed(None),
+            });
+        }
+    }
+
+    pub async fn next_msg(&mut self) -> ServerMessage {
+        match self.next().await {
+            Event::Msg(m) => m,
+            Event::Closed(c) => panic!("closed: {c:?}"),
+        }
+    }
+
+    /// Asserts nothing arrives for a short while.
+    pub async fn expect_silence(&mut self) {
+        if let Some(e) = self.next_within(Duration::from_millis(300)).await {
+            panic!("expected silence, got {e:?}");
+        }
+    }
+}
