@@ -1,0 +1,565 @@
+//! The TURN server core (RFC 8656) with STUN Binding (RFC 8489): `Server<R>`.
+//!
+//! Inputs are datagrams (or stream frames) from clients and from peers, stamped with `now`.
+//! The two hot paths answer directly, borrowing the input: a client's ChannelData or Send
+//! indication becomes [`Relayed`] (send this payload from that relay socket to that peer), a
+//! peer's datagram on a bound channel becomes [`ToChannel`] (prepend a ChannelData header, send to
+//! the client). Everything else — responses, Data indications, relay sockets to open or close —
+//! is queued as [`Output`].
+
+mod allocation;
+mod handlers;
+mod peer_policy;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+
+pub use peer_policy::{BadRange, IpRange, PeerPolicy};
+
+use crate::auth::{Credentials, Nonces};
+use crate::channel_data;
+use crate::stun::{
+    AttrType, Class, ErrorCode, IntegrityAlg, Message, MessageWriter, Method, TransactionId,
+};
+use allocation::Allocation;
+
+#[cfg(test)]
+mod tests;
+
+/// How a client reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Streams need ChannelData padded to four bytes (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+/// The 5-tuple that names a client's allocation: transport, client address, server address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    pub transport: Transport,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// A relay address family: the address to bind relay sockets on and the one to tell clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayAddr {
+    pub bind: IpAddr,
+    /// What goes into XOR-RELAYED-ADDRESS; differs from `bind` behind a NAT (`--external-ip`).
+    pub advertised: IpAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub credentials: Credentials,
+    /// The SOFTWARE attribute in responses.
+    pub software: String,
+    pub relay_v4: Option<RelayAddr>,
+    pub relay_v6: Option<RelayAddr>,
+    pub relay_ports: RangeInclusive<u16>,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub nonce_lifetime: Duration,
+    pub peers: PeerPolicy,
+    /// Allocations one user may hold at once (486 beyond).
+    pub user_quota: Option<usize>,
+    /// Allocations the server holds at once (486 beyond).
+    pub total_quota: Option<usize>,
+    /// Bytes per second one allocation may relay, each direction counted; beyond it packets drop.
+    pub max_bps: Option<u64>,
+    /// Permissions one allocation may hold (508 beyond): each is state a client makes us keep.
+    pub max_permissions: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            credentials: Credentials {
+                realm: "huddle".into(),
+                ..Credentials::default()
+            },
+            software: concat!("huddle/", env!("CARGO_PKG_VERSION")).into(),
+            relay_v4: None,
+            relay_v6: None,
+            relay_ports: 49152..=65535,
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            nonce_lifetime: Duration::from_secs(600),
+            peers: PeerPolicy::default(),
+            user_quota: None,
+            total_quota: None,
+            max_bps: None,
+            max_permissions: 256,
+        }
+    }
+}
+
+/// Send `payload` from the relay socket bound at `relay` to `peer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed<'a> {
+    pub relay: SocketAddr,
+    pub peer: SocketAddr,
+    pub payload: &'a [u8],
+}
+
+/// Send the peer's datagram to `client` behind a ChannelData header for `channel`
+/// ([`channel_data::header`]; padded to four bytes when `client.transport.is_stream()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToChannel {
+    pub client: FiveTuple,
+    pub channel: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// A STUN message (response or Data indication) for a client.
+    ToClient { client: FiveTuple, data: Vec<u8> },
+    /// Bind a UDP relay socket at `addr`, then report with [`Server::handle_relay_bound`].
+    BindRelay { client: FiveTuple, addr: SocketAddr },
+    /// Close the relay socket at `relay`: its allocation is gone.
+    FreeRelay { relay: SocketAddr },
+}
+
+/// Counters for metrics and benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub allocations_created: u64,
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+    /// Packets dropped: no permission or channel, over the bandwidth cap, malformed.
+    pub dropped: u64,
+    pub auth_failures: u64,
+    pub error_responses: u64,
+}
+
+/// An Allocate waiting for its relay socket.
+struct Pending {
+    txid: TransactionId,
+    username: String,
+    key: [u8; 16],
+    alg: IntegrityAlg,
+    lifetime: Duration,
+    v6: bool,
+    port: u16,
+    attempts: u8,
+}
+
+/// A refused request: the error code, and whether to challenge (REALM and NONCE attached).
+struct Reject {
+    code: ErrorCode,
+    challenge: bool,
+    unknown: Vec<AttrType>,
+}
+
+impl From<ErrorCode> for Reject {
+    fn from(code: ErrorCode) -> Self {
+        Self {
+            code,
+            challenge: false,
+            unknown: Vec::new(),
+        }
+    }
+}
+
+impl Reject {
+    fn challenge(code: ErrorCode) -> Self {
+        Self {
+            code,
+            challenge: true,
+            unknown: Vec::new(),
+        }
+    }
+}
+
+/// A request that passed authentication.
+struct Authed {
+    username: String,
+    key: [u8; 16],
+    alg: IntegrityAlg,
+}
+
+/// The sans-IO STUN/TURN server.
+pub struct Server<R> {
+    config: Config,
+    rng: R,
+    nonces: Nonces,
+    /// Instants are turned into seconds (nonce expiry) and Unix time (REST credentials) from here.
+    epoch: Instant,
+    unix_at_epoch: u64,
+    allocations: HashMap<FiveTuple, Allocation>,
+    by_relay: HashMap<SocketAddr, FiveTuple>,
+    pending: HashMap<FiveTuple, Pending>,
+    ports_in_use: HashSet<(bool, u16)>,
+    per_user: HashMap<String, usize>,
+    timers: BinaryHeap<Reverse<(Instant, FiveTuple)>>,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl<R: RngCore> Server<R> {
+    /// `unix_now` is the wall-clock time at `now`, in seconds since 1970: TURN REST usernames carry
+    /// an absolute expiry, and this is how the core knows the date without reading a clock.
+    pub fn new(config: Config, mut rng: R, now: Instant, unix_now: u64) -> Self {
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut secret);
+        Self {
+            config,
+            rng,
+            nonces: Nonces::new(secret),
+            epoch: now,
+            unix_at_epoch: unix_now,
+            allocations: HashMap::new(),
+            by_relay: HashMap::new(),
+            pending: HashMap::new(),
+            ports_in_use: HashSet::new(),
+            per_user: HashMap::new(),
+            timers: BinaryHeap::new(),
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// A datagram (UDP) or one frame (TCP/TLS, see [`channel_data::frame_len`]) from a client.
+    pub fn handle_client<'a>(
+        &mut self,
+        from: FiveTuple,
+        data: &'a [u8],
+        now: Instant,
+    ) -> Option<Relayed<'a>> {
+        let first = *data.first()?;
+        if channel_data::is_channel_data(first) {
+            return self.handle_channel_data(from, data, now);
+        }
+        let Ok(msg) = Message::parse(data) else {
+            // Not STUN, or broken STUN: silently dropped (RFC 8489 §6.3).
+            self.stats.dropped += 1;
+            return None;
+        };
+        match (msg.class(), msg.method()) {
+            (Class::Indication, Method::SEND) => return self.handle_send(from, &msg, now),
+            (Class::Request, method) => {
+                let unknown: Vec<AttrType> = msg
+                    .attributes()
+                    .map(|(t, _)| t)
+                    .filter(|t| t.comprehension_required() && !handlers::understood(*t))
+                    .collect();
+                let result = if !unknown.is_empty() {
+                    Err(Reject {
+                        code: ErrorCode::UNKNOWN_ATTRIBUTE,
+                        challenge: false,
+                        unknown,
+                    })
+                } else {
+                    match method {
+                        Method::BINDING => {
+                            self.handle_binding(from, &msg);
+                            Ok(())
+                        }
+                        Method::ALLOCATE => self.handle_allocate(from, &msg, now),
+                        Method::REFRESH => self.handle_refresh(from, &msg, now),
+                        Method::CREATE_PERMISSION => self.handle_create_permission(from, &msg, now),
+                        Method::CHANNEL_BIND => self.handle_channel_bind(from, &msg, now),
+                        _ => Err(ErrorCode::BAD_REQUEST.into()),
+                    }
+                };
+                if let Err(reject) = result {
+                    self.reject(from, &msg, reject, now);
+                }
+            }
+            // Responses and other indications are not for a server.
+            _ => self.stats.dropped += 1,
+        }
+        None
+    }
+
+    /// A datagram that arrived on the relay socket bound at `relay` from `peer`.
+    pub fn handle_peer(
+        &mut self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Option<ToChannel> {
+        let client = *self.by_relay.get(&relay)?;
+        let alloc = self.allocations.get_mut(&client)?;
+        if !alloc.permitted(peer.ip(), now) || !alloc.take_bandwidth(data.len(), now) {
+            self.stats.dropped += 1;
+            return None;
+        }
+        self.stats.to_client_packets += 1;
+        self.stats.to_client_bytes += data.len() as u64;
+        if let Some(channel) = alloc.peer_channel(peer, now) {
+            return Some(ToChannel { client, channel });
+        }
+        let mut txid = [0u8; 12];
+        self.rng.fill_bytes(&mut txid);
+        let mut buf = Vec::with_capacity(data.len() + 48);
+        MessageWriter::new(&mut buf, Class::Indication, Method::DATA, txid)
+            .xor_address(AttrType::XOR_PEER_ADDRESS, peer)
+            .attr(AttrType::DATA, data)
+            .fingerprint();
+        self.outputs
+            .push_back(Output::ToClient { client, data: buf });
+        None
+    }
+
+    /// The I/O's answer to [`Output::BindRelay`]: the bound address, or `Err` if that port was
+    /// taken (another one is tried, up to eight, then 508).
+    pub fn handle_relay_bound(
+        &mut self,
+        client: FiveTuple,
+        bound: Result<SocketAddr, ()>,
+        now: Instant,
+    ) {
+        let Some(mut pending) = self.pending.remove(&client) else {
+            return;
+        };
+        match bound {
+            Ok(relay) => self.finish_allocate(client, pending, relay, now),
+            Err(()) => {
+                // The port stays marked in use: something outside Huddle holds it.
+                pending.attempts += 1;
+                match (pending.attempts < 8)
+                    .then(|| self.pick_port(pending.v6))
+                    .flatten()
+                {
+                    Some(port) => {
+                        pending.port = port;
+                        self.request_bind(client, pending);
+                    }
+                    None => self.fail_pending(client, pending),
+                }
+            }
+        }
+    }
+
+    /// A TCP/TLS client connection closed: its allocation goes with it (RFC 8656 §3.1).
+    pub fn handle_client_closed(&mut self, client: FiveTuple) {
+        if let Some(pending) = self.pending.remove(&client) {
+            self.ports_in_use.remove(&(pending.v6, pending.port));
+        }
+        self.delete_allocation(&client);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, client))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(alloc) = self.allocations.get_mut(&client) else {
+                continue;
+            };
+            if alloc.expires <= now {
+                self.delete_allocation(&client);
+            } else {
+                alloc.forget_expired(now);
+                // Wake again at expiry, or sooner to sweep permissions of a long-lived allocation.
+                let next = alloc.expires.min(now + self.config.permission_lifetime);
+                self.timers.push(Reverse((next, client)));
+            }
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next allocation expiry (possibly early: a refreshed allocation is rechecked then).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn handle_channel_data<'a>(
+        &mut self,
+        from: FiveTuple,
+        data: &'a [u8],
+        now: Instant,
+    ) -> Option<Relayed<'a>> {
+        let relayed = channel_data::parse(data).and_then(|(channel, payload)| {
+            let alloc = self.allocations.get_mut(&from)?;
+            let peer = alloc.channel_peer(channel, now)?;
+            alloc.take_bandwidth(payload.len(), now).then_some(Relayed {
+                relay: alloc.relay,
+                peer,
+                payload,
+            })
+        });
+        self.count_to_peer(relayed)
+    }
+
+    fn handle_send<'a>(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'a>,
+        now: Instant,
+    ) -> Option<Relayed<'a>> {
+        let peer = msg
+            .get_xor_address(AttrType::XOR_PEER_ADDRESS)
+            .ok()
+            .flatten();
+        let relayed = peer
+            .zip(msg.get(AttrType::DATA))
+            .and_then(|(peer, payload)| {
+                let alloc = self.allocations.get_mut(&from)?;
+                (alloc.permitted(peer.ip(), now)
+                    && alloc.relay.is_ipv4() == peer.is_ipv4()
+                    && alloc.take_bandwidth(payload.len(), now))
+                .then_some(Relayed {
+                    relay: alloc.relay,
+                    peer,
+                    payload,
+                })
+            });
+        self.count_to_peer(relayed)
+    }
+
+    fn count_to_peer<'a>(&mut self, relayed: Option<Relayed<'a>>) -> Option<Relayed<'a>> {
+        match &relayed {
+            Some(r) => {
+                self.stats.to_peer_packets += 1;
+                self.stats.to_peer_bytes += r.payload.len() as u64;
+            }
+            None => self.stats.dropped += 1,
+        }
+        relayed
+    }
+
+    fn secs(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        self.unix_at_epoch + self.secs(now)
+    }
+
+    /// Writes a response: `attrs`, then SOFTWARE, MESSAGE-INTEGRITY(-SHA256) with `key` when the
+    /// request was authenticated, and FINGERPRINT.
+    fn response(
+        &self,
+        req: &Message,
+        class: Class,
+        key: Option<(&[u8; 16], IntegrityAlg)>,
+        attrs: impl FnOnce(&mut MessageWriter),
+    ) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(128);
+        let mut w = MessageWriter::new(&mut buf, class, req.method(), req.transaction_id());
+        attrs(&mut w);
+        w.attr(AttrType::SOFTWARE, self.config.software.as_bytes());
+        if let Some((key, alg)) = key {
+            w.integrity(alg, key);
+        }
+        w.fingerprint();
+        buf
+    }
+
+    fn send(&mut self, client: FiveTuple, data: Vec<u8>) {
+        self.outputs.push_back(Output::ToClient { client, data });
+    }
+
+    fn reject(&mut self, to: FiveTuple, req: &Message, reject: Reject, now: Instant) {
+        self.stats.error_responses += 1;
+        if reject.code.code == 401 {
+            self.stats.auth_failures += 1;
+        }
+        let nonce = reject.challenge.then(|| {
+            let expires = self.secs(now) + self.config.nonce_lifetime.as_secs();
+            self.nonces.issue(to.client.ip(), expires)
+        });
+        // Errors after successful authentication carry integrity (RFC 8489 §9.2.4); a challenge
+        // cannot, the client has no key yet.
+        let key = if reject.challenge {
+            None
+        } else {
+            self.request_key(req, now)
+        };
+        let realm = self.config.credentials.realm.clone();
+        let data = self.response(req, Class::Error, key.as_ref().map(|(k, a)| (k, *a)), |w| {
+            w.error_code(reject.code);
+            if !reject.unknown.is_empty() {
+                w.unknown_attributes(&reject.unknown);
+            }
+            if let Some(nonce) = &nonce {
+                w.attr(AttrType::REALM, realm.as_bytes());
+                w.attr(AttrType::NONCE, nonce.as_bytes());
+            }
+        });
+        self.send(to, data);
+    }
+
+    /// The key of a request that carries valid integrity, for signing an error response to it.
+    fn request_key(&self, req: &Message, now: Instant) -> Option<([u8; 16], IntegrityAlg)> {
+        let alg = req.integrity_alg()?;
+        let username = req.get_str(AttrType::USERNAME).ok()??;
+        let key = self
+            .config
+            .credentials
+            .key_for(username, self.unix(now))
+            .ok()?;
+        req.verify_integrity(&key).then_some((key, alg))
+    }
+
+    fn delete_allocation(&mut self, client: &FiveTuple) {
+        let Some(alloc) = self.allocations.remove(client) else {
+            return;
+        };
+        self.by_relay.remove(&alloc.relay);
+        self.ports_in_use
+            .remove(&(alloc.relay.is_ipv6(), alloc.relay.port()));
+        if let Some(n) = self.per_user.get_mut(&alloc.username) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&alloc.username);
+            }
+        }
+        self.outputs
+            .push_back(Output::FreeRelay { relay: alloc.relay });
+    }
+
+    /// A free relay port, chosen at random (RFC 8656 §7.2 wants ports hard to guess).
+    fn pick_port(&mut self, v6: bool) -> Option<u16> {
+        let (lo, hi) = (
+            *self.config.relay_ports.start(),
+            *self.config.relay_ports.end(),
+        );
+        let span = u32::from(hi - lo) + 1;
+        let start = self.rng.next_u32() % span;
+        // Linear probing from a random start: uniform enough, and terminates on a full range.
+        let port = (0..span)
+            .map(|i| lo + ((start + i) % span) as u16)
+            .find(|p| !self.ports_in_use.contains(&(v6, *p)))?;
+        self.ports_in_use.insert((v6, port));
+        Some(port)
+    }
+}
