@@ -17,6 +17,7 @@ mod ice;
 mod listener;
 mod metrics;
 mod tls;
+mod turn;
 mod web;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ use std::net::SocketAddr;
 
 pub use config::{Config, TlsSource};
 pub use tls::TlsError;
+pub use turn::{Turn, TurnAddrs, TurnConfig};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -111,7 +113,7 @@ impl Server {
             Some(identity) => Some(identity.server_config(&[b"http/1.1"])?),
             None => None,
         };
-        let listener = HttpListener::spawn(self.tcp, tls).map_err(ServerError::Serve)?;
+        let listener = HttpListener::spawn(self.tcp, tls, None).map_err(ServerError::Serve)?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let ice = IceServers {
             static_servers: self.config.ice_servers.clone(),

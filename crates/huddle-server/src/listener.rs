@@ -6,10 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use huddle_turn_proto::{FiveTuple, Transport};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+
+use crate::turn::{Prefixed, Turn, looks_like_turn};
 
 /// Handshakes that take longer than this are dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,8 +26,14 @@ pub struct HttpListener {
 }
 
 impl HttpListener {
-    /// Starts accepting on `tcp`; with `tls`, every connection is a TLS one.
-    pub fn spawn(tcp: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<Self> {
+    /// Starts accepting on `tcp`; with `tls`, every connection is a TLS one, and with `turn` as
+    /// well, a TLS connection whose first bytes are STUN goes to the TURN server instead of HTTP
+    /// (TURN on 443 for networks that allow nothing else).
+    pub fn spawn(
+        tcp: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        turn: Option<Turn>,
+    ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(256);
         let acceptor = tls.map(TlsAcceptor::from);
@@ -42,6 +51,7 @@ impl HttpListener {
                 let _ = stream.set_nodelay(true);
                 let tx = tx.clone();
                 let acceptor = acceptor.clone();
+                let turn = turn.clone();
                 tokio::spawn(async move {
                     let io: Box<dyn Io> = match acceptor {
                         None => Box::new(stream),
@@ -49,7 +59,13 @@ impl HttpListener {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                                 .await
                             {
-                                Ok(Ok(tls)) => Box::new(tls),
+                                Ok(Ok(tls)) => match turn {
+                                    None => Box::new(tls),
+                                    Some(turn) => match sniff(tls, turn, peer, local).await {
+                                        Some(http) => http,
+                                        None => return,
+                                    },
+                                },
                                 Ok(Err(e)) => {
                                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                                     return;
@@ -67,6 +83,37 @@ impl HttpListener {
         });
         Ok(Self { ready, local })
     }
+}
+
+/// Reads the first bytes of a TLS connection: STUN goes to `turn` (and `None` comes back),
+/// anything else is returned, bytes put back, for HTTP.
+async fn sniff<S>(
+    mut tls: S,
+    turn: Turn,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<Box<dyn Io>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut first = vec![0u8; 2048];
+    let n = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.read(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return None,
+    };
+    first.truncate(n);
+    let is_turn = looks_like_turn(first[0]);
+    let stream = Prefixed::new(first, tls);
+    if is_turn {
+        let five = FiveTuple {
+            transport: Transport::Tls,
+            client: peer,
+            server: local,
+        };
+        turn.serve_stream(stream, five).await;
+        return None;
+    }
+    Some(Box::new(stream))
 }
 
 impl axum::serve::Listener for HttpListener {

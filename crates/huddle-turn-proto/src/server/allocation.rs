@@ -13,6 +13,8 @@ pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 pub struct Allocation {
     /// The relay socket's address as bound.
     pub relay: SocketAddr,
+    /// The address given to the client in XOR-RELAYED-ADDRESS (`--external-ip`).
+    pub advertised: SocketAddr,
     pub username: String,
     pub expires: Instant,
     /// The Allocate that created it and our answer, resent on a retransmit (RFC 8656 §7.2).
@@ -39,6 +41,7 @@ pub enum BindConflict {
 impl Allocation {
     pub fn new(
         relay: SocketAddr,
+        advertised: SocketAddr,
         username: String,
         expires: Instant,
         created_by: TransactionId,
@@ -47,6 +50,7 @@ impl Allocation {
     ) -> Self {
         Self {
             relay,
+            advertised,
             username,
             expires,
             created_by,

@@ -139,8 +139,15 @@ impl<R: RngCore> Server<R> {
         let advertised =
             SocketAddr::new(cfg_relay.map_or(relay.ip(), |r| r.advertised), relay.port());
         let expires = now + p.lifetime;
-        let mut alloc =
-            Allocation::new(relay, p.username, expires, p.txid, self.config.max_bps, now);
+        let mut alloc = Allocation::new(
+            relay,
+            advertised,
+            p.username,
+            expires,
+            p.txid,
+            self.config.max_bps,
+            now,
+        );
         // The response answers the original request, so rebuild its header from the pending data.
         let response = {
             let mut buf = Vec::with_capacity(128);
@@ -161,6 +168,7 @@ impl<R: RngCore> Server<R> {
         alloc.created_response = response.clone();
         self.allocations.insert(client, alloc);
         self.by_relay.insert(relay, client);
+        self.by_advertised.insert(advertised, client);
         self.timers.push(std::cmp::Reverse((expires, client)));
         self.stats.allocations_created += 1;
         self.send(client, response);
@@ -352,12 +360,13 @@ impl<R: RngCore> Server<R> {
         Ok(alloc.relay)
     }
 
-    /// A peer must be of the relay's family (443) and allowed by policy (403).
+    /// A peer must be of the relay's family (443) and allowed by policy (403). This server's own
+    /// relayed addresses are always allowed: data for them never leaves the process.
     fn check_peer(&self, relay: SocketAddr, peer: SocketAddr) -> Result<(), Reject> {
         if relay.is_ipv4() != peer.ip().to_canonical().is_ipv4() {
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH.into());
         }
-        if !self.config.peers.permits(peer.ip()) {
+        if !self.is_own_relay_ip(peer.ip()) && !self.config.peers.permits(peer.ip()) {
             return Err(ErrorCode::FORBIDDEN.into());
         }
         Ok(())

@@ -207,6 +207,7 @@ pub struct Server<R> {
     unix_at_epoch: u64,
     allocations: HashMap<FiveTuple, Allocation>,
     by_relay: HashMap<SocketAddr, FiveTuple>,
+    by_advertised: HashMap<SocketAddr, FiveTuple>,
     pending: HashMap<FiveTuple, Pending>,
     ports_in_use: HashSet<(bool, u16)>,
     per_user: HashMap<String, usize>,
@@ -229,6 +230,7 @@ impl<R: RngCore> Server<R> {
             unix_at_epoch: unix_now,
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
+            by_advertised: HashMap::new(),
             pending: HashMap::new(),
             ports_in_use: HashSet::new(),
             per_user: HashMap::new(),
@@ -312,6 +314,18 @@ impl<R: RngCore> Server<R> {
         now: Instant,
     ) -> Option<ToChannel> {
         let client = *self.by_relay.get(&relay)?;
+        self.peer_to_client(client, peer, data, now)
+    }
+
+    /// Delivers a peer's datagram to `client`: on its channel if one is bound (returned, for the
+    /// caller to frame), else queued as a Data indication.
+    fn peer_to_client(
+        &mut self,
+        client: FiveTuple,
+        peer: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) -> Option<ToChannel> {
         let alloc = self.allocations.get_mut(&client)?;
         if !alloc.permitted(peer.ip(), now) || !alloc.take_bandwidth(data.len(), now) {
             self.stats.dropped += 1;
@@ -332,6 +346,34 @@ impl<R: RngCore> Server<R> {
         self.outputs
             .push_back(Output::ToClient { client, data: buf });
         None
+    }
+
+    /// Relay-to-relay on this server (both browsers of a call behind TURN): the datagram goes
+    /// straight into the other allocation. A port of ours that is no allocation gets nothing.
+    fn relay_internally(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8], now: Instant) {
+        let Some(client) = self.by_advertised.get(&to).copied() else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if let Some(to) = self.peer_to_client(client, from, payload, now) {
+            let mut frame = channel_data::header(to.channel, payload.len()).to_vec();
+            frame.extend_from_slice(payload);
+            if client.transport.is_stream() {
+                frame.resize(frame.len().div_ceil(4) * 4, 0);
+            }
+            self.outputs.push_back(Output::ToClient {
+                client,
+                data: frame,
+            });
+        }
+    }
+
+    fn is_own_relay_ip(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        [self.config.relay_v4, self.config.relay_v6]
+            .iter()
+            .flatten()
+            .any(|r| r.advertised == ip)
     }
 
     /// The I/O's answer to [`Output::BindRelay`]: the bound address, or `Err` if that port was
@@ -407,16 +449,15 @@ impl<R: RngCore> Server<R> {
         data: &'a [u8],
         now: Instant,
     ) -> Option<Relayed<'a>> {
-        let relayed = channel_data::parse(data).and_then(|(channel, payload)| {
-            let alloc = self.allocations.get_mut(&from)?;
-            let peer = alloc.channel_peer(channel, now)?;
-            alloc.take_bandwidth(payload.len(), now).then_some(Relayed {
-                relay: alloc.relay,
-                peer,
-                payload,
-            })
-        });
-        self.count_to_peer(relayed)
+        let Some((channel, payload)) = channel_data::parse(data) else {
+            self.stats.dropped += 1;
+            return None;
+        };
+        let peer = self
+            .allocations
+            .get(&from)
+            .and_then(|alloc| alloc.channel_peer(channel, now));
+        self.relay(from, peer, payload, now)
     }
 
     fn handle_send<'a>(
@@ -429,31 +470,45 @@ impl<R: RngCore> Server<R> {
             .get_xor_address(AttrType::XOR_PEER_ADDRESS)
             .ok()
             .flatten();
-        let relayed = peer
-            .zip(msg.get(AttrType::DATA))
-            .and_then(|(peer, payload)| {
-                let alloc = self.allocations.get_mut(&from)?;
-                (alloc.permitted(peer.ip(), now)
-                    && alloc.relay.is_ipv4() == peer.is_ipv4()
-                    && alloc.take_bandwidth(payload.len(), now))
-                .then_some(Relayed {
-                    relay: alloc.relay,
-                    peer,
-                    payload,
-                })
-            });
-        self.count_to_peer(relayed)
+        let payload = msg.get(AttrType::DATA);
+        let permitted = peer.filter(|p| {
+            self.allocations.get(&from).is_some_and(|alloc| {
+                alloc.permitted(p.ip(), now)
+                    && alloc.relay.is_ipv4() == p.ip().to_canonical().is_ipv4()
+            })
+        });
+        self.relay(from, permitted, payload.unwrap_or_default(), now)
     }
 
-    fn count_to_peer<'a>(&mut self, relayed: Option<Relayed<'a>>) -> Option<Relayed<'a>> {
-        match &relayed {
-            Some(r) => {
-                self.stats.to_peer_packets += 1;
-                self.stats.to_peer_bytes += r.payload.len() as u64;
-            }
-            None => self.stats.dropped += 1,
+    /// The last step of both client-to-peer paths: bandwidth, counters, and either the network or
+    /// another allocation of ours.
+    fn relay<'a>(
+        &mut self,
+        from: FiveTuple,
+        peer: Option<SocketAddr>,
+        payload: &'a [u8],
+        now: Instant,
+    ) -> Option<Relayed<'a>> {
+        let Some((peer, alloc)) = peer.zip(self.allocations.get_mut(&from)) else {
+            self.stats.dropped += 1;
+            return None;
+        };
+        if !alloc.take_bandwidth(payload.len(), now) {
+            self.stats.dropped += 1;
+            return None;
         }
-        relayed
+        self.stats.to_peer_packets += 1;
+        self.stats.to_peer_bytes += payload.len() as u64;
+        let (relay, advertised) = (alloc.relay, alloc.advertised);
+        if self.is_own_relay_ip(peer.ip()) {
+            self.relay_internally(advertised, peer, payload, now);
+            return None;
+        }
+        Some(Relayed {
+            relay,
+            peer,
+            payload,
+        })
     }
 
     fn secs(&self, now: Instant) -> u64 {
@@ -535,6 +590,7 @@ impl<R: RngCore> Server<R> {
             return;
         };
         self.by_relay.remove(&alloc.relay);
+        self.by_advertised.remove(&alloc.advertised);
         self.ports_in_use
             .remove(&(alloc.relay.is_ipv6(), alloc.relay.port()));
         if let Some(n) = self.per_user.get_mut(&alloc.username) {

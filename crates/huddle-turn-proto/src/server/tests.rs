@@ -811,3 +811,79 @@ proptest! {
         prop_assert_eq!(lab.server.allocation_count(), 0);
     }
 }
+
+#[test]
+fn relay_to_relay_stays_inside_the_server() {
+    let mut cfg = config();
+    cfg.relay_v4 = Some(RelayAddr {
+        bind: "10.0.0.1".parse().unwrap(),
+        advertised: "10.0.0.1".parse().unwrap(),
+    });
+    let mut lab = Lab::with(cfg);
+    let mut a = Client::new(udp("203.0.113.9:1"), "user1", "pass1");
+    let mut b = Client::new(udp("203.0.113.9:2"), "user2", "pass2");
+    let ra = lab
+        .allocate(&mut a)
+        .xor(AttrType::XOR_RELAYED_ADDRESS)
+        .unwrap();
+    let rb = lab
+        .allocate(&mut b)
+        .xor(AttrType::XOR_RELAYED_ADDRESS)
+        .unwrap();
+    // 10.0.0.1 is private, refused as a peer in general, but it is our own relay.
+    assert_eq!(lab.permit(&mut a, rb).class(), Class::Success);
+    assert_eq!(lab.permit(&mut b, ra).class(), Class::Success);
+    assert_eq!(
+        lab.permit(&mut a, "10.0.0.2:1".parse().unwrap()).error(),
+        Some(403)
+    );
+
+    // A → B by Send indication: nothing goes to the network, B gets a Data indication.
+    assert!(
+        lab.server
+            .handle_client(a.from, &send_indication(rb, b"hi b"), lab.now)
+            .is_none()
+    );
+    let mut got = Vec::new();
+    while let Some(out) = lab.server.poll_output() {
+        got.push(out);
+    }
+    let [Output::ToClient { client, data }] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(*client, b.from);
+    let msg = Message::parse(data).unwrap();
+    assert_eq!(msg.method(), Method::DATA);
+    assert_eq!(
+        msg.get_xor_address(AttrType::XOR_PEER_ADDRESS).unwrap(),
+        Some(ra)
+    );
+    assert_eq!(msg.get(AttrType::DATA), Some(&b"hi b"[..]));
+
+    // B → A on a channel both ways.
+    assert_eq!(lab.bind_channel(&mut a, 0x4000, rb).class(), Class::Success);
+    assert_eq!(lab.bind_channel(&mut b, 0x4009, ra).class(), Class::Success);
+    assert!(
+        lab.server
+            .handle_client(b.from, &channel_data(0x4009, b"hey a"), lab.now)
+            .is_none()
+    );
+    let out = lab.server.poll_output();
+    assert_eq!(
+        out,
+        Some(Output::ToClient {
+            client: a.from,
+            data: channel_data(0x4000, b"hey a")
+        })
+    );
+
+    // Our own address at a port that is no allocation: dropped, never sent anywhere.
+    let stray = SocketAddr::new(ra.ip(), 53);
+    lab.permit(&mut a, stray);
+    assert!(
+        lab.server
+            .handle_client(a.from, &send_indication(stray, b"dns?"), lab.now)
+            .is_none()
+    );
+    assert_eq!(lab.server.poll_output(), None);
+}

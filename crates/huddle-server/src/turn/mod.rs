@@ -1,0 +1,276 @@
+//! The TURN server's I/O around the sans-IO [`huddle_turn_proto::Server`]: UDP, TCP and TLS
+//! listeners, one UDP socket per relayed address, and the timer.
+//!
+//! The core sits behind one `std::sync::Mutex`, held only for the synchronous handling of one
+//! packet and the sends it causes (UDP sends never block: `try_send_to`, a full socket buffer
+//! drops the datagram as UDP would). Stream clients get a bounded queue each; a client whose
+//! queue is full loses that frame rather than making the server buffer for it.
+
+mod prefixed;
+mod stream;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use huddle_turn_proto::{FiveTuple, Output, Server, Transport, channel_data};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+pub use prefixed::Prefixed;
+pub use stream::looks_like_turn;
+
+/// Largest UDP payload plus room for a ChannelData header in front of it.
+const DATAGRAM: usize = 65_536;
+
+/// Where the TURN server listens.
+#[derive(Clone)]
+pub struct TurnConfig {
+    pub core: huddle_turn_proto::Config,
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    /// Certificate for `tls` listeners (and for TURN sniffed on the HTTPS port).
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A running TURN server.
+#[derive(Clone)]
+pub struct Turn {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// UDP listening sockets by local address: where replies to UDP clients leave from.
+    listeners: HashMap<SocketAddr, Arc<UdpSocket>>,
+}
+
+struct State {
+    core: Server<StdRng>,
+    relays: HashMap<SocketAddr, Relay>,
+    streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+}
+
+struct Relay {
+    socket: Arc<UdpSocket>,
+    task: AbortHandle,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The addresses a started TURN server actually bound (port 0 resolved).
+#[derive(Debug, Clone, Default)]
+pub struct TurnAddrs {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+impl Turn {
+    /// Binds every listener and starts serving until `shutdown` flips.
+    pub async fn start(
+        config: TurnConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<(Turn, TurnAddrs)> {
+        let mut addrs = TurnAddrs::default();
+        let mut listeners = HashMap::new();
+        for addr in &config.udp {
+            let socket = Arc::new(UdpSocket::bind(addr).await?);
+            let local = socket.local_addr()?;
+            addrs.udp.push(local);
+            listeners.insert(local, socket);
+        }
+        let mut tcp = Vec::new();
+        for addr in &config.tcp {
+            let l = TcpListener::bind(addr).await?;
+            addrs.tcp.push(l.local_addr()?);
+            tcp.push((l, Transport::Tcp));
+        }
+        for addr in &config.tls {
+            let l = TcpListener::bind(addr).await?;
+            addrs.tls.push(l.local_addr()?);
+            tcp.push((l, Transport::Tls));
+        }
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let core = Server::new(
+            config.core,
+            StdRng::from_os_rng(),
+            Instant::now().into_std(),
+            unix_now,
+        );
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                core,
+                relays: HashMap::new(),
+                streams: HashMap::new(),
+            }),
+            listeners,
+        });
+        let turn = Turn { shared };
+        let mut tasks = tokio::task::JoinSet::new();
+        for (local, socket) in &turn.shared.listeners {
+            tasks.spawn(turn.clone().udp_loop(socket.clone(), *local));
+        }
+        let acceptor = config.tls_config.map(tokio_rustls::TlsAcceptor::from);
+        for (listener, transport) in tcp {
+            tasks.spawn(
+                turn.clone()
+                    .accept_loop(listener, transport, acceptor.clone()),
+            );
+        }
+        tasks.spawn(turn.clone().timer_loop());
+        let mut stop = shutdown;
+        let stopping = turn.clone();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            tasks.shutdown().await;
+            let mut st = stopping.lock();
+            st.relays.clear(); // aborts the relay tasks
+            st.streams.clear(); // ends the stream writers
+        });
+        Ok((turn, addrs))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug in the core; keep serving the others.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counters of the core, for `/metrics`.
+    pub fn stats(&self) -> (huddle_turn_proto::Stats, usize) {
+        let st = self.lock();
+        (st.core.stats().clone(), st.core.allocation_count())
+    }
+
+    async fn udp_loop(self, socket: Arc<UdpSocket>, local: SocketAddr) {
+        let mut buf = vec![0u8; DATAGRAM];
+        loop {
+            let (n, from) = match socket.recv_from(&mut buf).await {
+                Ok(got) => got,
+                Err(e) => {
+                    // ICMP errors for earlier sends surface here on some systems; not fatal.
+                    tracing::debug!(error = %e, "turn udp recv");
+                    continue;
+                }
+            };
+            let five = FiveTuple {
+                transport: Transport::Udp,
+                client: from,
+                server: local,
+            };
+            self.handle_client_frame(five, &buf[..n]);
+        }
+    }
+
+    /// One datagram or stream frame from a client.
+    fn handle_client_frame(&self, five: FiveTuple, frame: &[u8]) {
+        let mut st = self.lock();
+        let now = Instant::now().into_std();
+        if let Some(relayed) = st.core.handle_client(five, frame, now)
+            && let Some(relay) = st.relays.get(&relayed.relay)
+        {
+            // A failed send (unreachable peer, full buffer) loses this packet only.
+            let _ = relay.socket.try_send_to(relayed.payload, relayed.peer);
+        }
+        self.drain(&mut st);
+    }
+
+    async fn relay_loop(self, socket: Arc<UdpSocket>, relay: SocketAddr) {
+        let mut buf = vec![0u8; channel_data::HEADER + DATAGRAM + 3];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf[channel_data::HEADER..]).await else {
+                continue;
+            };
+            let mut st = self.lock();
+            let now = Instant::now().into_std();
+            let payload = &buf[channel_data::HEADER..channel_data::HEADER + n];
+            if let Some(to) = st.core.handle_peer(relay, peer, payload, now) {
+                buf[..channel_data::HEADER].copy_from_slice(&channel_data::header(to.channel, n));
+                let mut len = channel_data::HEADER + n;
+                if to.client.transport.is_stream() {
+                    let padded = len.div_ceil(4) * 4;
+                    buf[len..padded].fill(0);
+                    len = padded;
+                }
+                self.send_to_client(&st, to.client, &buf[..len]);
+            }
+            self.drain(&mut st);
+        }
+    }
+
+    async fn timer_loop(self) {
+        loop {
+            let next = self.lock().core.poll_timeout().map(Instant::from_std);
+            // Allocations made meanwhile expire no sooner than the default lifetime; waking at
+            // least every second keeps that simple without a wake-up channel.
+            let cap = Instant::now() + Duration::from_secs(1);
+            tokio::time::sleep_until(next.map_or(cap, |n| n.min(cap))).await;
+            let mut st = self.lock();
+            st.core.handle_timeout(Instant::now().into_std());
+            self.drain(&mut st);
+        }
+    }
+
+    fn send_to_client(&self, st: &State, client: FiveTuple, data: &[u8]) {
+        match client.transport {
+            Transport::Udp => {
+                if let Some(socket) = self.shared.listeners.get(&client.server) {
+                    let _ = socket.try_send_to(data, client.client);
+                }
+            }
+            Transport::Tcp | Transport::Tls => {
+                if let Some(tx) = st.streams.get(&client) {
+                    let _ = tx.try_send(data.to_vec());
+                }
+            }
+        }
+    }
+
+    fn drain(&self, st: &mut State) {
+        while let Some(out) = st.core.poll_output() {
+            match out {
+                Output::ToClient { client, data } => self.send_to_client(st, client, &data),
+                Output::BindRelay { client, addr } => {
+                    let bound = self.bind_relay(st, addr);
+                    let now = Instant::now().into_std();
+                    st.core.handle_relay_bound(
+                        client,
+                        bound.map_err(|e| {
+                            tracing::debug!(%addr, error = %e, "relay port unavailable");
+                        }),
+                        now,
+                    );
+                }
+                Output::FreeRelay { relay } => {
+                    st.relays.remove(&relay);
+                }
+            }
+        }
+    }
+
+    fn bind_relay(&self, st: &mut State, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let std_socket = std::net::UdpSocket::bind(addr)?;
+        std_socket.set_nonblocking(true)?;
+        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+        let local = socket.local_addr()?;
+        let task = tokio::spawn(self.clone().relay_loop(socket.clone(), local)).abort_handle();
+        st.relays.insert(local, Relay { socket, task });
+        Ok(local)
+    }
+}
