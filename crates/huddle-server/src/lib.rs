@@ -24,7 +24,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 pub use config::{Config, TlsSource};
-pub use tls::TlsError;
+pub use tls::{Identity, TlsError};
 pub use turn::{Turn, TurnAddrs, TurnConfig};
 
 use tokio::net::TcpListener;
@@ -33,7 +33,6 @@ use tokio::sync::watch;
 use crate::hub::Hub;
 use crate::ice::IceServers;
 use crate::listener::HttpListener;
-use crate::tls::Identity;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

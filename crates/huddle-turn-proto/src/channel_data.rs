@@ -4,8 +4,10 @@
 
 use crate::stun::HEADER_LEN;
 
-/// Channel numbers a client may bind (RFC 8656 §12).
-pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
+/// Channel numbers a client may bind. RFC 8656 §12 narrowed the range to 0x4000–0x4FFF, but
+/// RFC 5766 clients (coturn's own tools among them) still pick up to 0x7FFF; like coturn we
+/// accept the old range, which still cannot collide with STUN, DTLS or RTP on the wire.
+pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
 pub const HEADER: usize = 4;
 

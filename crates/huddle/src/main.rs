@@ -1,6 +1,9 @@
 //! `huddle`: self-hosted video rooms in one binary.
 
+mod coturn;
+mod relay;
 mod serve;
+mod turn_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -19,6 +22,8 @@ struct Cli {
 enum Command {
     /// Serve the web client, signaling and TURN over HTTPS.
     Serve(Box<serve::ServeArgs>),
+    /// Run only the STUN/TURN server (a coturn replacement; reads coturn's config with -c).
+    Turn(Box<turn_cmd::TurnArgs>),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -47,6 +52,7 @@ fn main() -> std::process::ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|runtime| match cli.command {
             Command::Serve(args) => runtime.block_on(serve::run(*args)),
+            Command::Turn(args) => runtime.block_on(turn_cmd::run(*args)),
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use rand::RngCore;
 
 use super::allocation::{Allocation, BindConflict};
-use super::{Authed, FiveTuple, Pending, Reject, Server};
+use super::{
+    Authed, FiveTuple, Pending, PortRequest, RESERVATION_LIFETIME, Reject, Reservation, Server,
+};
 use crate::auth::NonceCheck;
 use crate::channel_data::CHANNEL_RANGE;
 use crate::stun::{AttrType, Class, ErrorCode, Message};
@@ -33,6 +35,8 @@ pub(super) fn understood(t: AttrType) -> bool {
             | AttrType::XOR_PEER_ADDRESS
             | AttrType::CHANNEL_NUMBER
             | AttrType::DATA
+            | AttrType::EVEN_PORT
+            | AttrType::RESERVATION_TOKEN
             | AttrType::PRIORITY
             | AttrType::USE_CANDIDATE
     )
@@ -70,12 +74,27 @@ impl<R: RngCore> Server<R> {
             Some(v) if v[0] != UDP => return Err(ErrorCode::UNSUPPORTED_TRANSPORT.into()),
             Some(_) => {}
         }
-        let v6 = match req.get(AttrType::REQUESTED_ADDRESS_FAMILY) {
+        let mut v6 = match req.get(AttrType::REQUESTED_ADDRESS_FAMILY) {
             None => false,
             Some([0x01, ..]) => false,
             Some([0x02, ..]) => true,
             Some(_) => return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED.into()),
         };
+        let token = match req.get(AttrType::RESERVATION_TOKEN) {
+            None => None,
+            Some(t) => Some(<[u8; 8]>::try_from(t).map_err(|_| ErrorCode::BAD_REQUEST)?),
+        };
+        let request = match (req.get(AttrType::EVEN_PORT), token) {
+            (Some(_), Some(_)) => return Err(ErrorCode::BAD_REQUEST.into()),
+            (Some([flags, ..]), None) if flags & 0x80 != 0 => PortRequest::EvenReserveNext,
+            (Some([_, ..]), None) => PortRequest::Even,
+            (Some([]), None) => return Err(ErrorCode::BAD_REQUEST.into()),
+            (None, Some(_)) => PortRequest::Reserved,
+            (None, None) => PortRequest::Any,
+        };
+        if token.is_some() && req.get(AttrType::REQUESTED_ADDRESS_FAMILY).is_some() {
+            return Err(ErrorCode::BAD_REQUEST.into());
+        }
         let has_relay = if v6 {
             self.config.relay_v6.is_some()
         } else {
@@ -94,7 +113,19 @@ impl<R: RngCore> Server<R> {
             return Err(ErrorCode::ALLOCATION_QUOTA_REACHED.into());
         }
         let lifetime = self.lifetime(req)?.max(self.config.default_lifetime);
-        let port = self.pick_port(v6).ok_or(ErrorCode::INSUFFICIENT_CAPACITY)?;
+        let port = match token {
+            Some(token) => {
+                let r = self
+                    .reservations
+                    .remove(&token)
+                    .ok_or(ErrorCode::INSUFFICIENT_CAPACITY)?;
+                v6 = r.v6;
+                r.port
+            }
+            None => self
+                .pick_port(v6, request)
+                .ok_or(ErrorCode::INSUFFICIENT_CAPACITY)?,
+        };
         *self.per_user.entry(auth.username.clone()).or_default() += 1;
         let pending = Pending {
             txid: req.transaction_id(),
@@ -105,6 +136,7 @@ impl<R: RngCore> Server<R> {
             v6,
             port,
             attempts: 0,
+            ports: request,
         };
         self.request_bind(from, pending);
         Ok(())
@@ -139,6 +171,19 @@ impl<R: RngCore> Server<R> {
         let advertised =
             SocketAddr::new(cfg_relay.map_or(relay.ip(), |r| r.advertised), relay.port());
         let expires = now + p.lifetime;
+        let token = (p.ports == PortRequest::EvenReserveNext).then(|| {
+            let mut token = [0u8; 8];
+            self.rng.fill_bytes(&mut token);
+            self.reservations.insert(
+                token,
+                Reservation {
+                    v6: p.v6,
+                    port: relay.port() + 1,
+                    expires: now + RESERVATION_LIFETIME,
+                },
+            );
+            token
+        });
         let mut alloc = Allocation::new(
             relay,
             advertised,
@@ -159,8 +204,11 @@ impl<R: RngCore> Server<R> {
             );
             w.xor_address(AttrType::XOR_RELAYED_ADDRESS, advertised)
                 .xor_address(AttrType::XOR_MAPPED_ADDRESS, client.client)
-                .u32(AttrType::LIFETIME, p.lifetime.as_secs() as u32)
-                .attr(AttrType::SOFTWARE, self.config.software.as_bytes())
+                .u32(AttrType::LIFETIME, p.lifetime.as_secs() as u32);
+            if let Some(token) = &token {
+                w.attr(AttrType::RESERVATION_TOKEN, token);
+            }
+            w.attr(AttrType::SOFTWARE, self.config.software.as_bytes())
                 .integrity(p.alg, &p.key)
                 .fingerprint();
             buf
@@ -175,6 +223,9 @@ impl<R: RngCore> Server<R> {
     }
 
     pub(super) fn fail_pending(&mut self, client: FiveTuple, p: Pending) {
+        if p.ports == PortRequest::EvenReserveNext {
+            self.ports_in_use.remove(&(p.v6, p.port + 1));
+        }
         if let Some(n) = self.per_user.get_mut(&p.username) {
             *n = n.saturating_sub(1);
         }

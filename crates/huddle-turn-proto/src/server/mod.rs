@@ -161,7 +161,29 @@ struct Pending {
     v6: bool,
     port: u16,
     attempts: u8,
+    /// How the port was chosen, to choose again the same way if binding fails.
+    ports: PortRequest,
 }
+
+/// What an Allocate asked of its relay port (RFC 8656 §7.2, EVEN-PORT and RESERVATION-TOKEN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortRequest {
+    Any,
+    Even,
+    /// An even port, with the next one held for a later Allocate that brings the token.
+    EvenReserveNext,
+    /// The port a RESERVATION-TOKEN held.
+    Reserved,
+}
+
+/// A port held by EVEN-PORT's R bit, for about 30 seconds (RFC 8656 §7.2).
+struct Reservation {
+    v6: bool,
+    port: u16,
+    expires: Instant,
+}
+
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// A refused request: the error code, and whether to challenge (REALM and NONCE attached).
 struct Reject {
@@ -210,6 +232,7 @@ pub struct Server<R> {
     by_advertised: HashMap<SocketAddr, FiveTuple>,
     pending: HashMap<FiveTuple, Pending>,
     ports_in_use: HashSet<(bool, u16)>,
+    reservations: HashMap<[u8; 8], Reservation>,
     per_user: HashMap<String, usize>,
     timers: BinaryHeap<Reverse<(Instant, FiveTuple)>>,
     outputs: VecDeque<Output>,
@@ -233,6 +256,7 @@ impl<R: RngCore> Server<R> {
             by_advertised: HashMap::new(),
             pending: HashMap::new(),
             ports_in_use: HashSet::new(),
+            reservations: HashMap::new(),
             per_user: HashMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
@@ -349,10 +373,9 @@ impl<R: RngCore> Server<R> {
     }
 
     /// Relay-to-relay on this server (both browsers of a call behind TURN): the datagram goes
-    /// straight into the other allocation. A port of ours that is no allocation gets nothing.
+    /// straight into the other allocation, never onto the network.
     fn relay_internally(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8], now: Instant) {
         let Some(client) = self.by_advertised.get(&to).copied() else {
-            self.stats.dropped += 1;
             return;
         };
         if let Some(to) = self.peer_to_client(client, from, payload, now) {
@@ -390,10 +413,15 @@ impl<R: RngCore> Server<R> {
         match bound {
             Ok(relay) => self.finish_allocate(client, pending, relay, now),
             Err(()) => {
-                // The port stays marked in use: something outside Huddle holds it.
+                // The port stays marked in use: something outside Huddle holds it. A port held
+                // for a pair is let go with it.
+                if pending.ports == PortRequest::EvenReserveNext {
+                    self.ports_in_use.remove(&(pending.v6, pending.port + 1));
+                }
                 pending.attempts += 1;
-                match (pending.attempts < 8)
-                    .then(|| self.pick_port(pending.v6))
+                let retry = pending.attempts < 8 && pending.ports != PortRequest::Reserved;
+                match retry
+                    .then(|| self.pick_port(pending.v6, pending.ports))
                     .flatten()
                 {
                     Some(port) => {
@@ -415,6 +443,14 @@ impl<R: RngCore> Server<R> {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        let ports = &mut self.ports_in_use;
+        self.reservations.retain(|_, r| {
+            let keep = r.expires > now;
+            if !keep {
+                ports.remove(&(r.v6, r.port));
+            }
+            keep
+        });
         while let Some(Reverse((at, client))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -500,8 +536,14 @@ impl<R: RngCore> Server<R> {
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += payload.len() as u64;
         let (relay, advertised) = (alloc.relay, alloc.advertised);
-        if self.is_own_relay_ip(peer.ip()) {
+        if self.by_advertised.contains_key(&peer) {
             self.relay_internally(advertised, peer, payload, now);
+            return None;
+        }
+        // Permissions for our own relay IP were granted for relay-to-relay; any other port there
+        // is subject to the policy like every address.
+        if self.is_own_relay_ip(peer.ip()) && !self.config.peers.permits(peer.ip()) {
+            self.stats.dropped += 1;
             return None;
         }
         Some(Relayed {
@@ -603,19 +645,26 @@ impl<R: RngCore> Server<R> {
             .push_back(Output::FreeRelay { relay: alloc.relay });
     }
 
-    /// A free relay port, chosen at random (RFC 8656 §7.2 wants ports hard to guess).
-    fn pick_port(&mut self, v6: bool) -> Option<u16> {
+    /// A free relay port, chosen at random (RFC 8656 §7.2 wants ports hard to guess); even, and
+    /// with its successor free and held too, when asked.
+    fn pick_port(&mut self, v6: bool, request: PortRequest) -> Option<u16> {
         let (lo, hi) = (
             *self.config.relay_ports.start(),
             *self.config.relay_ports.end(),
         );
         let span = u32::from(hi - lo) + 1;
         let start = self.rng.next_u32() % span;
+        let even = request != PortRequest::Any;
+        let pair = request == PortRequest::EvenReserveNext;
+        let free = |p: u16| !self.ports_in_use.contains(&(v6, p));
         // Linear probing from a random start: uniform enough, and terminates on a full range.
         let port = (0..span)
             .map(|i| lo + ((start + i) % span) as u16)
-            .find(|p| !self.ports_in_use.contains(&(v6, *p)))?;
+            .find(|&p| (!even || p % 2 == 0) && free(p) && (!pair || (p < hi && free(p + 1))))?;
         self.ports_in_use.insert((v6, port));
+        if pair {
+            self.ports_in_use.insert((v6, port + 1));
+        }
         Some(port)
     }
 }

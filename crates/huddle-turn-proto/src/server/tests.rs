@@ -396,15 +396,25 @@ fn allocate_attribute_errors() {
         w.attr(AttrType::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0]);
     });
     assert_eq!(v6.error(), Some(440), "no IPv6 relay configured");
-    let even = lab.send(&mut c, Method::ALLOCATE, |w| {
+    let df = lab.send(&mut c, Method::ALLOCATE, |w| {
         transport_udp(w);
-        w.attr(AttrType::EVEN_PORT, &[0x80]);
+        w.attr(AttrType::DONT_FRAGMENT, &[]);
     });
-    assert_eq!(even.error(), Some(420));
     assert_eq!(
-        even.msg().get(AttrType::UNKNOWN_ATTRIBUTES),
-        Some(&[0x00, 0x18][..])
+        df.error(),
+        Some(420),
+        "DF cannot be honoured, so it is not understood"
     );
+    assert_eq!(
+        df.msg().get(AttrType::UNKNOWN_ATTRIBUTES),
+        Some(&[0x00, 0x1A][..])
+    );
+    let both = lab.send(&mut c, Method::ALLOCATE, |w| {
+        transport_udp(w);
+        w.attr(AttrType::EVEN_PORT, &[0])
+            .attr(AttrType::RESERVATION_TOKEN, &[1; 8]);
+    });
+    assert_eq!(both.error(), Some(400));
     let bad_lifetime = lab.send(&mut c, Method::ALLOCATE, |w| {
         transport_udp(w);
         w.attr(AttrType::LIFETIME, &[1, 2]);
@@ -675,7 +685,7 @@ fn channels_relay_both_ways_and_expire() {
         Some(400)
     );
     assert_eq!(
-        lab.bind_channel(&mut c, 0x5000, addr("203.0.113.6:1"))
+        lab.bind_channel(&mut c, 0x8000, addr("203.0.113.6:1"))
             .error(),
         Some(400)
     );
@@ -886,4 +896,59 @@ fn relay_to_relay_stays_inside_the_server() {
             .is_none()
     );
     assert_eq!(lab.server.poll_output(), None);
+}
+
+#[test]
+fn even_port_with_a_reservation_for_the_next() {
+    let mut lab = Lab::new();
+    let mut a = Client::new(udp("203.0.113.9:1"), "user1", "pass1");
+    a.nonce = lab.send(&mut a, Method::ALLOCATE, transport_udp).nonce();
+    let ok = lab.send(&mut a, Method::ALLOCATE, |w| {
+        transport_udp(w);
+        w.attr(AttrType::EVEN_PORT, &[0x80]);
+    });
+    let port = ok.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap().port();
+    assert_eq!(port % 2, 0);
+    let token = ok.msg().get(AttrType::RESERVATION_TOKEN).unwrap().to_vec();
+    assert_eq!(token.len(), 8);
+    // Another client brings the token and gets the next port.
+    let mut b = Client::new(udp("203.0.113.9:2"), "user1", "pass1");
+    b.nonce = lab.send(&mut b, Method::ALLOCATE, transport_udp).nonce();
+    let odd = lab.send(&mut b, Method::ALLOCATE, |w| {
+        transport_udp(w);
+        w.attr(AttrType::RESERVATION_TOKEN, &token);
+    });
+    assert_eq!(
+        odd.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap().port(),
+        port + 1
+    );
+    // A token is good once.
+    let mut c = Client::new(udp("203.0.113.9:3"), "user1", "pass1");
+    c.nonce = lab.send(&mut c, Method::ALLOCATE, transport_udp).nonce();
+    let again = lab.send(&mut c, Method::ALLOCATE, |w| {
+        transport_udp(w);
+        w.attr(AttrType::RESERVATION_TOKEN, &token);
+    });
+    assert_eq!(again.error(), Some(508));
+}
+
+#[test]
+fn unclaimed_reservations_expire() {
+    let mut cfg = config();
+    cfg.relay_ports = 50000..=50001;
+    let mut lab = Lab::with(cfg);
+    let mut a = Client::new(udp("203.0.113.9:1"), "user1", "pass1");
+    a.nonce = lab.send(&mut a, Method::ALLOCATE, transport_udp).nonce();
+    let ok = lab.send(&mut a, Method::ALLOCATE, |w| {
+        transport_udp(w);
+        w.attr(AttrType::EVEN_PORT, &[0x80]);
+    });
+    assert_eq!(ok.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap().port(), 50000);
+    let mut b = Client::new(udp("203.0.113.9:2"), "user1", "pass1");
+    assert_eq!(lab.allocate(&mut b).error(), Some(508), "50001 is held");
+    lab.advance(Duration::from_secs(31));
+    assert_eq!(
+        lab.send(&mut b, Method::ALLOCATE, transport_udp).class(),
+        Class::Success
+    );
 }

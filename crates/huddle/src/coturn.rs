@@ -1,0 +1,178 @@
+//! Reading coturn's `turnserver.conf`, so a coturn user can point `huddle turn -c` at their file.
+//!
+//! Lines are `key=value`, `key value` or a bare `key` (a flag); `#` starts a comment. The keys
+//! Huddle understands fill [`CoturnConf`]; every other key is named back to the operator.
+
+use std::collections::BTreeSet;
+
+/// The subset of coturn's options Huddle acts on.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CoturnConf {
+    pub listening_ips: Vec<String>,
+    pub listening_port: Option<u16>,
+    pub tls_listening_port: Option<u16>,
+    pub relay_ips: Vec<String>,
+    pub external_ip: Option<String>,
+    pub min_port: Option<u16>,
+    pub max_port: Option<u16>,
+    pub realm: Option<String>,
+    pub users: Vec<String>,
+    pub lt_cred_mech: bool,
+    pub use_auth_secret: bool,
+    pub static_auth_secret: Option<String>,
+    pub no_tls: bool,
+    pub no_udp: bool,
+    pub no_tcp: bool,
+    pub cert: Option<String>,
+    pub pkey: Option<String>,
+    pub denied_peer_ips: Vec<String>,
+    pub allowed_peer_ips: Vec<String>,
+    pub allow_loopback_peers: bool,
+    pub user_quota: Option<usize>,
+    pub total_quota: Option<usize>,
+    pub max_bps: Option<u64>,
+    /// Keys present in the file that Huddle does not act on, for the operator to review.
+    pub ignored: BTreeSet<String>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfError {
+    #[error("line {line}: {key} needs a value")]
+    MissingValue { line: usize, key: String },
+    #[error("line {line}: {key}: {value:?} is not a valid number")]
+    BadNumber {
+        line: usize,
+        key: String,
+        value: String,
+    },
+}
+
+/// Keys that are implied by how Huddle works and need no action (nor a warning).
+const IMPLIED: &[&str] = &[
+    "fingerprint",
+    "no-cli",
+    "no-dtls",
+    "no-multicast-peers",
+    "no-tlsv1",
+    "no-tlsv1_1",
+];
+
+pub fn parse(text: &str) -> Result<CoturnConf, ConfError> {
+    let mut conf = CoturnConf::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (key, value) = match line.split_once(['=', ' ', '\t']) {
+            Some((k, v)) => (k.trim(), Some(v.trim().trim_matches('"'))),
+            None => (line, None),
+        };
+        let key = key.trim_start_matches("--");
+        let lineno = i + 1;
+        let need = || {
+            value
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| ConfError::MissingValue {
+                    line: lineno,
+                    key: key.to_owned(),
+                })
+        };
+        let number = |v: String| -> Result<u64, ConfError> {
+            v.parse().map_err(|_| ConfError::BadNumber {
+                line: lineno,
+                key: key.to_owned(),
+                value: v,
+            })
+        };
+        match key {
+            "listening-ip" => conf.listening_ips.push(need()?),
+            "listening-port" => conf.listening_port = Some(number(need()?)? as u16),
+            "tls-listening-port" => conf.tls_listening_port = Some(number(need()?)? as u16),
+            "relay-ip" => conf.relay_ips.push(need()?),
+            "external-ip" => conf.external_ip = Some(need()?),
+            "min-port" => conf.min_port = Some(number(need()?)? as u16),
+            "max-port" => conf.max_port = Some(number(need()?)? as u16),
+            "realm" => conf.realm = Some(need()?),
+            "user" => conf.users.push(need()?),
+            "lt-cred-mech" => conf.lt_cred_mech = true,
+            "use-auth-secret" => conf.use_auth_secret = true,
+            "static-auth-secret" => conf.static_auth_secret = Some(need()?),
+            "no-tls" => conf.no_tls = true,
+            "no-udp" => conf.no_udp = true,
+            "no-tcp" => conf.no_tcp = true,
+            "cert" => conf.cert = Some(need()?),
+            "pkey" => conf.pkey = Some(need()?),
+            "denied-peer-ip" => conf.denied_peer_ips.push(need()?),
+            "allowed-peer-ip" => conf.allowed_peer_ips.push(need()?),
+            "allow-loopback-peers" => conf.allow_loopback_peers = true,
+            "user-quota" => conf.user_quota = Some(number(need()?)? as usize),
+            "total-quota" => conf.total_quota = Some(number(need()?)? as usize),
+            "max-bps" => conf.max_bps = Some(number(need()?)?),
+            k if IMPLIED.contains(&k) => {}
+            other => {
+                conf.ignored.insert(other.to_owned());
+            }
+        }
+    }
+    Ok(conf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_typical_coturn_file() {
+        let conf = parse(
+            "# coturn for our office\n\
+             listening-port=3478\n\
+             tls-listening-port 5349\n\
+             listening-ip=0.0.0.0\n\
+             external-ip=203.0.113.4/10.0.0.4\n\
+             min-port=49160\nmax-port=49200\n\
+             fingerprint\nlt-cred-mech\n\
+             user=user1:pass1\nuser=user2:0x0123456789abcdef0123456789abcdef\n\
+             realm=\"example.org\"\n\
+             use-auth-secret\nstatic-auth-secret=north\n\
+             denied-peer-ip=10.0.0.0-10.255.255.255\nallowed-peer-ip=10.0.5.1\n\
+             allow-loopback-peers\nuser-quota=12\ntotal-quota=1200\nmax-bps=64000\n\
+             no-tls\ncert=/etc/ssl/turn.pem\npkey=/etc/ssl/turn.key\n\
+             verbose\nlog-file=/var/log/turn.log\nno-cli\nmobility\n",
+        )
+        .unwrap();
+        assert_eq!(conf.listening_port, Some(3478));
+        assert_eq!(conf.tls_listening_port, Some(5349));
+        assert_eq!(conf.external_ip.as_deref(), Some("203.0.113.4/10.0.0.4"));
+        assert_eq!((conf.min_port, conf.max_port), (Some(49160), Some(49200)));
+        assert_eq!(conf.users.len(), 2);
+        assert_eq!(conf.realm.as_deref(), Some("example.org"));
+        assert!(
+            conf.use_auth_secret && conf.lt_cred_mech && conf.allow_loopback_peers && conf.no_tls
+        );
+        assert_eq!(conf.static_auth_secret.as_deref(), Some("north"));
+        assert_eq!(conf.max_bps, Some(64000));
+        let ignored: Vec<_> = conf.ignored.iter().map(String::as_str).collect();
+        assert_eq!(ignored, vec!["log-file", "mobility", "verbose"]);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_eq!(
+            parse("realm=x\nmin-port=lots\n"),
+            Err(ConfError::BadNumber {
+                line: 2,
+                key: "min-port".into(),
+                value: "lots".into()
+            })
+        );
+        assert_eq!(
+            parse("user\n"),
+            Err(ConfError::MissingValue {
+                line: 1,
+                key: "user".into()
+            })
+        );
+    }
+}
