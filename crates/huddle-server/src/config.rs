@@ -26,6 +26,31 @@ pub struct Config {
     pub ice_servers: Vec<IceServer>,
     /// How long shutdown waits for connections to close after clients were told.
     pub shutdown_grace: Duration,
+    /// Huddle's own TURN server, and how clients are told about it.
+    pub turn: Option<ServeTurn>,
+}
+
+/// TURN inside `huddle serve`: clients get short-lived REST credentials minted with `secret`.
+#[derive(Clone)]
+pub struct ServeTurn {
+    /// Listeners and core settings. The certificate for TLS listeners is the HTTPS one.
+    pub config: crate::TurnConfig,
+    pub secret: Vec<u8>,
+    pub credential_ttl: Duration,
+    /// Also accept TURN over TLS on the HTTPS port, for networks that allow nothing but 443.
+    pub on_https: bool,
+}
+
+impl std::fmt::Debug for ServeTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret stays out of logs.
+        f.debug_struct("ServeTurn")
+            .field("udp", &self.config.udp)
+            .field("tcp", &self.config.tcp)
+            .field("tls", &self.config.tls)
+            .field("on_https", &self.on_https)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -37,6 +62,7 @@ impl Config {
             rooms: huddle_signal_proto::Config::default(),
             ice_servers: Vec::new(),
             shutdown_grace: Duration::from_secs(3),
+            turn: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 
@@ -18,6 +18,9 @@ const WS_MAX_MESSAGE: usize = 1 << 20;
 pub struct AppState {
     pub hub: Hub,
     pub ice: IceServers,
+    /// The listen address as a URL host, for requests without a Host header.
+    pub local_host: String,
+    pub turn: Option<crate::turn::Turn>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,27 +38,41 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let host = request_host(&headers, &state);
     upgrade
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
-        .on_upgrade(move |socket| state.hub.serve_socket(socket))
+        .on_upgrade(move |socket| state.hub.serve_socket(socket, host))
+}
+
+/// The host the client used to reach us, for URLs it can reach back; our address without one.
+fn request_host(headers: &HeaderMap, state: &AppState) -> String {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| crate::ice::host_only(h).to_owned())
+        .unwrap_or_else(|| state.local_host.clone())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    match state.hub.stats().await {
-        Some(stats) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            metrics::render(&stats),
-        )
-            .into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+    let Some(stats) = state.hub.stats().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
+    let mut text = metrics::render(&stats);
+    if let Some(turn) = &state.turn {
+        let (turn_stats, allocations) = turn.stats();
+        text.push_str(&metrics::render_turn(&turn_stats, allocations));
     }
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
-async fn ice_servers(State(state): State<AppState>) -> Response {
-    Json(serde_json::json!({ "iceServers": state.ice.for_peer("api") })).into_response()
+async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let host = request_host(&headers, &state);
+    Json(serde_json::json!({ "iceServers": state.ice.for_peer("api", &host) })).into_response()
 }

@@ -22,6 +22,7 @@ enum Input {
     Connect {
         conn: ConnId,
         outbox: mpsc::Sender<Outbound>,
+        host: String,
     },
     Text {
         conn: ConnId,
@@ -73,11 +74,16 @@ impl Hub {
         rx.await.ok()
     }
 
-    /// Serves one WebSocket until either side closes it.
-    pub async fn serve_socket(self, socket: WebSocket) {
+    /// Serves one WebSocket until either side closes it. `host` is the host the client reached
+    /// us by, for the TURN URLs in its `welcome`.
+    pub async fn serve_socket(self, socket: WebSocket, host: String) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (outbox, mut outbound) = mpsc::channel(OUTBOX);
-        if self.inputs.send(Input::Connect { conn, outbox }).is_err() {
+        if self
+            .inputs
+            .send(Input::Connect { conn, outbox, host })
+            .is_err()
+        {
             return; // shutting down
         }
         let (mut sink, mut stream) = socket.split();
@@ -133,7 +139,7 @@ async fn run(
     mut inputs: mpsc::UnboundedReceiver<Input>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut outboxes: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
+    let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
     loop {
         let wake = rooms.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -147,8 +153,8 @@ async fn run(
                 let Some(input) = input else { return };
                 let now = Instant::now().into_std();
                 match input {
-                    Input::Connect { conn, outbox } => {
-                        outboxes.insert(conn, outbox);
+                    Input::Connect { conn, outbox, host } => {
+                        outboxes.insert(conn, Outbox { tx: outbox, host });
                         rooms.handle_connect(conn, now);
                     }
                     Input::Text { conn, text } => rooms.handle_text(conn, text.as_str(), now),
@@ -175,18 +181,22 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn drain(
-    rooms: &mut Rooms<StdRng>,
-    outboxes: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
-    ice: &IceServers,
-) {
+/// Where one connection's messages go, and the host it reached us by.
+struct Outbox {
+    tx: mpsc::Sender<Outbound>,
+    host: String,
+}
+
+fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, ice: &IceServers) {
     loop {
         let mut too_slow = Vec::new();
         while let Some(out) = rooms.poll_output() {
             let (conn, outbound) = match out {
                 Output::Send { conn, mut msg } => {
-                    if let ServerMessage::Welcome(welcome) = &mut msg {
-                        welcome.ice_servers = ice.for_peer(&welcome.id.0);
+                    if let (ServerMessage::Welcome(welcome), Some(outbox)) =
+                        (&mut msg, outboxes.get(&conn))
+                    {
+                        welcome.ice_servers = ice.for_peer(&welcome.id.0, &outbox.host);
                     }
                     (conn, Outbound::Msg(msg))
                 }
@@ -195,13 +205,13 @@ fn drain(
                     if let Some(outbox) = outboxes.remove(&conn) {
                         // A full outbox means the client is gone in all but name; dropping the
                         // sender ends its writer either way.
-                        let _ = outbox.try_send(Outbound::Close(code, reason));
+                        let _ = outbox.tx.try_send(Outbound::Close(code, reason));
                     }
                     continue;
                 }
             };
             if let Some(outbox) = outboxes.get(&conn)
-                && outbox.try_send(outbound).is_err()
+                && outbox.tx.try_send(outbound).is_err()
             {
                 too_slow.push(conn);
             }

@@ -1,5 +1,6 @@
 //! All of Huddle's I/O: the HTTPS listener, WebSocket signaling around the sans-IO room core,
-//! the embedded web client, metrics and graceful shutdown.
+//! the TURN server around the sans-IO TURN core, the embedded web client, metrics and graceful
+//! shutdown.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), huddle_server::ServerError> {
@@ -21,9 +22,9 @@ mod turn;
 mod web;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-pub use config::{Config, TlsSource};
+pub use config::{Config, ServeTurn, TlsSource};
 pub use tls::{Identity, TlsError};
 pub use turn::{Turn, TurnAddrs, TurnConfig};
 
@@ -31,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::hub::Hub;
-use crate::ice::IceServers;
+use crate::ice::{IceServers, TurnIce};
 use crate::listener::HttpListener;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,25 +47,29 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot start the TURN server: {0}")]
+    Turn(std::io::Error),
 }
 
 /// This host's interface addresses (IPv6 link-local ones left out: a URL cannot use them without a
 /// zone), for printing where the server can be reached.
-pub fn interface_addresses() -> Vec<std::net::IpAddr> {
+pub fn interface_addresses() -> Vec<IpAddr> {
     if_addrs::get_if_addrs()
         .unwrap_or_default()
         .into_iter()
         .map(|iface| iface.ip())
-        .filter(|ip| !matches!(ip, std::net::IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
         .collect()
 }
 
-/// A bound, not yet running server. Binding first lets a caller learn the port (tests bind port 0)
-/// and the certificate before serving.
+/// A bound, not yet running server. Binding first lets a caller learn the ports (tests bind port
+/// 0) and the certificate before serving. The TURN server, if any, already runs.
 pub struct Server {
     config: Config,
     tcp: TcpListener,
     identity: Option<Identity>,
+    turn: Option<(Turn, TurnAddrs)>,
+    stop: (watch::Sender<bool>, watch::Receiver<bool>),
 }
 
 impl Server {
@@ -78,10 +83,29 @@ impl Server {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let stop = watch::channel(false);
+        let turn = match &config.turn {
+            Some(serve_turn) => {
+                let mut turn_config = serve_turn.config.clone();
+                turn_config.core.credentials.rest_secret = Some(serve_turn.secret.clone());
+                match &identity {
+                    Some(identity) => turn_config.tls_config = Some(identity.server_config(&[])?),
+                    None => turn_config.tls.clear(),
+                }
+                Some(
+                    Turn::start(turn_config, stop.1.clone())
+                        .await
+                        .map_err(ServerError::Turn)?,
+                )
+            }
+            None => None,
+        };
         Ok(Self {
             config,
             tcp,
             identity,
+            turn,
+            stop,
         })
     }
 
@@ -90,6 +114,11 @@ impl Server {
         self.tcp
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// Where the TURN server listens, when it runs.
+    pub fn turn_addrs(&self) -> Option<&TurnAddrs> {
+        self.turn.as_ref().map(|(_, addrs)| addrs)
     }
 
     /// The certificate's SHA-256 fingerprint, when serving HTTPS.
@@ -108,17 +137,48 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        let local = self.local_addr();
         let tls = match &self.identity {
             Some(identity) => Some(identity.server_config(&[b"http/1.1"])?),
             None => None,
         };
-        let listener = HttpListener::spawn(self.tcp, tls, None).map_err(ServerError::Serve)?;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let turn = self.turn.as_ref().map(|(turn, _)| turn.clone());
+        let on_https = tls.is_some() && self.config.turn.as_ref().is_some_and(|t| t.on_https);
+        let sniffing = turn.clone().filter(|_| on_https);
+        let listener = HttpListener::spawn(self.tcp, tls, sniffing).map_err(ServerError::Serve)?;
         let ice = IceServers {
             static_servers: self.config.ice_servers.clone(),
+            turn: self
+                .config
+                .turn
+                .as_ref()
+                .zip(self.turn.as_ref())
+                .map(|(cfg, (_, addrs))| TurnIce {
+                    secret: cfg.secret.clone(),
+                    ttl: cfg.credential_ttl,
+                    udp_port: addrs.udp.first().map(|a| a.port()),
+                    tcp_port: addrs.tcp.first().map(|a| a.port()),
+                    tls_ports: addrs
+                        .tls
+                        .iter()
+                        .map(|a| a.port())
+                        .chain(on_https.then_some(local.port()))
+                        .collect(),
+                }),
         };
+        let (stop_tx, stop_rx) = self.stop;
         let (hub, hub_task) = Hub::spawn(self.config.rooms.clone(), ice.clone(), stop_rx.clone());
-        let app = http::router(http::AppState { hub, ice });
+        let local_host = match local.ip() {
+            ip if ip.is_unspecified() => "localhost".to_owned(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        let app = http::router(http::AppState {
+            hub,
+            ice,
+            local_host,
+            turn,
+        });
 
         let mut stopped = stop_rx.clone();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

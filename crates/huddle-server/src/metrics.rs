@@ -68,6 +68,65 @@ pub fn render(stats: &Stats) -> String {
     out
 }
 
+/// The TURN server's counters.
+pub fn render_turn(stats: &huddle_turn_proto::Stats, allocations: usize) -> String {
+    let mut out = String::new();
+    gauge(
+        &mut out,
+        "huddle_turn_allocations",
+        "TURN allocations in force.",
+        allocations,
+    );
+    for (name, help, value) in [
+        (
+            "huddle_turn_allocations_created_total",
+            "TURN allocations created.",
+            stats.allocations_created,
+        ),
+        (
+            "huddle_turn_relayed_to_peer_packets_total",
+            "Datagrams relayed from clients to peers.",
+            stats.to_peer_packets,
+        ),
+        (
+            "huddle_turn_relayed_to_peer_bytes_total",
+            "Payload bytes relayed from clients to peers.",
+            stats.to_peer_bytes,
+        ),
+        (
+            "huddle_turn_relayed_to_client_packets_total",
+            "Datagrams relayed from peers to clients.",
+            stats.to_client_packets,
+        ),
+        (
+            "huddle_turn_relayed_to_client_bytes_total",
+            "Payload bytes relayed from peers to clients.",
+            stats.to_client_bytes,
+        ),
+        (
+            "huddle_turn_dropped_total",
+            "Packets dropped: no permission, over the bandwidth cap, malformed.",
+            stats.dropped,
+        ),
+        (
+            "huddle_turn_auth_failures_total",
+            "Requests refused with 401.",
+            stats.auth_failures,
+        ),
+        (
+            "huddle_turn_error_responses_total",
+            "Error responses sent.",
+            stats.error_responses,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    out
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, value: usize) {
     let _ = writeln!(
         out,

@@ -71,8 +71,7 @@ impl RelayArgs {
         listen_ips: &[IpAddr],
         rest_secret: Option<Vec<u8>>,
     ) -> anyhow::Result<CoreConfig> {
-        let mut config = CoreConfig::default();
-        config.credentials = Credentials {
+        let credentials = Credentials {
             realm: self.realm.clone().unwrap_or_else(|| "huddle".into()),
             users: self
                 .user
@@ -90,6 +89,10 @@ impl RelayArgs {
                 .clone()
                 .map(String::into_bytes)
                 .or(rest_secret),
+        };
+        let mut config = CoreConfig {
+            credentials,
+            ..CoreConfig::default()
         };
         let (bind, advertised) = self.relay_addresses(listen_ips)?;
         let relay = RelayAddr { bind, advertised };

@@ -6,15 +6,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use huddle_server::{Config, Server, TlsSource};
+use huddle_server::{Config, ServeTurn, Server, TlsSource, TurnConfig};
+use rand::RngCore;
 use serde::Deserialize;
 
 use crate::LogFormat;
+use crate::relay::{RelayArgs, ips_of};
 
-/// Every option is a flag, an environment variable and a key of the `--config` file (TOML, same
-/// names in kebab-case). A flag beats the file; the file beats the default.
+/// Every option is a flag, an environment variable and a key of the `--config` file (TOML, the
+/// flags' long names as keys). A flag beats the file; the file beats the default.
 #[derive(Args, Deserialize, Default, Debug)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct ServeArgs {
     /// TOML file with any of these options, e.g. `listen = "0.0.0.0:443"`.
     #[arg(short, long, env = "HUDDLE_CONFIG")]
@@ -63,7 +65,28 @@ pub struct ServeArgs {
         value_name = "URL",
         value_delimiter = ','
     )]
-    ice_servers: Option<Vec<String>>,
+    ice_server: Option<Vec<String>>,
+
+    /// Run no TURN server (clients then connect only where direct paths exist).
+    #[arg(long, env = "HUDDLE_NO_TURN", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    no_turn: Option<bool>,
+
+    /// UDP and TCP address of the built-in TURN server [default: 0.0.0.0:3478].
+    #[arg(long, env = "HUDDLE_TURN_LISTEN", value_name = "ADDR:PORT")]
+    turn_listen: Option<SocketAddr>,
+
+    /// Also serve TURN over TLS here (e.g. 0.0.0.0:5349), with the HTTPS certificate. TURN over
+    /// TLS is always offered on the HTTPS port itself.
+    #[arg(long, env = "HUDDLE_TURN_TLS_LISTEN", value_name = "ADDR:PORT")]
+    turn_tls_listen: Option<SocketAddr>,
+
+    /// How long the TURN credentials handed to a client stay valid, in seconds [default: 43200].
+    #[arg(long, env = "HUDDLE_TURN_CREDENTIAL_TTL", value_name = "SECONDS")]
+    turn_credential_ttl: Option<u64>,
+
+    #[command(flatten)]
+    #[serde(flatten)]
+    relay: RelayArgs,
 
     /// Log output format [default: human].
     #[arg(long, env = "HUDDLE_LOG_FORMAT", value_enum)]
@@ -71,7 +94,7 @@ pub struct ServeArgs {
 }
 
 macro_rules! fill_from {
-    ($target:ident, $source:ident, $($field:ident),+ $(,)?) => {
+    ($target:expr, $source:expr, $($field:ident),+ $(,)?) => {
         $( if $target.$field.is_none() { $target.$field = $source.$field; } )+
     };
 }
@@ -84,7 +107,23 @@ impl ServeArgs {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let file: ServeArgs = toml::from_str(&text)
+        let table: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        // The keys are the flags' long names; anything else is a typo worth stopping for.
+        let known: Vec<String> = ServeArgs::augment_args(clap::Command::new("serve"))
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .filter(|k| k != "config")
+            .collect();
+        if let Some(unknown) = table.keys().find(|k| !known.contains(k)) {
+            anyhow::bail!(
+                "{}: unknown key {unknown:?}; the keys are the flags of `huddle serve`: {}",
+                path.display(),
+                known.join(", ")
+            );
+        }
+        let file: ServeArgs = table
+            .try_into()
             .with_context(|| format!("invalid config file {}", path.display()))?;
         fill_from!(
             self,
@@ -95,8 +134,28 @@ impl ServeArgs {
             tls_key,
             no_tls,
             room_capacity,
-            ice_servers,
+            ice_server,
+            no_turn,
+            turn_listen,
+            turn_tls_listen,
+            turn_credential_ttl,
             log_format,
+        );
+        fill_from!(
+            self.relay,
+            file.relay,
+            realm,
+            user,
+            auth_secret,
+            relay_ip,
+            external_ip,
+            relay_ports,
+            allow_loopback_peers,
+            allowed_peer_ip,
+            denied_peer_ip,
+            user_quota,
+            total_quota,
+            max_bps,
         );
         Ok(self)
     }
@@ -123,8 +182,38 @@ impl ServeArgs {
             anyhow::ensure!(capacity >= 1, "--room-capacity must be at least 1");
             rooms.capacity = capacity;
         }
+        let turn = if self.no_turn.unwrap_or(false) {
+            None
+        } else {
+            let turn_listen = self
+                .turn_listen
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 3478)));
+            let listen_ips = ips_of(&[turn_listen, listen]);
+            // A fresh secret per start unless one is configured: clients get new credentials
+            // with every welcome anyway.
+            let mut secret = vec![0u8; 32];
+            rand::rng().fill_bytes(&mut secret);
+            let secret = self
+                .relay
+                .auth_secret
+                .clone()
+                .map_or(secret, String::into_bytes);
+            let core = self.relay.core_config(&listen_ips, Some(secret.clone()))?;
+            Some(ServeTurn {
+                config: TurnConfig {
+                    core,
+                    udp: vec![turn_listen],
+                    tcp: vec![turn_listen],
+                    tls: self.turn_tls_listen.into_iter().collect(),
+                    tls_config: None,
+                },
+                secret,
+                credential_ttl: Duration::from_secs(self.turn_credential_ttl.unwrap_or(43_200)),
+                on_https: true,
+            })
+        };
         let ice_servers = self
-            .ice_servers
+            .ice_server
             .unwrap_or_default()
             .into_iter()
             .map(|url| huddle_signal_proto::IceServer {
@@ -139,6 +228,7 @@ impl ServeArgs {
             rooms,
             ice_servers,
             shutdown_grace: Duration::from_secs(3),
+            turn,
         })
     }
 }
@@ -175,6 +265,29 @@ fn announce(server: &Server) {
             IpAddr::V4(v4) => v4.to_string(),
         };
         println!("  {scheme}://{host}:{}/", addr.port());
+    }
+    if let Some(turn) = server.turn_addrs() {
+        let list = |addrs: &[SocketAddr]| {
+            addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut tls: Vec<String> = turn.tls.iter().map(ToString::to_string).collect();
+        if server.fingerprint().is_some() {
+            tls.insert(0, "the HTTPS port".into());
+        }
+        let tls = if tls.is_empty() {
+            String::new()
+        } else {
+            format!(" · tls {}", tls.join(", "))
+        };
+        println!(
+            "TURN: udp {} · tcp {}{tls}",
+            list(&turn.udp),
+            list(&turn.tcp)
+        );
     }
     if let (Some(fp), Some(path)) = (server.fingerprint(), server.cert_path()) {
         println!(
