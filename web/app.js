@@ -269,7 +269,7 @@ function onStatus({ state, reason, retryInMs }) {
 function onWelcome(w) {
   me.id = w.id;
   rtcConfig = {
-    iceServers: w.ice_servers,
+    iceServers: onlyTurnTransport(w.ice_servers, params.get('turn')),
     iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all',
     bundlePolicy: 'max-bundle',
   };
@@ -287,6 +287,19 @@ function onWelcome(w) {
     }
   }
   updateCount();
+}
+
+/** Diagnostics: `?turn=udp|tcp|tls` keeps only that way of reaching TURN (with `?ice=relay`,
+ *  it shows whether a network lets that one through). */
+function onlyTurnTransport(servers, transport) {
+  if (!transport) return servers;
+  const keep = (url) => {
+    if (!/^turns?:/.test(url)) return true;
+    const tls = url.startsWith('turns:');
+    const tcp = /transport=tcp/.test(url);
+    return transport === 'tls' ? tls : transport === 'tcp' ? tcp && !tls : !tcp && !tls;
+  };
+  return servers.map((s) => ({ ...s, urls: s.urls.filter(keep) })).filter((s) => s.urls.length);
 }
 
 function linkTo(id) {

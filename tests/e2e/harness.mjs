@@ -4,7 +4,7 @@
 // loopback alone), and no route out. Playwright talks to Chromium over a pipe, across the
 // namespace boundary.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, chmodSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -35,6 +35,7 @@ export class Lab {
     this.server = null;
     this.serverLog = '';
     this.browsers = [];
+    this.children = [];
   }
 
   /** Creates the namespace; fails loudly when it cannot (these tests never skip). */
@@ -55,6 +56,36 @@ export class Lab {
   /** Runs a command inside the namespace. */
   exec(cmd, args) {
     return sh('ip', ['netns', 'exec', this.ns, cmd, ...args]);
+  }
+
+  /** Runs a command inside the namespace to its end (or `timeout` ms); resolves to its output
+   *  and exit code, never rejects. */
+  run(cmd, args, { timeout = 60000 } = {}) {
+    return new Promise((resolve) => {
+      execFile('ip', ['netns', 'exec', this.ns, cmd, ...args], { timeout, maxBuffer: 16 << 20 },
+        (err, stdout, stderr) => resolve({ code: err ? (err.code ?? -1) : 0, out: `${stdout}${stderr}` }));
+    });
+  }
+
+  /** Starts a long-running process inside the namespace; it is killed at teardown. */
+  spawn(cmd, args) {
+    const child = spawn('ip', ['netns', 'exec', this.ns, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.log = '';
+    child.stdout.on('data', (d) => { child.log += d; });
+    child.stderr.on('data', (d) => { child.log += d; });
+    this.children.push(child);
+    return child;
+  }
+
+  /** Waits until `child` has printed `text`. */
+  async waitFor(child, text, timeout = 15000) {
+    const deadline = Date.now() + timeout;
+    while (Date.now() < deadline) {
+      if (child.log.includes(text)) return;
+      if (child.exitCode !== null) throw new Error(`exited early:\n${child.log}`);
+      await sleep(50);
+    }
+    throw new Error(`never printed ${JSON.stringify(text)}:\n${child.log}`);
   }
 
   async startServer(extra = []) {
@@ -110,6 +141,7 @@ export class Lab {
 
   async teardown() {
     for (const b of this.browsers) await b.close().catch(() => {});
+    for (const c of this.children) if (c.exitCode === null) c.kill('SIGKILL');
     await this.stopServer('SIGKILL');
     try { sh('ip', ['netns', 'del', this.ns]); } catch { /* already gone */ }
     rmSync(this.dir, { recursive: true, force: true });

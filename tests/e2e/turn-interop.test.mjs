@@ -1,0 +1,102 @@
+// Huddle's TURN server against coturn's own client tools (turnutils_uclient, turnutils_peer,
+// turnutils_stunclient), over UDP, TCP, TLS and TLS on the HTTPS port; ChannelData and Send
+// indications; long-term and TURN REST credentials. All inside a network namespace.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createHmac } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { Lab, HUDDLE } from './harness.mjs';
+
+const lab = new Lab('turn');
+const SECRET = 'north-wind';
+
+before(async () => {
+  lab.setup();
+  const cert = join(lab.dir, 'cert.pem');
+  const key = join(lab.dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+  // A coturn configuration file, as a coturn user would point Huddle at it.
+  const conf = join(lab.dir, 'turnserver.conf');
+  writeFileSync(conf, [
+    'listening-ip=127.0.0.1', 'listening-port=3478', 'tls-listening-port=5349',
+    'min-port=50000', 'max-port=50999', 'realm=test', 'lt-cred-mech', 'user=user1:pass1',
+    'use-auth-secret', `static-auth-secret=${SECRET}`, 'fingerprint', 'allow-loopback-peers',
+    `cert=${cert}`, `pkey=${key}`, 'no-cli', 'verbose', 'log-file=/dev/null', '',
+  ].join('\n'));
+  const turn = lab.spawn(HUDDLE, ['turn', '-c', conf]);
+  await lab.waitFor(turn, 'tls  127.0.0.1:5349');
+  assert.match(turn.log, /ignored: log-file, verbose/, 'names every key it did not act on');
+  const peer = lab.spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', '3480']);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(peer.exitCode, null, peer.log);
+});
+
+after(() => lab.teardown());
+
+/** Runs turnutils_uclient and reads its summary: it exits 0 even at 100 % loss. */
+async function uclient(flags, { port = 3478, user = ['-u', 'user1', '-w', 'pass1'] } = {}) {
+  const { out } = await lab.run('turnutils_uclient', [...flags, ...user, '-e', '127.0.0.1', '-r', '3480',
+    '-n', '40', '-m', '4', '-l', '200', '-p', String(port), '127.0.0.1'], { timeout: 90000 });
+  const totals = out.match(/tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$/m);
+  const lost = out.match(/Total lost packets (\d+)/);
+  return { out, sent: totals ? +totals[1] : 0, received: totals ? +totals[2] : 0, lost: lost ? +lost[1] : null };
+}
+
+function assertAllBack(r) {
+  assert.ok(r.sent > 0, r.out.slice(-2000));
+  assert.equal(r.received, r.sent, r.out.slice(-2000));
+  assert.equal(r.lost, 0, r.out.slice(-2000));
+}
+
+test('stunclient gets its reflexive address', async () => {
+  const { out } = await lab.run('timeout', ['10', 'turnutils_stunclient', '-p', '3478', '127.0.0.1']);
+  assert.match(out, /UDP reflexive addr: 127\.0\.0\.1:\d+/);
+});
+
+for (const [name, flags, port] of [
+  ['UDP ChannelData', [], 3478],
+  ['UDP Send/Data indications', ['-s'], 3478],
+  ['TCP ChannelData', ['-t'], 3478],
+  ['TCP Send/Data indications', ['-t', '-s'], 3478],
+  ['TLS ChannelData', ['-t', '-S'], 5349],
+  ['TLS Send/Data indications', ['-t', '-S', '-s'], 5349],
+]) {
+  test(`every message comes back: ${name}`, async () => {
+    assertAllBack(await uclient(flags, { port }));
+  });
+}
+
+test('TURN REST credentials work, wrong ones do not', async () => {
+  assertAllBack(await uclient([], { user: ['-W', SECRET, '-u', 'alice'] }));
+  const now = Math.floor(Date.now() / 1000);
+  const sign = (u) => createHmac('sha1', SECRET).update(u).digest('base64');
+  const fresh = `${now + 600}:bob`;
+  assertAllBack(await uclient([], { user: ['-u', fresh, '-w', sign(fresh)] }));
+  const expired = `${now - 5}:bob`;
+  const stale = await uclient([], { user: ['-u', expired, '-w', sign(expired)] });
+  assert.equal(stale.received, 0);
+  assert.match(stale.out, /Cannot complete Allocation/);
+});
+
+test('a wrong password gets no allocation', async () => {
+  const r = await uclient([], { user: ['-u', 'user1', '-w', 'wrong'] });
+  assert.equal(r.received, 0);
+  assert.match(r.out, /Cannot complete Allocation/);
+});
+
+test('huddle serve carries TURN over TLS on its HTTPS port', async () => {
+  const serve = lab.spawn(HUDDLE, ['serve', '--listen', '127.0.0.1:8443', '--data-dir', join(lab.dir, 'serve'),
+    '--turn-listen', '127.0.0.1:13478', '--relay-ports', '51000-51999', '--allow-loopback-peers',
+    '--auth-secret', SECRET, '--realm', 'test']);
+  await lab.waitFor(serve, 'Huddle is serving');
+  assertAllBack(await uclient(['-t', '-S'], { port: 8443, user: ['-W', SECRET, '-u', 'carol'] }));
+  assertAllBack(await uclient([], { port: 13478, user: ['-W', SECRET, '-u', 'carol'] }));
+  // The same port still serves the web client.
+  const { out } = await lab.run('curl', ['-sk', 'https://127.0.0.1:8443/healthz']);
+  assert.equal(out, 'ok\n');
+  serve.kill('SIGTERM');
+});
