@@ -41,6 +41,10 @@ export class Lab {
   /** Creates the namespace; fails loudly when it cannot (these tests never skip). */
   setup() {
     sh('ip', ['netns', 'add', this.ns]);
+    // No IPv6: its link-local addresses appear a moment after link-up, and Chromium takes that
+    // for a network change and aborts navigations under way (ERR_NETWORK_CHANGED).
+    sh('ip', ['netns', 'exec', this.ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+    sh('ip', ['netns', 'exec', this.ns, 'sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1']);
     sh('ip', ['-n', this.ns, 'link', 'set', 'lo', 'up']);
     sh('ip', ['-n', this.ns, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1']);
     sh('ip', ['-n', this.ns, 'addr', 'add', '10.99.0.1/24', 'dev', 'v0']);
