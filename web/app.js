@@ -67,12 +67,22 @@ async function startLobby() {
   $('room-input').value = roomFromPath || randomRoom();
   $('name-input').value = params.get('name') || localStorage.getItem('huddle.name') || '';
   if (roomFromPath) $('join-button').textContent = `Join ${roomFromPath}`;
-  await acquireMedia();
   if (params.get('autojoin') === '1' && $('name-input').value.trim()) {
+    // Join while the camera starts: signaling, negotiation, ICE and DTLS run meanwhile, and the
+    // tracks go into the already negotiated transceivers when they arrive (replaceTrack).
+    const media = acquireMedia();
     join();
-  } else if (!$('name-input').value) {
-    $('name-input').focus();
+    await media;
+    for (const link of links.values()) {
+      link.setTrack('audio', me.audio);
+      link.setTrack('video', me.video);
+    }
+    signaling?.updateState(mediaState());
+    if (me.mediaError) banner(me.mediaError, 'warn', 8000);
+    return;
   }
+  await acquireMedia();
+  if (!$('name-input').value) $('name-input').focus();
 }
 
 async function acquireMedia() {

@@ -4,7 +4,7 @@ use axum::Router;
 use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 
 use crate::hub::Hub;
 use crate::ice::IceServers;
@@ -31,7 +31,8 @@ pub fn router(state: AppState) -> Router {
             "/assets/{file}",
             get(|Path(file): Path<String>| async move { web::asset(&file) }),
         )
-        .route("/ws", get(ws))
+        // `any`: WebSockets come as GET over HTTP/1.1 and as CONNECT over HTTP/2 (RFC 8441).
+        .route("/ws", any(ws))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/ice-servers", get(ice_servers))
@@ -45,6 +46,10 @@ async fn ws(
 ) -> Response {
     let host = request_host(&headers, &state);
     upgrade
+        // tungstenite's default is a 128 KiB read buffer per socket; signaling frames are small,
+        // the buffer grows for a large one, and idle rooms of thousands stay cheap.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
         .on_upgrade(move |socket| state.hub.serve_socket(socket, host))

@@ -139,7 +139,8 @@ impl Server {
     ) -> Result<(), ServerError> {
         let local = self.local_addr();
         let tls = match &self.identity {
-            Some(identity) => Some(identity.server_config(&[b"http/1.1"])?),
+            // h2 lets the page and its modules share one connection; WebSockets use HTTP/1.1.
+            Some(identity) => Some(identity.server_config(&[b"h2", b"http/1.1"])?),
             None => None,
         };
         let turn = self.turn.as_ref().map(|(turn, _)| turn.clone());

@@ -58,6 +58,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_ROOM_CAPACITY", value_name = "N")]
     room_capacity: Option<usize>,
 
+    /// Messages per second a client may sustain before it is closed for flooding; bursts of
+    /// four seconds' worth pass [default: 50].
+    #[arg(long, env = "HUDDLE_MESSAGE_RATE", value_name = "N")]
+    message_rate: Option<u32>,
+
     /// An extra STUN/TURN URL handed to clients (repeatable), e.g. stun:stun.example.org:3478.
     #[arg(
         long = "ice-server",
@@ -181,6 +186,11 @@ impl ServeArgs {
         if let Some(capacity) = self.room_capacity {
             anyhow::ensure!(capacity >= 1, "--room-capacity must be at least 1");
             rooms.capacity = capacity;
+        }
+        if let Some(rate) = self.message_rate {
+            anyhow::ensure!(rate >= 1, "--message-rate must be at least 1");
+            rooms.rate_per_second = rate;
+            rooms.rate_burst = rate.saturating_mul(4);
         }
         let turn = if self.no_turn.unwrap_or(false) {
             None

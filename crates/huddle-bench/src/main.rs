@@ -1,0 +1,30 @@
+//! `huddle-bench`: side-by-side benchmarks of Huddle against the stacks it replaces.
+//! Results are printed as Markdown rows for docs/benchmarks.md.
+
+mod procstat;
+mod signal;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "huddle-bench",
+    about = "Huddle's benchmarks, each run against its reference peer."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// WebSocket signaling: Huddle vs python-socketio + aiohttp.
+    Signal(signal::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Signal(args) => signal::run(args),
+    }
+}
