@@ -3,6 +3,7 @@
 
 mod procstat;
 mod signal;
+mod turn;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +21,14 @@ struct Cli {
 enum Command {
     /// WebSocket signaling: Huddle vs python-socketio + aiohttp.
     Signal(signal::Args),
+    /// STUN/TURN: Huddle vs coturn's turnserver.
+    Turn(turn::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Signal(args) => signal::run(args),
+        Command::Turn(args) => turn::run(args),
     }
 }

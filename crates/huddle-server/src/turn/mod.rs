@@ -6,23 +6,27 @@
 //! drops the datagram as UDP would). Stream clients get a bounded queue each; a client whose
 //! queue is full loses that frame rather than making the server buffer for it.
 
+mod batch;
 mod prefixed;
 mod stream;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use huddle_turn_proto::{FiveTuple, Output, Server, Transport, channel_data};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use batch::RecvBatch;
 pub use prefixed::Prefixed;
 pub use stream::looks_like_turn;
 
@@ -87,6 +91,7 @@ impl Turn {
         let mut listeners = HashMap::new();
         for addr in &config.udp {
             let socket = Arc::new(UdpSocket::bind(addr).await?);
+            batch::set_buffers(socket.as_raw_fd(), 4 << 20);
             let local = socket.local_addr()?;
             addrs.udp.push(local);
             listeners.insert(local, socket);
@@ -159,23 +164,55 @@ impl Turn {
     }
 
     async fn udp_loop(self, socket: Arc<UdpSocket>, local: SocketAddr) {
-        let mut buf = vec![0u8; DATAGRAM];
+        let fd = socket.as_raw_fd();
+        let mut batch = RecvBatch::new();
         loop {
-            let (n, from) = match socket.recv_from(&mut buf).await {
-                Ok(got) => got,
-                Err(e) => {
-                    // ICMP errors for earlier sends surface here on some systems; not fatal.
-                    tracing::debug!(error = %e, "turn udp recv");
-                    continue;
+            if socket.readable().await.is_err() {
+                continue;
+            }
+            // Drain the socket a batch at a time until it would block.
+            loop {
+                match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+                    Ok(n) => self.handle_client_batch(local, &batch, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // ICMP errors for earlier sends surface here on some systems; not fatal.
+                        tracing::debug!(error = %e, "turn udp recv");
+                        break;
+                    }
                 }
+            }
+        }
+    }
+
+    /// A batch of client datagrams under one lock; what they relay leaves in one `sendmmsg` per
+    /// run of packets for the same relay socket.
+    fn handle_client_batch(&self, local: SocketAddr, batch: &RecvBatch, n: usize) {
+        let mut st = self.lock();
+        let now = Instant::now().into_std();
+        let mut relayed: Vec<(SocketAddr, &[u8], SocketAddr)> = Vec::with_capacity(n);
+        for i in 0..n {
+            let Some((data, from)) = batch.get(i) else {
+                continue;
             };
             let five = FiveTuple {
                 transport: Transport::Udp,
                 client: from,
                 server: local,
             };
-            self.handle_client_frame(five, &buf[..n]);
+            if let Some(r) = st.core.handle_client(five, data, now) {
+                relayed.push((r.relay, r.payload, r.peer));
+            }
         }
+        for run in relayed.chunk_by(|a, b| a.0 == b.0) {
+            if let Some(relay) = st.relays.get(&run[0].0) {
+                let datagrams: Vec<(&[u8], SocketAddr)> =
+                    run.iter().map(|(_, p, peer)| (*p, *peer)).collect();
+                // Datagrams that do not fit the socket buffer are dropped, as UDP would.
+                batch::send(relay.socket.as_raw_fd(), &datagrams);
+            }
+        }
+        self.drain(&mut st);
     }
 
     /// One datagram or stream frame from a client.
@@ -192,6 +229,11 @@ impl Turn {
     }
 
     async fn relay_loop(self, socket: Arc<UdpSocket>, relay: SocketAddr) {
+        // Most relays of a call carry traffic, but an idle allocation should cost next to
+        // nothing: the buffer comes with the first datagram.
+        if socket.readable().await.is_err() {
+            return;
+        }
         let mut buf = vec![0u8; channel_data::HEADER + DATAGRAM + 3];
         loop {
             let Ok((n, peer)) = socket.recv_from(&mut buf[channel_data::HEADER..]).await else {
@@ -267,6 +309,7 @@ impl Turn {
     fn bind_relay(&self, st: &mut State, addr: SocketAddr) -> io::Result<SocketAddr> {
         let std_socket = std::net::UdpSocket::bind(addr)?;
         std_socket.set_nonblocking(true)?;
+        batch::set_buffers(std_socket.as_raw_fd(), 1 << 20);
         let socket = Arc::new(UdpSocket::from_std(std_socket)?);
         let local = socket.local_addr()?;
         let task = tokio::spawn(self.clone().relay_loop(socket.clone(), local)).abort_handle();

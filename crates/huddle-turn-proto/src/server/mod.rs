@@ -413,8 +413,9 @@ impl<R: RngCore> Server<R> {
         match bound {
             Ok(relay) => self.finish_allocate(client, pending, relay, now),
             Err(()) => {
-                // The port stays marked in use: something outside Huddle holds it. A port held
-                // for a pair is let go with it.
+                // Busy for now (another program, or a socket of ours still closing): let it go
+                // and try another; a port held for a pair goes with it.
+                self.ports_in_use.remove(&(pending.v6, pending.port));
                 if pending.ports == PortRequest::EvenReserveNext {
                     self.ports_in_use.remove(&(pending.v6, pending.port + 1));
                 }

@@ -1,0 +1,691 @@
+//! `huddle-bench turn`: Huddle's TURN server against coturn's `turnserver`, alternating runs,
+//! each server pinned to one CPU and started with equivalent settings (long-term credentials,
+//! loopback peers allowed, the same relay port range).
+//!
+//! - allocations/s: clients doing the whole 401 → authenticated Allocate → Refresh(0) cycle;
+//! - throughput: ChannelData from N allocations to one peer socket at fixed offered rates
+//!   (batched `sendmmsg`), relayed packets counted at the peer; loss and packets per server
+//!   CPU-second;
+//! - added latency: one allocation at 1,000 packets/s, client → TURN → peer minus client → peer;
+//! - RSS per idle allocation.
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use huddle_turn_proto::auth::long_term_key;
+use huddle_turn_proto::channel_data;
+use huddle_turn_proto::stun::{
+    AttrType, Class, ErrorCode, IntegrityAlg, Message, MessageWriter, Method,
+};
+
+use crate::procstat::{cpu_seconds, rss_bytes};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "target/release/huddle")]
+    huddle: PathBuf,
+    #[arg(long, default_value = "turnserver")]
+    coturn: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    #[arg(long, default_value = "0")]
+    server_cpus: String,
+    /// Offered rates (packets/s) of the throughput ladder.
+    #[arg(long, value_delimiter = ',', default_value = "20000,50000,100000")]
+    rates: Vec<u64>,
+    /// Seconds per throughput step.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Huddle,
+    Coturn,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Huddle => "Huddle",
+            Kind::Coturn => "coturn",
+        }
+    }
+}
+
+const USER: &str = "user1";
+const PASS: &str = "pass1";
+const REALM: &str = "test";
+
+struct Server {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    _dir: PathBuf,
+}
+
+impl Server {
+    fn start(kind: Kind, args: &Args, port: u16) -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("huddle-bench-turn-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(&args.server_cpus);
+        match kind {
+            Kind::Huddle => {
+                cmd.arg(&args.huddle)
+                    .args(["turn", "--listen", &format!("127.0.0.1:{port}")]);
+                cmd.args([
+                    "--user",
+                    &format!("{USER}:{PASS}"),
+                    "--realm",
+                    REALM,
+                    "--allow-loopback-peers",
+                ]);
+                cmd.args(["--relay-ports", "10000-30999", "--no-tls"])
+                    .env("RUST_LOG", "warn");
+            }
+            Kind::Coturn => {
+                let conf = dir.join("turnserver.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "listening-ip=127.0.0.1\nlistening-port={port}\nrelay-ip=127.0.0.1\n\
+                         min-port=10000\nmax-port=30999\nfingerprint\nlt-cred-mech\nuser={USER}:{PASS}\n\
+                         realm={REALM}\nno-tls\nno-dtls\nno-cli\nallow-loopback-peers\nno-tcp-relay\n\
+                         log-file=stdout\nsimple-log\npidfile={}\n",
+                        dir.join("pid").display()
+                    ),
+                )?;
+                cmd.arg(&args.coturn).arg("-c").arg(&conf);
+            }
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start TURN server")?;
+        let pid = child.id();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Ready when a Binding request is answered.
+        let probe = UdpSocket::bind("127.0.0.1:0")?;
+        probe.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut buf = Vec::new();
+            MessageWriter::new(&mut buf, Class::Request, Method::BINDING, [1; 12]);
+            probe.send_to(&buf, addr)?;
+            let mut resp = [0u8; 512];
+            if probe.recv(&mut resp).is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not answer on {addr}", kind.name());
+            }
+        }
+        Ok(Self {
+            child,
+            pid,
+            addr,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TURN client on one UDP socket: the 401 dance, then signed requests.
+struct Client {
+    sock: UdpSocket,
+    server: SocketAddr,
+    nonce: Option<String>,
+    key: [u8; 16],
+    txid: u64,
+    relay: Option<SocketAddr>,
+}
+
+impl Client {
+    fn new(server: SocketAddr) -> anyhow::Result<Self> {
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+        Ok(Self {
+            sock,
+            server,
+            nonce: None,
+            key: long_term_key(USER, REALM, PASS),
+            txid: 0,
+            relay: None,
+        })
+    }
+
+    /// Sends a request (signed once a nonce is known) and returns the response; retries once on
+    /// 401/438 with the new nonce, and on timeouts.
+    fn request(
+        &mut self,
+        method: Method,
+        attrs: impl Fn(&mut MessageWriter),
+    ) -> anyhow::Result<Vec<u8>> {
+        // A retransmit keeps its transaction id (RFC 8489 §6.2.1); a new nonce makes a new request.
+        let mut fresh = true;
+        let mut id = [0u8; 12];
+        for _ in 0..6 {
+            if fresh {
+                self.txid += 1;
+                id[4..].copy_from_slice(&self.txid.to_be_bytes());
+                fresh = false;
+            }
+            let mut buf = Vec::with_capacity(128);
+            let mut w = MessageWriter::new(&mut buf, Class::Request, method, id);
+            attrs(&mut w);
+            if let Some(nonce) = &self.nonce {
+                w.attr(AttrType::USERNAME, USER.as_bytes())
+                    .attr(AttrType::REALM, REALM.as_bytes())
+                    .attr(AttrType::NONCE, nonce.as_bytes())
+                    .integrity(IntegrityAlg::Sha1, &self.key);
+            }
+            w.fingerprint();
+            self.sock.send_to(&buf, self.server)?;
+            let mut resp = vec![0u8; 1500];
+            let n = loop {
+                match self.sock.recv(&mut resp) {
+                    Ok(n) => match Message::parse(&resp[..n]) {
+                        Ok(m) if m.transaction_id() == id => break Some(n),
+                        _ => continue,
+                    },
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        break None;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            let Some(n) = n else { continue };
+            resp.truncate(n);
+            let msg = Message::parse(&resp)?;
+            let code = msg.get(AttrType::ERROR_CODE).and_then(ErrorCode::decode);
+            if matches!(code, Some(401 | 438)) {
+                if let Ok(Some(nonce)) = msg.get_str(AttrType::NONCE) {
+                    let stale = self.nonce.as_deref() == Some(nonce) && code == Some(401);
+                    self.nonce = Some(nonce.to_owned());
+                    if !stale {
+                        fresh = true;
+                        continue;
+                    }
+                }
+                bail!("authentication refused");
+            }
+            return Ok(resp);
+        }
+        bail!("no answer to {method:?}")
+    }
+
+    fn allocate(&mut self) -> anyhow::Result<SocketAddr> {
+        let resp = self.request(Method::ALLOCATE, |w| {
+            w.attr(AttrType::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        })?;
+        let msg = Message::parse(&resp)?;
+        let relay = msg
+            .get_xor_address(AttrType::XOR_RELAYED_ADDRESS)?
+            .with_context(|| {
+                format!(
+                    "allocate failed: {:?}",
+                    msg.get(AttrType::ERROR_CODE).and_then(ErrorCode::decode)
+                )
+            })?;
+        self.relay = Some(relay);
+        Ok(relay)
+    }
+
+    /// A client with an allocation: on 437/508 (a reused 5-tuple coturn has not forgotten yet)
+    /// it tries again from a new socket.
+    fn allocated(server: SocketAddr) -> anyhow::Result<Self> {
+        let mut last = None;
+        for _ in 0..5 {
+            let mut c = Client::new(server)?;
+            match c.allocate() {
+                Ok(_) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no allocation")))
+    }
+
+    fn bind_channel(&mut self, channel: u16, peer: SocketAddr) -> anyhow::Result<()> {
+        let resp = self.request(Method::CHANNEL_BIND, |w| {
+            w.attr(
+                AttrType::CHANNEL_NUMBER,
+                &[(channel >> 8) as u8, channel as u8, 0, 0],
+            )
+            .xor_address(AttrType::XOR_PEER_ADDRESS, peer);
+        })?;
+        if Message::parse(&resp)?.class() != Class::Success {
+            bail!("channel bind refused");
+        }
+        Ok(())
+    }
+
+    fn free(&mut self) -> anyhow::Result<()> {
+        self.request(Method::REFRESH, |w| {
+            w.u32(AttrType::LIFETIME, 0);
+        })?;
+        Ok(())
+    }
+}
+
+/// Sends `packets` (each a full datagram) from `sock` to `to` in one `sendmmsg` call per 64.
+fn send_batch(sock: &UdpSocket, to: SocketAddr, packets: &[&[u8]]) -> usize {
+    let SocketAddr::V4(v4) = to else { return 0 };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(v4.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut sent = 0;
+    for chunk in packets.chunks(64) {
+        let mut iovs: Vec<libc::iovec> = chunk
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: an all-zero msghdr is a valid empty header; the fields set below point
+                // at `addr` and `iov`, which outlive the sendmmsg call.
+                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+                hdr.msg_name = &addr as *const _ as *mut libc::c_void;
+                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                hdr.msg_iov = iov;
+                hdr.msg_iovlen = 1;
+                libc::mmsghdr {
+                    msg_hdr: hdr,
+                    msg_len: 0,
+                }
+            })
+            .collect();
+        // SAFETY: `msgs` holds `msgs.len()` initialised headers whose buffers live until return.
+        let n = unsafe {
+            libc::sendmmsg(
+                sock.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                0,
+            )
+        };
+        if n > 0 {
+            sent += n as usize;
+        }
+    }
+    sent
+}
+
+/// A peer socket that counts what arrives, and records one-way latency from timestamps.
+struct Sink {
+    addr: SocketAddr,
+    received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<u64>>>,
+}
+
+impl Sink {
+    fn start(base: Instant) -> anyhow::Result<Self> {
+        let sock = UdpSocket::bind("127.0.0.1:0")?;
+        set_buffers(&sock);
+        sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let addr = sock.local_addr()?;
+        let received = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (received.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut latencies = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    if n >= 9 && buf[0] == 0xEE {
+                        let sent = u64::from_be_bytes(buf[1..9].try_into().unwrap_or_default());
+                        latencies.push((base.elapsed().as_nanos() as u64).saturating_sub(sent));
+                    }
+                }
+            }
+            latencies
+        });
+        Ok(Self {
+            addr,
+            received,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn finish(mut self) -> (u64, Vec<u64>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let lat = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        (self.received.load(Ordering::Relaxed), lat)
+    }
+}
+
+fn set_buffers(sock: &UdpSocket) {
+    let size: libc::c_int = 8 << 20;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct Sample {
+    allocs_per_sec: f64,
+    alloc_failures: u64,
+    /// (allocations, packet size, offered pps, loss %, relayed packets per server CPU-second)
+    steps: Vec<(usize, usize, u64, f64, f64)>,
+    added_p50_us: f64,
+    added_p99_us: f64,
+    rss_per_alloc_kib: f64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut results: Vec<(Kind, Sample)> = Vec::new();
+    for run in 0..args.runs {
+        let order = if run % 2 == 0 {
+            [Kind::Huddle, Kind::Coturn]
+        } else {
+            [Kind::Coturn, Kind::Huddle]
+        };
+        for kind in order {
+            let port = 23478 + (run as u16) * 2 + u16::from(kind == Kind::Coturn);
+            let server = Server::start(kind, &args, port)?;
+            let sample =
+                measure(&server, &args).with_context(|| format!("{} run {run}", kind.name()))?;
+            eprintln!(
+                "run {run} {:>6}: {:>6.0} allocs/s ({} failed)  added latency p50 {:.1} µs p99 {:.1} µs  {:.2} KiB/alloc",
+                kind.name(),
+                sample.allocs_per_sec,
+                sample.alloc_failures,
+                sample.added_p50_us,
+                sample.added_p99_us,
+                sample.rss_per_alloc_kib
+            );
+            for (allocs, size, rate, loss, per_cpu) in &sample.steps {
+                eprintln!(
+                    "    {allocs:>4} allocs {size:>4} B @ {rate:>6} pps: loss {loss:5.2}%  {per_cpu:>8.0} pkts/CPU-s"
+                );
+            }
+            results.push((kind, sample));
+            drop(server);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    report(&results);
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn report(results: &[(Kind, Sample)]) {
+    let of = |kind: Kind, f: &dyn Fn(&Sample) -> f64| {
+        median(
+            results
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, s)| f(s))
+                .collect(),
+        )
+    };
+    println!("| metric (median) | Huddle | coturn | ratio |");
+    println!("|---|---:|---:|---:|");
+    let (h, c) = (
+        of(Kind::Huddle, &|s| s.allocs_per_sec),
+        of(Kind::Coturn, &|s| s.allocs_per_sec),
+    );
+    println!(
+        "| allocations/s (401 + Allocate + Refresh 0) | {h:.0} | {c:.0} | {:.2}× |",
+        h / c
+    );
+    let steps = results.first().map(|(_, s)| s.steps.len()).unwrap_or(0);
+    for i in 0..steps {
+        let (allocs, size, rate, _, _) = results[0].1.steps[i];
+        let loss = |k| of(k, &|s: &Sample| s.steps[i].3);
+        let per = |k| of(k, &|s: &Sample| s.steps[i].4);
+        println!(
+            "| {allocs} alloc · {size} B · {rate} pps offered: loss % / relayed pkts per CPU-s | {:.2} / {:.0} | {:.2} / {:.0} | {:.2}× |",
+            loss(Kind::Huddle),
+            per(Kind::Huddle),
+            loss(Kind::Coturn),
+            per(Kind::Coturn),
+            per(Kind::Huddle) / per(Kind::Coturn)
+        );
+    }
+    for (name, f) in [
+        (
+            "added latency p50 (µs)",
+            (|s: &Sample| s.added_p50_us) as fn(&Sample) -> f64,
+        ),
+        ("added latency p99 (µs)", |s| s.added_p99_us),
+        ("RSS per idle allocation (KiB)", |s| s.rss_per_alloc_kib),
+    ] {
+        let (h, c) = (of(Kind::Huddle, &f), of(Kind::Coturn, &f));
+        println!("| {name} | {h:.1} | {c:.1} | {:.2}× |", c / h);
+    }
+}
+
+fn measure(server: &Server, args: &Args) -> anyhow::Result<Sample> {
+    let mut sample = Sample::default();
+    let base = Instant::now();
+
+    // Idle allocations first, on a fresh process: RSS growth per allocation.
+    let rss0 = rss_bytes(server.pid);
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(Client::allocated(server.addr).context("idle allocations")?);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    sample.rss_per_alloc_kib = rss_bytes(server.pid).saturating_sub(rss0) as f64 / 1000.0 / 1024.0;
+    for c in &mut idle {
+        c.free()?;
+    }
+    drop(idle);
+
+    // Allocations per second: 16 clients cycling for 2 s.
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (done, failed, addr) = (done.clone(), failed.clone(), server.addr);
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                // Sockets stay open a while after their allocation is freed, so the kernel does
+                // not hand a just-used port (and so a just-used 5-tuple) to the next client:
+                // coturn forgets freed allocations lazily and would answer 437.
+                let mut recent = std::collections::VecDeque::new();
+                while t0.elapsed() < Duration::from_secs(2) {
+                    // A fresh socket each time: a new 5-tuple, so the full challenge every time.
+                    let mut c = Client::new(addr)?;
+                    match c.allocate() {
+                        Ok(_) => {}
+                        // coturn answers a retransmitted Allocate (its first answer took over
+                        // 500 ms) with 437 instead of the cached success, and frees relay ports
+                        // lazily (508 when they run out): failed attempts, counted.
+                        Err(e) if ["437", "508"].iter().any(|c| e.to_string().contains(c)) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(e) => return Err(e.context("allocation rate")),
+                    }
+                    c.free()?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    recent.push_back(c);
+                    if recent.len() > 512 {
+                        recent.pop_front();
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+    }
+    sample.allocs_per_sec = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    sample.alloc_failures = failed.load(Ordering::Relaxed);
+    // Let the server settle (coturn frees lazily) before the next phase.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Throughput ladder.
+    for allocs in [1usize, 1000] {
+        for size in [200usize, 1200] {
+            let sink = Sink::start(base)?;
+            let mut clients = Vec::new();
+            for _ in 0..allocs {
+                let mut c = Client::allocated(server.addr)?;
+                set_buffers(&c.sock);
+                c.bind_channel(0x4000, sink.addr)?;
+                clients.push(c);
+            }
+            let mut frame = channel_data::header(0x4000, size).to_vec();
+            frame.resize(4 + size, 0xAB);
+            for &rate in &args.rates {
+                let before = sink.received.load(Ordering::Relaxed);
+                let cpu0 = cpu_seconds(server.pid);
+                let sent = offer(
+                    &clients,
+                    &frame,
+                    rate,
+                    Duration::from_secs(args.seconds),
+                    server.addr,
+                );
+                std::thread::sleep(Duration::from_millis(300));
+                let cpu = (cpu_seconds(server.pid) - cpu0).max(0.01);
+                let got = sink.received.load(Ordering::Relaxed) - before;
+                let loss = 100.0 * (1.0 - got as f64 / sent.max(1) as f64);
+                sample
+                    .steps
+                    .push((allocs, size, rate, loss.max(0.0), got as f64 / cpu));
+            }
+            for c in &mut clients {
+                let _ = c.free();
+            }
+            drop(sink.finish());
+        }
+    }
+
+    // Added latency: 1,000 timestamped packets/s for 3 s, relayed vs direct.
+    let sink = Sink::start(base)?;
+    let mut c = Client::allocated(server.addr)?;
+    c.bind_channel(0x4001, sink.addr)?;
+    let stamp = |via_turn: bool| {
+        let mut p = if via_turn {
+            channel_data::header(0x4001, 100).to_vec()
+        } else {
+            Vec::new()
+        };
+        p.push(0xEE);
+        p.extend_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
+        p.resize(if via_turn { 104 } else { 100 }, 0);
+        p
+    };
+    let mut direct = Vec::new();
+    let mut relayed = Vec::new();
+    for via_turn in [false, true] {
+        let s = Sink::start(base)?;
+        let target = if via_turn { server.addr } else { s.addr };
+        if via_turn {
+            c.bind_channel(0x4002, s.addr)?;
+        }
+        let start = Instant::now();
+        for i in 0..3000u32 {
+            let mut p = stamp(via_turn);
+            if via_turn {
+                p[..2].copy_from_slice(&0x4002u16.to_be_bytes());
+            }
+            c.sock.send_to(&p, target)?;
+            let next = start + Duration::from_millis(u64::from(i));
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let (_, mut lat) = s.finish();
+        lat.sort_unstable();
+        if via_turn {
+            relayed = lat
+        } else {
+            direct = lat
+        }
+    }
+    drop(sink.finish());
+    let pct = |v: &[u64], p: f64| {
+        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    sample.added_p50_us = pct(&relayed, 0.5) - pct(&direct, 0.5);
+    sample.added_p99_us = pct(&relayed, 0.99) - pct(&direct, 0.99);
+    Ok(sample)
+}
+
+/// Offers `rate` packets/s for `duration`, spread over the clients, in 1 ms batches.
+fn offer(
+    clients: &[Client],
+    frame: &[u8],
+    rate: u64,
+    duration: Duration,
+    server: SocketAddr,
+) -> u64 {
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut next_client = 0usize;
+    let mut tick = 0u64;
+    while start.elapsed() < duration {
+        tick += 1;
+        let due = rate * tick / 1000;
+        let batch = due.saturating_sub(sent) as usize;
+        let mut remaining = batch;
+        while remaining > 0 {
+            let per = remaining.min((batch / clients.len()).max(1)).min(64);
+            let c = &clients[next_client % clients.len()];
+            next_client += 1;
+            let packets: Vec<&[u8]> = (0..per).map(|_| frame).collect();
+            sent += send_batch(&c.sock, server, &packets) as u64;
+            remaining -= per;
+        }
+        if let Some(wait) =
+            (start + Duration::from_millis(tick)).checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(wait);
+        }
+    }
+    sent
+}
