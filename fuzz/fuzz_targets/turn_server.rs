@@ -129,7 +129,10 @@ fuzz_target!(|ops: Vec<Op>| {
                     }
                     server.handle_relay_bound(client, result, now);
                 }
-                Output::FreeRelay { relay } => relays.retain(|r| *r != relay),
+                Output::FreeRelay { relay } => {
+                    relays.retain(|r| *r != relay);
+                    server.handle_relay_closed(relay);
+                }
             }
         }
         assert!(server.allocation_count() <= 8, "more allocations than relay ports");

@@ -22,8 +22,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, watch};
-use tokio::task::AbortHandle;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use batch::RecvBatch;
@@ -64,13 +63,8 @@ struct State {
 
 struct Relay {
     socket: Arc<UdpSocket>,
-    task: AbortHandle,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Dropping it stops the relay's task, which then closes the socket and reports the port free.
+    _stop: oneshot::Sender<()>,
 }
 
 /// The addresses a started TURN server actually bound (port 0 resolved).
@@ -143,7 +137,7 @@ impl Turn {
             let _ = stop.wait_for(|s| *s).await;
             tasks.shutdown().await;
             let mut st = stopping.lock();
-            st.relays.clear(); // aborts the relay tasks
+            st.relays.clear(); // stops the relay tasks
             st.streams.clear(); // ends the stream writers
         });
         Ok((turn, addrs))
@@ -228,32 +222,51 @@ impl Turn {
         self.drain(&mut st);
     }
 
-    async fn relay_loop(self, socket: Arc<UdpSocket>, relay: SocketAddr) {
+    /// Receives from one relay socket until the allocation is freed (`stop` fires), then closes
+    /// the socket and tells the core its port is free again.
+    async fn relay_loop(
+        self,
+        socket: Arc<UdpSocket>,
+        relay: SocketAddr,
+        mut stop: oneshot::Receiver<()>,
+    ) {
         // Most relays of a call carry traffic, but an idle allocation should cost next to
         // nothing: the buffer comes with the first datagram.
-        if socket.readable().await.is_err() {
-            return;
-        }
-        let mut buf = vec![0u8; channel_data::HEADER + DATAGRAM + 3];
-        loop {
-            let Ok((n, peer)) = socket.recv_from(&mut buf[channel_data::HEADER..]).await else {
-                continue;
-            };
-            let mut st = self.lock();
-            let now = Instant::now().into_std();
-            let payload = &buf[channel_data::HEADER..channel_data::HEADER + n];
-            if let Some(to) = st.core.handle_peer(relay, peer, payload, now) {
-                buf[..channel_data::HEADER].copy_from_slice(&channel_data::header(to.channel, n));
-                let mut len = channel_data::HEADER + n;
-                if to.client.transport.is_stream() {
-                    let padded = len.div_ceil(4) * 4;
-                    buf[len..padded].fill(0);
-                    len = padded;
-                }
-                self.send_to_client(&st, to.client, &buf[..len]);
+        let ready = tokio::select! {
+            _ = &mut stop => false,
+            r = socket.readable() => r.is_ok(),
+        };
+        if ready {
+            let mut buf = vec![0u8; channel_data::HEADER + DATAGRAM + 3];
+            loop {
+                let received = tokio::select! {
+                    _ = &mut stop => break,
+                    r = socket.recv_from(&mut buf[channel_data::HEADER..]) => r,
+                };
+                let Ok((n, peer)) = received else { continue };
+                self.relay_to_client(&mut buf, n, relay, peer);
             }
-            self.drain(&mut st);
         }
+        drop(socket);
+        self.lock().core.handle_relay_closed(relay);
+    }
+
+    /// A peer's datagram, received at `buf[HEADER..HEADER + n]`, on its way to the client.
+    fn relay_to_client(&self, buf: &mut [u8], n: usize, relay: SocketAddr, peer: SocketAddr) {
+        let mut st = self.lock();
+        let now = Instant::now().into_std();
+        let payload = &buf[channel_data::HEADER..channel_data::HEADER + n];
+        if let Some(to) = st.core.handle_peer(relay, peer, payload, now) {
+            buf[..channel_data::HEADER].copy_from_slice(&channel_data::header(to.channel, n));
+            let mut len = channel_data::HEADER + n;
+            if to.client.transport.is_stream() {
+                let padded = len.div_ceil(4) * 4;
+                buf[len..padded].fill(0);
+                len = padded;
+            }
+            self.send_to_client(&st, to.client, &buf[..len]);
+        }
+        self.drain(&mut st);
     }
 
     async fn timer_loop(self) {
@@ -312,8 +325,15 @@ impl Turn {
         batch::set_buffers(std_socket.as_raw_fd(), 1 << 20);
         let socket = Arc::new(UdpSocket::from_std(std_socket)?);
         let local = socket.local_addr()?;
-        let task = tokio::spawn(self.clone().relay_loop(socket.clone(), local)).abort_handle();
-        st.relays.insert(local, Relay { socket, task });
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(self.clone().relay_loop(socket.clone(), local, stopped));
+        st.relays.insert(
+            local,
+            Relay {
+                socket,
+                _stop: stop,
+            },
+        );
         Ok(local)
     }
 }

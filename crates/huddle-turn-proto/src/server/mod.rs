@@ -133,7 +133,8 @@ pub enum Output {
     ToClient { client: FiveTuple, data: Vec<u8> },
     /// Bind a UDP relay socket at `addr`, then report with [`Server::handle_relay_bound`].
     BindRelay { client: FiveTuple, addr: SocketAddr },
-    /// Close the relay socket at `relay`: its allocation is gone.
+    /// Close the relay socket at `relay`: its allocation is gone. Report the socket closed with
+    /// [`Server::handle_relay_closed`]; until then its port is not handed out again.
     FreeRelay { relay: SocketAddr },
 }
 
@@ -435,6 +436,11 @@ impl<R: RngCore> Server<R> {
         }
     }
 
+    /// The relay socket at `relay` is closed: its port may serve a new allocation.
+    pub fn handle_relay_closed(&mut self, relay: SocketAddr) {
+        self.ports_in_use.remove(&(relay.is_ipv6(), relay.port()));
+    }
+
     /// A TCP/TLS client connection closed: its allocation goes with it (RFC 8656 §3.1).
     pub fn handle_client_closed(&mut self, client: FiveTuple) {
         if let Some(pending) = self.pending.remove(&client) {
@@ -634,8 +640,6 @@ impl<R: RngCore> Server<R> {
         };
         self.by_relay.remove(&alloc.relay);
         self.by_advertised.remove(&alloc.advertised);
-        self.ports_in_use
-            .remove(&(alloc.relay.is_ipv6(), alloc.relay.port()));
         if let Some(n) = self.per_user.get_mut(&alloc.username) {
             *n -= 1;
             if *n == 0 {

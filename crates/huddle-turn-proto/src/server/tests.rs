@@ -83,6 +83,8 @@ struct Lab {
     /// Ports the fake I/O refuses to bind.
     taken_ports: Vec<u16>,
     freed: Vec<SocketAddr>,
+    /// Whether the fake I/O reports freed relay sockets closed at once.
+    report_closes: bool,
 }
 
 struct Client {
@@ -150,6 +152,7 @@ impl Lab {
             now,
             taken_ports: Vec::new(),
             freed: Vec::new(),
+            report_closes: true,
         }
     }
 
@@ -179,7 +182,12 @@ impl Lab {
                     };
                     self.server.handle_relay_bound(client, result, self.now);
                 }
-                Output::FreeRelay { relay } => self.freed.push(relay),
+                Output::FreeRelay { relay } => {
+                    self.freed.push(relay);
+                    if self.report_closes {
+                        self.server.handle_relay_closed(relay);
+                    }
+                }
             }
         }
         replies
@@ -247,6 +255,9 @@ impl Lab {
         while let Some(out) = self.server.poll_output() {
             if let Output::FreeRelay { relay } = out {
                 self.freed.push(relay);
+                if self.report_closes {
+                    self.server.handle_relay_closed(relay);
+                }
             }
         }
     }
@@ -947,6 +958,29 @@ fn unclaimed_reservations_expire() {
     let mut b = Client::new(udp("203.0.113.9:2"), "user1", "pass1");
     assert_eq!(lab.allocate(&mut b).error(), Some(508), "50001 is held");
     lab.advance(Duration::from_secs(31));
+    assert_eq!(
+        lab.send(&mut b, Method::ALLOCATE, transport_udp).class(),
+        Class::Success
+    );
+}
+
+#[test]
+fn a_freed_port_waits_for_its_socket_to_close() {
+    let mut cfg = config();
+    cfg.relay_ports = 50000..=50000;
+    let mut lab = Lab::with(cfg);
+    lab.report_closes = false;
+    let mut a = Client::new(udp("203.0.113.9:1"), "user1", "pass1");
+    lab.allocate(&mut a);
+    lab.send(&mut a, Method::REFRESH, |w| {
+        w.u32(AttrType::LIFETIME, 0);
+    });
+    let relay = lab.freed[0];
+    // The only port is not handed out while its old socket may still be open...
+    let mut b = Client::new(udp("203.0.113.9:2"), "user1", "pass1");
+    assert_eq!(lab.allocate(&mut b).error(), Some(508));
+    // ...and is once the I/O says it closed.
+    lab.server.handle_relay_closed(relay);
     assert_eq!(
         lab.send(&mut b, Method::ALLOCATE, transport_udp).class(),
         Class::Success
