@@ -538,6 +538,9 @@ fn measure(server: &Server, args: &Args) -> anyhow::Result<Sample> {
                         // 500 ms) with 437 instead of the cached success, and frees relay ports
                         // lazily (508 when they run out): failed attempts, counted.
                         Err(e) if ["437", "508"].iter().any(|c| e.to_string().contains(c)) => {
+                            if std::env::var_os("BENCH_DEBUG").is_some() {
+                                eprintln!("{e}");
+                            }
                             failed.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }

@@ -167,7 +167,12 @@ impl Turn {
             // Drain the socket a batch at a time until it would block.
             loop {
                 match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
-                    Ok(n) => self.handle_client_batch(local, &batch, n),
+                    Ok(n) => {
+                        self.handle_client_batch(local, &batch, n);
+                        // A socket that never runs dry must not starve the other tasks (relay
+                        // sockets, the timer, closing relays that give their ports back).
+                        tokio::task::consume_budget().await;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
                         // ICMP errors for earlier sends surface here on some systems; not fatal.
