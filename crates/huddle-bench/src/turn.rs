@@ -4,7 +4,7 @@
 //!
 //! - allocations/s: clients doing the whole 401 → authenticated Allocate → Refresh(0) cycle;
 //! - throughput: ChannelData from N allocations to one peer socket at fixed offered rates
-//!   (batched `sendmmsg`), relayed packets counted at the peer; loss and packets per server
+//!   (batched `sendmmsg`, Huddle's own batch helper), relayed packets counted at the peer; loss and packets per server
 //!   CPU-second;
 //! - added latency: one allocation at 1,000 packets/s, client → TURN → peer minus client → peer;
 //! - RSS per idle allocation.
@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use huddle_server::udp_batch;
 use huddle_turn_proto::auth::long_term_key;
 use huddle_turn_proto::channel_data;
 use huddle_turn_proto::stun::{
@@ -283,58 +284,6 @@ impl Client {
     }
 }
 
-/// Sends `packets` (each a full datagram) from `sock` to `to` in one `sendmmsg` call per 64.
-fn send_batch(sock: &UdpSocket, to: SocketAddr, packets: &[&[u8]]) -> usize {
-    let SocketAddr::V4(v4) = to else { return 0 };
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(v4.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    let mut sent = 0;
-    for chunk in packets.chunks(64) {
-        let mut iovs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|p| libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            })
-            .collect();
-        let mut msgs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: an all-zero msghdr is a valid empty header; the fields set below point
-                // at `addr` and `iov`, which outlive the sendmmsg call.
-                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-                hdr.msg_name = &addr as *const _ as *mut libc::c_void;
-                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                hdr.msg_iov = iov;
-                hdr.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: hdr,
-                    msg_len: 0,
-                }
-            })
-            .collect();
-        // SAFETY: `msgs` holds `msgs.len()` initialised headers whose buffers live until return.
-        let n = unsafe {
-            libc::sendmmsg(
-                sock.as_raw_fd(),
-                msgs.as_mut_ptr(),
-                msgs.len() as libc::c_uint,
-                0,
-            )
-        };
-        if n > 0 {
-            sent += n as usize;
-        }
-    }
-    sent
-}
-
 /// A peer socket that counts what arrives, and records one-way latency from timestamps.
 struct Sink {
     addr: SocketAddr,
@@ -386,19 +335,7 @@ impl Sink {
 }
 
 fn set_buffers(sock: &UdpSocket) {
-    let size: libc::c_int = 8 << 20;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live c_int.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &size as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-    }
+    udp_batch::set_buffers(sock.as_raw_fd(), 8 << 20);
 }
 
 #[derive(Default, Clone)]
@@ -681,7 +618,9 @@ fn offer(
             let c = &clients[next_client % clients.len()];
             next_client += 1;
             let packets: Vec<&[u8]> = (0..per).map(|_| frame).collect();
-            sent += send_batch(&c.sock, server, &packets) as u64;
+            let datagrams: Vec<(&[u8], SocketAddr)> =
+                packets.iter().map(|p| (*p, server)).collect();
+            sent += udp_batch::send(c.sock.as_raw_fd(), &datagrams) as u64;
             remaining -= per;
         }
         if let Some(wait) =

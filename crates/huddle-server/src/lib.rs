@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use config::{Config, ServeTurn, TlsSource};
 pub use tls::{Identity, TlsError};
+pub use turn::batch as udp_batch;
 pub use turn::{Turn, TurnAddrs, TurnConfig};
 
 use tokio::net::TcpListener;

@@ -18,6 +18,12 @@ pub struct RecvBatch {
     lens: Vec<usize>,
 }
 
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl RecvBatch {
     pub fn new() -> Self {
         // SAFETY: sockaddr_storage is plain data; all-zero is a valid (empty) value.
@@ -45,17 +51,8 @@ impl RecvBatch {
             .iter_mut()
             .zip(self.addrs.iter_mut())
             .map(|(iov, addr)| {
-                // SAFETY: all-zero is a valid empty msghdr; the pointers set below stay valid
-                // for the duration of the recvmmsg call.
-                let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-                hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-                hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdr.msg_iov = iov;
-                hdr.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: hdr,
-                    msg_len: 0,
-                }
+                let len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                mmsghdr(iov, addr, len)
             })
             .collect();
         // SAFETY: `hdrs` holds BATCH initialised headers pointing into buffers owned by `self`.
@@ -101,18 +98,7 @@ pub fn send(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) -> usize {
         let mut hdrs: Vec<libc::mmsghdr> = iovs
             .iter_mut()
             .zip(addrs.iter_mut())
-            .map(|(iov, (addr, len))| {
-                // SAFETY: as in `RecvBatch::recv`; the pointed-to data outlives the call.
-                let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
-                hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-                hdr.msg_namelen = *len;
-                hdr.msg_iov = iov;
-                hdr.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: hdr,
-                    msg_len: 0,
-                }
-            })
+            .map(|(iov, (addr, len))| mmsghdr(iov, addr, *len))
             .collect();
         // SAFETY: `hdrs` holds `chunk.len()` initialised headers whose buffers outlive the call.
         let n = unsafe {
@@ -132,6 +118,25 @@ pub fn send(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) -> usize {
         }
     }
     sent
+}
+
+/// One message header of a batch: one buffer, one address. The pointers must stay valid until
+/// the system call that uses the header returns.
+fn mmsghdr(
+    iov: &mut libc::iovec,
+    addr: &mut libc::sockaddr_storage,
+    addr_len: libc::socklen_t,
+) -> libc::mmsghdr {
+    // SAFETY: all-zero is a valid, empty msghdr; the fields set below make it describe one buffer.
+    let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+    hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+    hdr.msg_namelen = addr_len;
+    hdr.msg_iov = iov;
+    hdr.msg_iovlen = 1;
+    libc::mmsghdr {
+        msg_hdr: hdr,
+        msg_len: 0,
+    }
 }
 
 /// Asks for `bytes` of kernel buffer each way (the kernel caps it at net.core.[rw]mem_max): a

@@ -6,7 +6,7 @@
 //! drops the datagram as UDP would). Stream clients get a bounded queue each; a client whose
 //! queue is full loses that frame rather than making the server buffer for it.
 
-mod batch;
+pub mod batch;
 mod prefixed;
 mod stream;
 
