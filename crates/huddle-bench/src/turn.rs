@@ -90,8 +90,10 @@ impl Server {
                     REALM,
                     "--allow-loopback-peers",
                 ]);
-                cmd.args(["--relay-ports", "10000-30999", "--no-tls"])
-                    .env("RUST_LOG", "warn");
+                cmd.args(["--relay-ports", "10000-30999", "--no-tls"]).env(
+                    "RUST_LOG",
+                    std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                );
             }
             Kind::Coturn => {
                 let conf = dir.join("turnserver.conf");
@@ -108,9 +110,19 @@ impl Server {
                 cmd.arg(&args.coturn).arg("-c").arg(&conf);
             }
         }
+        // BENCH_DEBUG=1 shows the servers' own logs (BENCH_RUST_LOG sets Huddle's filter).
+        let debug = std::env::var_os("BENCH_DEBUG").is_some();
         let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(if debug {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if debug {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .context("start TURN server")?;
         let pid = child.id();
@@ -277,9 +289,16 @@ impl Client {
     }
 
     fn free(&mut self) -> anyhow::Result<()> {
-        self.request(Method::REFRESH, |w| {
+        let resp = self.request(Method::REFRESH, |w| {
             w.u32(AttrType::LIFETIME, 0);
         })?;
+        let msg = Message::parse(&resp)?;
+        if msg.class() != Class::Success && std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!(
+                "refresh refused: {:?}",
+                msg.get(AttrType::ERROR_CODE).and_then(ErrorCode::decode)
+            );
+        }
         Ok(())
     }
 }

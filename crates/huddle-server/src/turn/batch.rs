@@ -120,6 +120,30 @@ pub fn send(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) -> usize {
     sent
 }
 
+/// Closes the socket behind `fd` now, releasing its port, while `fd` itself stays open — pointing
+/// at a fresh, unbound UDP socket — for whoever still holds it (a task that will drop it soon).
+/// `dup2` replaces the descriptor's socket in one step; epoll forgets the old one by itself.
+pub fn close_in_place(fd: RawFd, v6: bool) -> io::Result<()> {
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain system calls on descriptors we own; `placeholder` is closed on every path.
+    unsafe {
+        let placeholder = libc::socket(
+            family,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        );
+        if placeholder < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let result = libc::dup2(placeholder, fd);
+        libc::close(placeholder);
+        if result < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// One message header of a batch: one buffer, one address. The pointers must stay valid until
 /// the system call that uses the header returns.
 fn mmsghdr(
@@ -252,5 +276,20 @@ mod tests {
             }
             assert_eq!(got, payloads);
         }
+    }
+
+    #[test]
+    fn close_in_place_releases_the_port() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = a.local_addr().unwrap();
+        assert!(std::net::UdpSocket::bind(addr).is_err());
+        close_in_place(a.as_raw_fd(), false).unwrap();
+        let b = std::net::UdpSocket::bind(addr).expect("the port is free again");
+        drop(a); // closes the placeholder, not `b`
+        b.send_to(b"x", addr).unwrap();
+        let mut buf = [0u8; 4];
+        b.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(b.recv(&mut buf).unwrap(), 1);
     }
 }

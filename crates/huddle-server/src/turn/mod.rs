@@ -63,7 +63,7 @@ struct State {
 
 struct Relay {
     socket: Arc<UdpSocket>,
-    /// Dropping it stops the relay's task, which then closes the socket and reports the port free.
+    /// Dropping it stops the relay's task (the socket itself is closed in place when freed).
     _stop: oneshot::Sender<()>,
 }
 
@@ -170,8 +170,9 @@ impl Turn {
                     Ok(n) => {
                         self.handle_client_batch(local, &batch, n);
                         // A socket that never runs dry must not starve the other tasks (relay
-                        // sockets, the timer, closing relays that give their ports back).
-                        tokio::task::consume_budget().await;
+                        // sockets, the timer, relay tasks that must exit to free their
+                        // descriptors): after each batch, let them run.
+                        tokio::task::yield_now().await;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => {
@@ -227,8 +228,7 @@ impl Turn {
         self.drain(&mut st);
     }
 
-    /// Receives from one relay socket until the allocation is freed (`stop` fires), then closes
-    /// the socket and tells the core its port is free again.
+    /// Receives from one relay socket until the allocation is freed (`stop` fires).
     async fn relay_loop(
         self,
         socket: Arc<UdpSocket>,
@@ -252,8 +252,9 @@ impl Turn {
                 self.relay_to_client(&mut buf, n, relay, peer);
             }
         }
+        // Normally the socket was already closed in place when the allocation went (and this
+        // closes the placeholder); at shutdown this is the close.
         drop(socket);
-        self.lock().core.handle_relay_closed(relay);
     }
 
     /// A peer's datagram, received at `buf[HEADER..HEADER + n]`, on its way to the client.
@@ -318,7 +319,16 @@ impl Turn {
                     );
                 }
                 Output::FreeRelay { relay } => {
-                    st.relays.remove(&relay);
+                    if let Some(r) = st.relays.remove(&relay) {
+                        // The relay task may still hold the socket for a moment; close it under
+                        // the task's feet so the port is free for the next allocation at once.
+                        match batch::close_in_place(r.socket.as_raw_fd(), relay.is_ipv6()) {
+                            Ok(()) => st.core.handle_relay_closed(relay),
+                            Err(e) => {
+                                tracing::warn!(%relay, error = %e, "cannot close relay socket early")
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -986,3 +986,24 @@ fn a_freed_port_waits_for_its_socket_to_close() {
         Class::Success
     );
 }
+
+#[test]
+fn churn_never_leaks_ports() {
+    let mut cfg = config();
+    cfg.relay_ports = 50000..=50009;
+    let mut lab = Lab::with(cfg);
+    for i in 0..2000u32 {
+        let mut c = Client::new(
+            udp(&format!("203.0.113.{}:{}", i % 200, 1000 + i)),
+            "user1",
+            "pass1",
+        );
+        let ok = lab.allocate(&mut c);
+        assert_eq!(ok.error(), None, "cycle {i}");
+        let gone = lab.send(&mut c, Method::REFRESH, |w| {
+            w.u32(AttrType::LIFETIME, 0);
+        });
+        assert_eq!(gone.lifetime(), Some(0));
+    }
+    assert_eq!(lab.server.allocation_count(), 0);
+}
