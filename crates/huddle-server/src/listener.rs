@@ -39,16 +39,7 @@ impl HttpListener {
         let acceptor = tls.map(TlsAcceptor::from);
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+                let (stream, peer) = accept(&tcp).await;
                 let tx = tx.clone();
                 let acceptor = acceptor.clone();
                 let turn = turn.clone();
@@ -82,6 +73,23 @@ impl HttpListener {
             }
         });
         Ok(Self { ready, local })
+    }
+}
+
+/// The next connection, with Nagle off (signaling and TURN frames are small and latency-bound).
+/// Accept errors (EMFILE and friends) are logged and waited out instead of spun on.
+pub(crate) async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

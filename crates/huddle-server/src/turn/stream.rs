@@ -38,15 +38,7 @@ impl Turn {
             return;
         };
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "turn accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
+            let (tcp, peer) = crate::listener::accept(&listener).await;
             let five = FiveTuple {
                 transport,
                 client: peer,
