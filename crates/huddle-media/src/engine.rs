@@ -1,0 +1,596 @@
+//! Every media session of a server behind one UDP port: demultiplexing, str0m's run loop
+//! (mutate → drain to `Timeout`), echo, relay and the hand-off of frames to transcoders.
+//!
+//! Sans-IO: datagrams and time come in through `handle_*`, datagrams and jobs go out through
+//! [`Engine::poll_output`], and [`Engine::poll_timeout`] says when to call back.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::BweKind;
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelData;
+use str0m::config::DtlsCert;
+use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput};
+
+use crate::relay::{Relay, RoomTaken};
+use crate::session::{CloseReason, Session, SessionId, SessionKind};
+
+/// Where the server's media socket(s) are, and how the outside sees them.
+#[derive(Clone, Debug)]
+pub struct LocalAddr {
+    /// The address a socket is bound to; packets arrive with this destination.
+    pub local: SocketAddr,
+    /// The address browsers must send to when the host is behind a 1:1 NAT (`--public-ip`).
+    pub public: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub addrs: Vec<LocalAddr>,
+    /// Sessions whose ICE has not connected by then are closed.
+    pub connect_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+impl EngineConfig {
+    pub fn new(addrs: Vec<LocalAddr>) -> Self {
+        EngineConfig {
+            addrs,
+            connect_timeout: Duration::from_secs(20),
+            max_sessions: 1000,
+        }
+    }
+}
+
+/// Why an offer was not accepted. Each says what to fix; the HTTP layer maps them to 4xx/5xx.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfferError {
+    #[error("the SDP offer does not parse: {0}")]
+    BadSdp(String),
+    #[error("the offer has no video track; send a camera track (m=video)")]
+    NoVideo,
+    #[error("the offer has neither audio nor video")]
+    NoMedia,
+    #[error(
+        "no video codec in common: transformed video is H.264 (constrained baseline), and the offer has none"
+    )]
+    NoH264,
+    #[error("no codec in common for any of the offered media")]
+    NoCommonCodec,
+    #[error("the offer was refused: {0}")]
+    Refused(String),
+    #[error("the server has {0} media sessions, its limit; try again later")]
+    Full(usize),
+    #[error("room {0:?} already has a publisher")]
+    RoomTaken(String),
+}
+
+/// A transformed session's encoded video frame, to decode → transform → encode off the loop.
+#[derive(Debug, Clone)]
+pub struct TranscodeJob {
+    pub session: SessionId,
+    /// One H.264 access unit (Annex B) as the browser sent it.
+    pub access_unit: Arc<[u8]>,
+    /// RTP media time: give it back with the encoded frame.
+    pub media_time: MediaTime,
+    /// Time since the stream's first frame (for time-dependent transforms).
+    pub elapsed: Duration,
+    pub arrival: Instant,
+}
+
+#[derive(Debug)]
+pub enum Output {
+    /// A datagram to send from `source` (one of the configured local addresses).
+    Transmit(Transmit),
+    Transcode(TranscodeJob),
+    /// The browser asked for a keyframe of the transformed stream: tell its encoder.
+    EncoderKeyframe(SessionId),
+    /// The receiver's bandwidth estimate for the transformed stream: the encoder follows it.
+    EncoderBitrate {
+        session: SessionId,
+        bps: u64,
+    },
+    /// The session ended and its state is gone; free what the I/O layer holds for it.
+    Closed {
+        session: SessionId,
+        reason: CloseReason,
+    },
+}
+
+/// A datagram nobody could take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiveError {
+    #[error("not STUN, DTLS, RTP or RTCP")]
+    Unparsable,
+    #[error("no session for this datagram")]
+    NoSession,
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    cert: DtlsCert,
+    sessions: HashMap<SessionId, Session>,
+    /// Remote address → session, learnt from accepted datagrams; a miss falls back to asking
+    /// every session (`Rtc::accepts`, which knows the ICE credentials).
+    by_source: HashMap<SocketAddr, SessionId>,
+    relay: Relay,
+    next_id: u64,
+    out: VecDeque<Output>,
+}
+
+impl Engine {
+    /// `cert` is the DTLS certificate every session presents (generated once: key generation per
+    /// session would cost each `POST /offer` a few milliseconds).
+    pub fn new(config: EngineConfig, cert: DtlsCert) -> Self {
+        Engine {
+            config,
+            cert,
+            sessions: HashMap::new(),
+            by_source: HashMap::new(),
+            relay: Relay::default(),
+            next_id: 1,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// A fresh DTLS certificate from str0m's crypto provider (aws-lc-rs).
+    pub fn generate_cert() -> DtlsCert {
+        str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            // Key generation only fails if the crypto library itself is broken.
+            .expect("aws-lc-rs generates a DTLS certificate")
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn kind(&self, session: SessionId) -> Option<&SessionKind> {
+        self.sessions.get(&session).map(|s| &s.kind)
+    }
+
+    /// Accepts a browser's offer for a new session and returns the answer, which carries the
+    /// server's candidates (no trickle needed).
+    pub fn accept(
+        &mut self,
+        kind: SessionKind,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(SessionId, String), OfferError> {
+        if self.sessions.len() >= self.config.max_sessions {
+            return Err(OfferError::Full(self.sessions.len()));
+        }
+        let parsed =
+            SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(e.to_string()))?;
+        let has = |m: &str| offer.lines().any(|l| l.starts_with(m));
+        let (video, audio) = (has("m=video "), has("m=audio "));
+        match &kind {
+            SessionKind::Echo(_) if !video => return Err(OfferError::NoVideo),
+            _ if !video && !audio => return Err(OfferError::NoMedia),
+            SessionKind::Publish { room } if self.relay.is_published(room) => {
+                return Err(OfferError::RoomTaken(room.clone()));
+            }
+            _ => {}
+        }
+
+        let mut rtc = kind
+            .rtc_config()
+            .set_dtls_cert(self.cert.clone())
+            .build(now);
+        for a in &self.config.addrs {
+            let candidate = match a.public {
+                Some(public) => Candidate::server_reflexive(public, a.local, Protocol::Udp),
+                None => Candidate::host(a.local, Protocol::Udp),
+            };
+            match candidate {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(addr = %a.local, error = %e, "unusable media candidate"),
+            }
+            if a.public.is_some() {
+                // The host candidate is what str0m matches arriving datagrams against.
+                if let Ok(c) = Candidate::host(a.local, Protocol::Udp) {
+                    rtc.add_local_candidate(c);
+                }
+            }
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(parsed)
+            .map_err(|e| OfferError::Refused(e.to_string()))?
+            .to_sdp_string();
+        check_answer(&kind, &answer)?;
+
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        match &kind {
+            SessionKind::Publish { room } => self
+                .relay
+                .publish(room, id)
+                .map_err(|RoomTaken| OfferError::RoomTaken(room.clone()))?,
+            SessionKind::Watch { room } => self.relay.watch(room, id),
+            SessionKind::Echo(_) => {}
+        }
+        tracing::debug!(session = %id, ?kind, "media session created");
+        self.sessions.insert(id, Session::new(rtc, kind, now));
+        self.drive(id, now);
+        Ok((id, answer))
+    }
+
+    /// A datagram arrived at `destination` (one of the configured local addresses).
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), ReceiveError> {
+        let receive = Receive::new(Protocol::Udp, source, destination, datagram)
+            .map_err(|_| ReceiveError::Unparsable)?;
+        let input = Input::Receive(now, receive);
+        let known = self
+            .by_source
+            .get(&source)
+            .copied()
+            .filter(|id| self.sessions.get(id).is_some_and(|s| s.rtc.accepts(&input)));
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let id = self
+                    .sessions
+                    .iter()
+                    .find(|(_, s)| s.rtc.accepts(&input))
+                    .map(|(id, _)| *id)
+                    .ok_or(ReceiveError::NoSession)?;
+                self.by_source.insert(source, id);
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.sources.push(source);
+                }
+                id
+            }
+        };
+        let session = self.sessions.get_mut(&id).ok_or(ReceiveError::NoSession)?;
+        if let Err(e) = session.rtc.handle_input(input) {
+            tracing::debug!(session = %id, error = %e, "datagram refused");
+        }
+        self.drive(id, now);
+        Ok(())
+    }
+
+    /// Time has reached `now`: run every session whose deadline passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(session = %id, error = %e, "timeout handling failed");
+                }
+                self.drive(id, now);
+            }
+        }
+        let stale: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.connected && now >= s.created + self.config.connect_timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.close_with(id, CloseReason::NeverConnected);
+        }
+    }
+
+    /// The transcoder's output for `session`: send it as the session's video.
+    pub fn handle_encoded(
+        &mut self,
+        session: SessionId,
+        media_time: MediaTime,
+        frame: Vec<u8>,
+        now: Instant,
+    ) {
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let Some(mid) = s.video else { return };
+        let Some(writer) = s.rtc.writer(mid) else {
+            return;
+        };
+        let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else {
+            return;
+        };
+        if let Err(e) = writer.write(pt, now, media_time, frame) {
+            tracing::debug!(session = %session, error = %e, "encoded frame not written");
+        }
+        self.drive(session, now);
+    }
+
+    /// Asks the browser of `session` for a keyframe of its video (the transcoder lost its place).
+    pub fn request_keyframe(&mut self, session: SessionId, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            request_keyframe_from(s, now);
+            self.drive(session, now);
+        }
+    }
+
+    /// Ends a session now (WHIP/WHEP `DELETE`, shutdown). Unknown ids are ignored.
+    pub fn close(&mut self, session: SessionId) {
+        self.close_with(session, CloseReason::Closed);
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .map(|s| {
+                if s.connected {
+                    s.timeout
+                } else {
+                    s.timeout.min(s.created + self.config.connect_timeout)
+                }
+            })
+            .min()
+    }
+
+    /// Drains `id` to its next timeout, then acts on what it reported; acting may mutate this
+    /// and other sessions, which are drained in turn (a worklist, so no recursion).
+    fn drive(&mut self, id: SessionId, now: Instant) {
+        let mut work = VecDeque::from([id]);
+        while let Some(id) = work.pop_front() {
+            let events = self.drain(id);
+            for event in events {
+                self.on_event(id, event, now, &mut work);
+            }
+            if let Some(s) = self.sessions.get(&id)
+                && !s.rtc.is_alive()
+            {
+                self.close_with(id, CloseReason::Disconnected);
+            }
+        }
+    }
+
+    fn drain(&mut self, id: SessionId) -> Vec<Event> {
+        let mut events = Vec::new();
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return events;
+        };
+        loop {
+            match s.rtc.poll_output() {
+                Ok(RtcOutput::Timeout(t)) => {
+                    s.timeout = t;
+                    break;
+                }
+                Ok(RtcOutput::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                Ok(RtcOutput::Event(e)) => events.push(e),
+                Err(e) => {
+                    tracing::debug!(session = %id, error = %e, "peer connection failed");
+                    self.close_with(id, CloseReason::Failed);
+                    break;
+                }
+            }
+        }
+        events
+    }
+
+    fn on_event(
+        &mut self,
+        id: SessionId,
+        event: Event,
+        now: Instant,
+        work: &mut VecDeque<SessionId>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match event {
+            Event::Connected => {
+                s.connected = true;
+                tracing::debug!(session = %id, "media session connected");
+                if let SessionKind::Watch { room } = &s.kind {
+                    let room = room.clone();
+                    self.ask_publisher_for_keyframe(&room, now, work);
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                let reason = if s.connected {
+                    CloseReason::Disconnected
+                } else {
+                    CloseReason::NeverConnected
+                };
+                self.close_with(id, reason);
+            }
+            Event::Closed => self.close_with(id, CloseReason::RemoteClosed),
+            Event::MediaAdded(m) => match m.kind {
+                MediaKind::Audio => s.audio = Some(m.mid),
+                MediaKind::Video => s.video = Some(m.mid),
+            },
+            Event::MediaData(data) => self.on_media(id, data, work),
+            Event::KeyframeRequest(req) => match s.kind.clone() {
+                SessionKind::Echo(t) if t.decodes() => {
+                    self.out.push_back(Output::EncoderKeyframe(id))
+                }
+                SessionKind::Echo(_) => {
+                    request_keyframe_from(s, now);
+                    work.push_back(id);
+                }
+                SessionKind::Watch { room } => self.ask_publisher_for_keyframe(&room, now, work),
+                SessionKind::Publish { .. } => {
+                    tracing::debug!(session = %id, ?req, "keyframe request from a publisher ignored")
+                }
+            },
+            Event::ChannelData(d) if answer_ping(s, &d) => {
+                work.push_back(id);
+            }
+            Event::EgressBitrateEstimate(
+                BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+            ) => {
+                if matches!(s.kind, SessionKind::Echo(t) if t.decodes()) {
+                    self.out.push_back(Output::EncoderBitrate {
+                        session: id,
+                        bps: estimate.as_u64(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_media(&mut self, id: SessionId, data: MediaData, work: &mut VecDeque<SessionId>) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let kind = if Some(data.mid) == s.video {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        };
+        match s.kind.clone() {
+            SessionKind::Echo(t) if t.decodes() && kind == MediaKind::Video => {
+                let elapsed = s.video_elapsed(data.time);
+                self.out.push_back(Output::Transcode(TranscodeJob {
+                    session: id,
+                    access_unit: data.data,
+                    media_time: data.time,
+                    elapsed,
+                    arrival: data.network_time,
+                }));
+            }
+            SessionKind::Echo(_) => {
+                write_media(s, data.mid, &data);
+                work.push_back(id);
+            }
+            SessionKind::Publish { room } => {
+                let viewers = self.relay.viewers(&room).to_vec();
+                for v in viewers {
+                    if let Some(viewer) = self.sessions.get_mut(&v)
+                        && let Some(mid) = viewer.mid(kind)
+                    {
+                        write_media(viewer, mid, &data);
+                        work.push_back(v);
+                    }
+                }
+            }
+            SessionKind::Watch { .. } => {}
+        }
+    }
+
+    fn ask_publisher_for_keyframe(
+        &mut self,
+        room: &str,
+        now: Instant,
+        work: &mut VecDeque<SessionId>,
+    ) {
+        let Some(p) = self.relay.publisher(room) else {
+            return;
+        };
+        if let Some(publisher) = self.sessions.get_mut(&p) {
+            request_keyframe_from(publisher, now);
+            work.push_back(p);
+        }
+    }
+
+    fn close_with(&mut self, id: SessionId, reason: CloseReason) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        // A graceful close tells the browser at once (RTCP BYE, DTLS close_notify).
+        if s.rtc.is_alive() && s.rtc.close().is_ok() {
+            while let Ok(o) = s.rtc.poll_output() {
+                match o {
+                    RtcOutput::Transmit(t) => self.out.push_back(Output::Transmit(t)),
+                    RtcOutput::Event(_) => {}
+                    RtcOutput::Timeout(_) => break,
+                }
+                if !s.rtc.is_alive() {
+                    break;
+                }
+            }
+        }
+        for source in &s.sources {
+            if self.by_source.get(source) == Some(&id) {
+                self.by_source.remove(source);
+            }
+        }
+        if let Some(room) = s.kind.room() {
+            self.relay.leave(room, id);
+        }
+        tracing::debug!(session = %id, ?reason, "media session closed");
+        self.out.push_back(Output::Closed {
+            session: id,
+            reason,
+        });
+    }
+}
+
+/// Writes a received frame into `session`'s `mid`, with the payload type matching the frame's
+/// codec; frames in a codec the session did not negotiate are dropped.
+fn write_media(session: &mut Session, mid: str0m::media::Mid, data: &MediaData) {
+    let Some(writer) = session.rtc.writer(mid) else {
+        return;
+    };
+    let Some(pt) = writer.match_params(data.params) else {
+        return;
+    };
+    if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+        tracing::debug!(error = %e, "frame not forwarded");
+    }
+}
+
+fn request_keyframe_from(session: &mut Session, now: Instant) {
+    let Some(mid) = session.video else { return };
+    if !session.may_request_keyframe(now) {
+        return;
+    }
+    if let Some(mut writer) = session.rtc.writer(mid)
+        && writer.is_request_keyframe_possible(KeyframeRequestKind::Pli)
+    {
+        let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+    }
+}
+
+/// aiortc's data channel contract: `ping X` is answered `pong X`. Returns whether it wrote.
+fn answer_ping(session: &mut Session, d: &ChannelData) -> bool {
+    if d.binary || !d.data.starts_with(b"ping") {
+        return false;
+    }
+    let mut pong = b"pong".to_vec();
+    pong.extend_from_slice(&d.data[4..]);
+    session
+        .rtc
+        .channel(d.id)
+        .is_some_and(|mut c| c.write(false, &pong).is_ok())
+}
+
+/// Refuses answers in which str0m had to reject the media the session needs.
+fn check_answer(kind: &SessionKind, answer: &str) -> Result<(), OfferError> {
+    // A rejected m-line has port 0 in the answer.
+    let accepted = |m: &str| {
+        answer
+            .lines()
+            .any(|l| l.starts_with(m) && !l.starts_with(&format!("{m}0 ")))
+    };
+    let (video, audio) = (accepted("m=video "), accepted("m=audio "));
+    match kind {
+        SessionKind::Echo(t) if t.decodes() && !video => Err(OfferError::NoH264),
+        SessionKind::Echo(_) if !video => Err(OfferError::NoCommonCodec),
+        _ if !video && !audio => Err(OfferError::NoCommonCodec),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

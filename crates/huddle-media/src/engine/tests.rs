@@ -1,0 +1,657 @@
+//! The engine against real str0m peers playing the browser, in simulated time: datagrams are
+//! handed across directly, and time jumps to the next deadline instead of sleeping.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::SdpAnswer;
+use str0m::channel::ChannelId;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
+
+use super::*;
+use crate::transform::Transform;
+
+const SERVER: &str = "10.0.0.1:7000";
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn engine() -> Engine {
+    let addrs = vec![LocalAddr {
+        local: SERVER.parse().unwrap(),
+        public: None,
+    }];
+    Engine::new(EngineConfig::new(addrs), Engine::generate_cert())
+}
+
+/// A str0m peer standing in for a browser.
+struct Browser {
+    rtc: Rtc,
+    addr: SocketAddr,
+    timeout: Instant,
+    video: Option<Mid>,
+    audio: Option<Mid>,
+    channel: Option<ChannelId>,
+    received: Vec<(MediaKind, Vec<u8>)>,
+    messages: Vec<String>,
+    connected: bool,
+    closed: bool,
+}
+
+impl Browser {
+    /// Offers what `kinds` says in direction `dir`, plus a data channel when `channel`.
+    fn offer(
+        addr: &str,
+        kinds: &[MediaKind],
+        dir: Direction,
+        channel: bool,
+        h264_only: bool,
+        now: Instant,
+    ) -> (Browser, String, str0m::change::SdpPendingOffer) {
+        let mut cfg = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true);
+        if !h264_only {
+            cfg = cfg.enable_vp8(true);
+        }
+        let mut rtc = cfg.build(now);
+        let addr: SocketAddr = addr.parse().unwrap();
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        let (mut video, mut audio) = (None, None);
+        for k in kinds {
+            let mid = Some(change.add_media(*k, dir, None, None, None));
+            match k {
+                MediaKind::Video => video = mid,
+                MediaKind::Audio => audio = mid,
+            }
+        }
+        if channel {
+            change.add_channel("chat".into());
+        }
+        let (offer, pending) = change.apply().unwrap();
+        let b = Browser {
+            rtc,
+            addr,
+            timeout: now,
+            video,
+            audio,
+            channel: None,
+            received: Vec::new(),
+            messages: Vec::new(),
+            connected: false,
+            closed: false,
+        };
+        (b, offer.to_sdp_string(), pending)
+    }
+
+    fn accept(&mut self, pending: str0m::change::SdpPendingOffer, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+        self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    }
+
+    /// Drains to the next timeout, returning datagrams for the server.
+    fn drain(&mut self) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let mut sent = Vec::new();
+        loop {
+            match self.rtc.poll_output().unwrap() {
+                RtcOutput::Timeout(t) => {
+                    self.timeout = t;
+                    return sent;
+                }
+                RtcOutput::Transmit(t) => sent.push((t.source, t.destination, t.contents.to_vec())),
+                RtcOutput::Event(e) => match e {
+                    Event::Connected => self.connected = true,
+                    Event::Closed => self.closed = true,
+                    Event::MediaAdded(m) if m.kind == MediaKind::Video => self.video = Some(m.mid),
+                    Event::MediaAdded(m) => self.audio = Some(m.mid),
+                    Event::ChannelOpen(id, _) => self.channel = Some(id),
+                    Event::ChannelData(d) => self.messages.push(String::from_utf8(d.data).unwrap()),
+                    Event::MediaData(d) => {
+                        let kind = if Some(d.mid) == self.video {
+                            MediaKind::Video
+                        } else {
+                            MediaKind::Audio
+                        };
+                        self.received.push((kind, d.data.to_vec()));
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn write(&mut self, kind: MediaKind, time: MediaTime, data: &[u8], now: Instant) {
+        let mid = if kind == MediaKind::Video {
+            self.video
+        } else {
+            self.audio
+        }
+        .expect("media");
+        let writer = self.rtc.writer(mid).unwrap();
+        let pt = writer
+            .payload_params()
+            .find(|p| p.spec().codec.is_video() == (kind == MediaKind::Video))
+            .unwrap()
+            .pt();
+        writer.write(pt, now, time, data.to_vec()).unwrap();
+    }
+}
+
+/// Runs the engine and browsers for `dur` of simulated time, `transcode` answering jobs.
+struct Net {
+    engine: Engine,
+    browsers: Vec<Browser>,
+    now: Instant,
+    closed: Vec<(SessionId, CloseReason)>,
+    jobs: Vec<TranscodeJob>,
+    keyframes: usize,
+    /// Datagrams from browsers not yet delivered to the engine.
+    pending: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+impl Net {
+    fn step(&mut self, transcode: &mut dyn FnMut(&TranscodeJob) -> Option<Vec<u8>>) {
+        let mut to_server = std::mem::take(&mut self.pending);
+        for b in &mut self.browsers {
+            to_server.extend(b.drain());
+        }
+        for (src, dst, data) in to_server {
+            self.engine.handle_receive(self.now, src, dst, &data).ok();
+        }
+        while let Some(o) = self.engine.poll_output() {
+            match o {
+                Output::Transmit(t) => {
+                    if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination) {
+                        let r = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
+                            .unwrap();
+                        b.rtc.handle_input(Input::Receive(self.now, r)).unwrap();
+                        self.pending.extend(b.drain());
+                    }
+                }
+                Output::Transcode(job) => {
+                    if let Some(frame) = transcode(&job) {
+                        self.engine
+                            .handle_encoded(job.session, job.media_time, frame, self.now);
+                    }
+                    self.jobs.push(job);
+                }
+                Output::EncoderKeyframe(_) => self.keyframes += 1,
+                Output::EncoderBitrate { .. } => {}
+                Output::Closed { session, reason } => self.closed.push((session, reason)),
+            }
+        }
+        // Advance to the next deadline, at most 10 ms (media is written every step).
+        let next = self
+            .browsers
+            .iter()
+            .map(|b| b.timeout)
+            .chain(self.engine.poll_timeout())
+            .min()
+            .unwrap_or(self.now)
+            .clamp(self.now, self.now + Duration::from_millis(10));
+        self.now = next.max(self.now + Duration::from_micros(100));
+        for b in &mut self.browsers {
+            if b.timeout <= self.now {
+                b.rtc.handle_input(Input::Timeout(self.now)).unwrap();
+            }
+        }
+        self.engine.handle_timeout(self.now);
+    }
+
+    fn run_until(&mut self, what: &str, mut done: impl FnMut(&Net) -> bool) {
+        let deadline = self.now + Duration::from_secs(60);
+        while !done(self) {
+            assert!(self.now < deadline, "timed out waiting for {what}");
+            self.step(&mut |_| None);
+        }
+    }
+}
+
+fn connect(
+    kind: SessionKind,
+    kinds: &[MediaKind],
+    dir: Direction,
+    addr: &str,
+    net: &mut Net,
+) -> SessionId {
+    let (mut b, offer, pending) = Browser::offer(addr, kinds, dir, true, false, net.now);
+    let (id, answer) = net.engine.accept(kind, &offer, net.now).unwrap();
+    b.accept(pending, &answer);
+    net.browsers.push(b);
+    let i = net.browsers.len() - 1;
+    // Until the data channel is open too: str0m cannot close an SCTP association mid-handshake.
+    net.run_until("connection", |n| {
+        n.browsers[i].connected && n.browsers[i].channel.is_some()
+    });
+    id
+}
+
+fn net() -> Net {
+    let now = Instant::now();
+    Net {
+        engine: engine(),
+        browsers: Vec::new(),
+        now,
+        closed: Vec::new(),
+        jobs: Vec::new(),
+        keyframes: 0,
+        pending: Vec::new(),
+    }
+}
+
+const AV: [MediaKind; 2] = [MediaKind::Audio, MediaKind::Video];
+
+/// A single-slice H.264 IDR access unit is not needed for `none`: it reflects without looking.
+fn fake_h264(i: u8) -> Vec<u8> {
+    vec![0, 0, 0, 1, 0x65, 0x88, i, 1, 2, 3, 4, 5, 6, 7]
+}
+
+#[test]
+fn echo_none_reflects_video_and_audio_without_decoding() {
+    let mut net = net();
+    connect(
+        SessionKind::Echo(Transform::None),
+        &AV,
+        Direction::SendRecv,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    for i in 0..10u8 {
+        let now = net.now;
+        let t = MediaTime::from_90khz(3000 * u64::from(i));
+        net.browsers[0].write(MediaKind::Video, t, &fake_h264(i), now);
+        net.browsers[0].write(
+            MediaKind::Audio,
+            MediaTime::from_millis(20 * u64::from(i)),
+            &[0xf8, i, 0xfe],
+            now,
+        );
+        net.step(&mut |_| None);
+    }
+    net.run_until("frames back", |n| n.browsers[0].received.len() >= 16);
+    let b = &net.browsers[0];
+    assert!(
+        b.received
+            .iter()
+            .any(|(k, d)| *k == MediaKind::Video && *d == fake_h264(3))
+    );
+    assert!(
+        b.received
+            .iter()
+            .any(|(k, d)| *k == MediaKind::Audio && d[..] == [0xf8, 5, 0xfe])
+    );
+    assert!(
+        net.jobs.is_empty(),
+        "none never hands frames to a transcoder"
+    );
+}
+
+#[test]
+fn echo_with_transform_hands_video_to_the_transcoder_and_sends_its_output() {
+    let mut net = net();
+    let id = connect(
+        SessionKind::Echo(Transform::Edges),
+        &AV,
+        Direction::SendRecv,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    for i in 0..6u8 {
+        let now = net.now;
+        net.browsers[0].write(
+            MediaKind::Video,
+            MediaTime::from_90khz(9000 * u64::from(i)),
+            &fake_h264(i),
+            now,
+        );
+        net.step(&mut |job| Some(vec![0, 0, 0, 1, 0x65, 0x99, job.access_unit[6]]));
+    }
+    net.run_until("transcoded frames", |n| {
+        n.browsers[0]
+            .received
+            .iter()
+            .filter(|(k, _)| *k == MediaKind::Video)
+            .count()
+            >= 5
+    });
+    assert!(net.jobs.iter().all(|j| j.session == id));
+    assert_eq!(net.jobs[0].elapsed, Duration::ZERO);
+    assert_eq!(
+        net.jobs[2].elapsed,
+        Duration::from_millis(200),
+        "time since the first frame"
+    );
+    let back: Vec<&Vec<u8>> = net.browsers[0].received.iter().map(|(_, d)| d).collect();
+    assert!(
+        back.contains(&&vec![0, 0, 0, 1, 0x65, 0x99, 4]),
+        "the transcoder's frame, not the original"
+    );
+}
+
+#[test]
+fn data_channel_ping_gets_pong() {
+    let mut net = net();
+    connect(
+        SessionKind::Echo(Transform::None),
+        &AV,
+        Direction::SendRecv,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    net.run_until("channel open", |n| n.browsers[0].channel.is_some());
+    let id = net.browsers[0].channel.unwrap();
+    net.browsers[0]
+        .rtc
+        .channel(id)
+        .unwrap()
+        .write(false, b"ping 1234.5")
+        .unwrap();
+    net.browsers[0]
+        .rtc
+        .channel(id)
+        .unwrap()
+        .write(false, b"hello")
+        .unwrap();
+    net.run_until("pong", |n| !n.browsers[0].messages.is_empty());
+    assert_eq!(net.browsers[0].messages, ["pong 1234.5"]);
+}
+
+#[test]
+fn whip_publisher_feeds_every_whep_viewer_of_its_room_only() {
+    let mut net = net();
+    let room = |r: &str| r.to_owned();
+    connect(
+        SessionKind::Publish { room: room("a") },
+        &AV,
+        Direction::SendOnly,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    connect(
+        SessionKind::Watch { room: room("a") },
+        &AV,
+        Direction::RecvOnly,
+        "10.0.0.3:5000",
+        &mut net,
+    );
+    connect(
+        SessionKind::Watch { room: room("a") },
+        &AV,
+        Direction::RecvOnly,
+        "10.0.0.4:5000",
+        &mut net,
+    );
+    connect(
+        SessionKind::Watch { room: room("b") },
+        &AV,
+        Direction::RecvOnly,
+        "10.0.0.5:5000",
+        &mut net,
+    );
+    for i in 0..8u8 {
+        let now = net.now;
+        net.browsers[0].write(
+            MediaKind::Video,
+            MediaTime::from_90khz(3000 * u64::from(i)),
+            &fake_h264(i),
+            now,
+        );
+        net.step(&mut |_| None);
+    }
+    let got_last = |b: &Browser| b.received.iter().any(|(_, d)| *d == fake_h264(7));
+    net.run_until("both viewers", |n| {
+        got_last(&n.browsers[1]) && got_last(&n.browsers[2])
+    });
+    assert!(
+        net.browsers[3].received.is_empty(),
+        "room b sees nothing of room a"
+    );
+    assert_eq!(net.browsers[0].received.len(), 0);
+}
+
+#[test]
+fn second_publisher_in_a_room_is_refused() {
+    let mut net = net();
+    connect(
+        SessionKind::Publish { room: "a".into() },
+        &AV,
+        Direction::SendOnly,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    let (_, offer, _) = Browser::offer(
+        "10.0.0.3:5000",
+        &AV,
+        Direction::SendOnly,
+        false,
+        false,
+        net.now,
+    );
+    let err = net
+        .engine
+        .accept(SessionKind::Publish { room: "a".into() }, &offer, net.now)
+        .unwrap_err();
+    assert!(
+        matches!(err, OfferError::RoomTaken(ref r) if r == "a"),
+        "{err}"
+    );
+}
+
+#[test]
+fn offers_that_cannot_work_are_refused_with_a_reason() {
+    let mut e = engine();
+    let now = Instant::now();
+    let echo = SessionKind::Echo(Transform::None);
+    assert!(matches!(
+        e.accept(echo.clone(), "hello", now),
+        Err(OfferError::BadSdp(_))
+    ));
+    let audio = fixture("chromium-audioonly.sdp");
+    assert!(matches!(
+        e.accept(echo.clone(), &audio, now),
+        Err(OfferError::NoVideo)
+    ));
+    // Transformed video needs H.264: a VP8-only offer cannot be transformed…
+    let (_, vp8_only, _) = {
+        let mut rtc = Rtc::builder().clear_codecs().enable_vp8(true).build(now);
+        rtc.add_local_candidate(Candidate::host("10.0.0.2:5000".parse().unwrap(), "udp").unwrap());
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        (rtc, offer.to_sdp_string(), pending)
+    };
+    let err = e
+        .accept(SessionKind::Echo(Transform::Edges), &vp8_only, now)
+        .unwrap_err();
+    assert!(matches!(err, OfferError::NoH264), "{err}");
+    // …but it can be echoed.
+    e.accept(echo, &vp8_only, now).unwrap();
+    assert_eq!(e.session_count(), 1);
+}
+
+#[test]
+fn chromium_offers_are_answered_with_the_server_candidate() {
+    let now = Instant::now();
+    let mut e = engine();
+    for (name, kind) in [
+        ("chromium-sendrecv.sdp", SessionKind::Echo(Transform::Edges)),
+        ("chromium-sendrecv.sdp", SessionKind::Echo(Transform::None)),
+        (
+            "chromium-sendonly.sdp",
+            SessionKind::Publish { room: "r".into() },
+        ),
+        (
+            "chromium-recvonly.sdp",
+            SessionKind::Watch { room: "r".into() },
+        ),
+    ] {
+        let (_, answer) = e.accept(kind.clone(), &fixture(name), now).unwrap();
+        assert!(
+            answer.contains("10.0.0.1 7000 typ host"),
+            "{name} {kind:?}: {answer}"
+        );
+        if kind == SessionKind::Echo(Transform::Edges) {
+            let video = answer.split("m=video").nth(1).unwrap();
+            assert!(
+                video.contains("H264/90000") && !video.contains("VP8/90000"),
+                "{answer}"
+            );
+            assert!(
+                video.contains("profile-level-id=42e01f"),
+                "constrained baseline: {answer}"
+            );
+        }
+    }
+    assert_eq!(e.session_count(), 4);
+}
+
+#[test]
+fn sessions_that_never_connect_time_out_and_free_their_state() {
+    let now = Instant::now();
+    let mut e = engine();
+    let (id, _) = e
+        .accept(
+            SessionKind::Watch { room: "r".into() },
+            &fixture("chromium-recvonly.sdp"),
+            now,
+        )
+        .unwrap();
+    let deadline = e.poll_timeout().unwrap();
+    assert!(deadline <= now + Duration::from_secs(20));
+    let mut t = now;
+    while e.session_count() > 0 {
+        t += Duration::from_secs(1);
+        assert!(t < now + Duration::from_secs(25), "still there");
+        e.handle_timeout(t);
+    }
+    let mut closed = None;
+    while let Some(o) = e.poll_output() {
+        if let Output::Closed { session, reason } = o {
+            closed = Some((session, reason));
+        }
+    }
+    assert_eq!(closed, Some((id, CloseReason::NeverConnected)));
+    assert_eq!(
+        e.relay.room_count(),
+        0,
+        "the room went with its last viewer"
+    );
+}
+
+#[test]
+fn a_browser_that_goes_away_is_disconnected_and_freed() {
+    let mut net = net();
+    let id = connect(
+        SessionKind::Echo(Transform::None),
+        &AV,
+        Direction::SendRecv,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    net.browsers.clear(); // gone without a word: no more STUN, no more media
+    let t0 = net.now;
+    net.run_until("disconnect", |n| !n.closed.is_empty());
+    assert_eq!(net.closed, [(id, CloseReason::Disconnected)]);
+    // str0m keeps a pair alive for 15 s after the peer's last binding request.
+    assert!(
+        net.now - t0 < Duration::from_secs(20),
+        "took {:?}",
+        net.now - t0
+    );
+    assert_eq!(net.engine.session_count(), 0);
+    assert!(net.engine.by_source.is_empty());
+}
+
+#[test]
+fn a_browser_that_closes_is_freed_at_once() {
+    let mut net = net();
+    let id = connect(
+        SessionKind::Echo(Transform::None),
+        &AV,
+        Direction::SendRecv,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    net.browsers[0].rtc.close().unwrap();
+    let t0 = net.now;
+    net.run_until("close", |n| !n.closed.is_empty());
+    assert_eq!(net.closed, [(id, CloseReason::RemoteClosed)]);
+    assert!(
+        net.now - t0 < Duration::from_millis(100),
+        "took {:?}",
+        net.now - t0
+    );
+}
+
+#[test]
+fn closing_a_session_tells_the_browser() {
+    let mut net = net();
+    let id = connect(
+        SessionKind::Publish { room: "a".into() },
+        &AV,
+        Direction::SendOnly,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    net.engine.close(id);
+    net.run_until("browser sees the close", |n| {
+        !n.browsers[0].rtc.is_alive() || n.browsers[0].closed
+    });
+    assert_eq!(net.closed, [(id, CloseReason::Closed)]);
+    assert_eq!(net.engine.relay.room_count(), 0);
+}
+
+#[test]
+fn stray_datagrams_are_refused_and_change_nothing() {
+    let mut net = net();
+    connect(
+        SessionKind::Echo(Transform::None),
+        &AV,
+        Direction::SendRecv,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let stranger: SocketAddr = "10.9.9.9:1".parse().unwrap();
+    assert_eq!(
+        net.engine.handle_receive(net.now, stranger, server, &[]),
+        Err(ReceiveError::Unparsable)
+    );
+    // An RTP-looking datagram from an unknown address.
+    let rtp = [0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0xde, 0xad];
+    assert_eq!(
+        net.engine.handle_receive(net.now, stranger, server, &rtp),
+        Err(ReceiveError::NoSession)
+    );
+    assert_eq!(net.engine.session_count(), 1);
+}
+
+#[test]
+fn viewers_keyframe_requests_reach_the_publisher_throttled() {
+    let mut net = net();
+    connect(
+        SessionKind::Publish { room: "a".into() },
+        &AV,
+        Direction::SendOnly,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    connect(
+        SessionKind::Watch { room: "a".into() },
+        &AV,
+        Direction::RecvOnly,
+        "10.0.0.3:5000",
+        &mut net,
+    );
+    // The viewer connecting asked the publisher for a keyframe; the publisher's session records it.
+    let p = net.engine.relay.publisher("a").unwrap();
+    assert!(net.engine.sessions[&p].last_keyframe_request.is_some());
+}
