@@ -19,6 +19,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput};
 
 use crate::relay::{Relay, RoomTaken};
 use crate::session::{CloseReason, Session, SessionId, SessionKind};
+use crate::transform::Transform;
 
 /// Where the server's media socket(s) are, and how the outside sees them.
 #[derive(Clone, Debug)]
@@ -75,6 +76,7 @@ pub enum OfferError {
 #[derive(Debug, Clone)]
 pub struct TranscodeJob {
     pub session: SessionId,
+    pub transform: Transform,
     /// One H.264 access unit (Annex B) as the browser sent it.
     pub access_unit: Arc<[u8]>,
     /// RTP media time: give it back with the encoded frame.
@@ -150,6 +152,10 @@ impl Engine {
 
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.sessions.keys().copied()
     }
 
     pub fn kind(&self, session: SessionId) -> Option<&SessionKind> {
@@ -463,6 +469,7 @@ impl Engine {
                 let elapsed = s.video_elapsed(data.time);
                 self.out.push_back(Output::Transcode(TranscodeJob {
                     session: id,
+                    transform: t,
                     access_unit: data.data,
                     media_time: data.time,
                     elapsed,

@@ -28,6 +28,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Huddle's own TURN server, and how clients are told about it.
     pub turn: Option<ServeTurn>,
+    /// The server-side media peer (`/offer`, `/echo`, WHIP/WHEP).
+    pub media: Option<crate::MediaConfig>,
 }
 
 /// TURN inside `huddle serve`: clients get short-lived REST credentials minted with `secret`.
@@ -63,6 +65,7 @@ impl Config {
             ice_servers: Vec::new(),
             shutdown_grace: Duration::from_secs(3),
             turn: None,
+            media: None,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The HTTP surface: pages, `/ws`, health, metrics and the ICE-server API.
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, delete, get, post};
 
 use crate::hub::Hub;
 use crate::ice::IceServers;
+use crate::media::routes;
 use crate::{metrics, web};
 
 /// Frames above this are refused by the WebSocket layer itself, before the core's own (smaller)
@@ -21,7 +23,11 @@ pub struct AppState {
     /// The listen address as a URL host, for requests without a Host header.
     pub local_host: String,
     pub turn: Option<crate::turn::Turn>,
+    pub media: Option<crate::media::Media>,
 }
+
+/// SDP offers are a few KiB; anything this large is not one.
+const SDP_MAX: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -36,6 +42,23 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/ice-servers", get(ice_servers))
+        .route("/echo", get(|| async { web::asset("echo.html") }))
+        .route("/offer", post(routes::offer))
+        .route("/whip/{room}", post(routes::whip).options(routes::options))
+        .route("/whep/{room}", post(routes::whep).options(routes::options))
+        .route(
+            "/whip/{room}/{resource}",
+            delete(routes::delete)
+                .patch(routes::patch)
+                .options(routes::options),
+        )
+        .route(
+            "/whep/{room}/{resource}",
+            delete(routes::delete)
+                .patch(routes::patch)
+                .options(routes::options),
+        )
+        .layer(DefaultBodyLimit::max(SDP_MAX))
         .with_state(state)
 }
 
@@ -72,6 +95,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(turn) = &state.turn {
         let (turn_stats, allocations) = turn.stats();
         text.push_str(&metrics::render_turn(&turn_stats, allocations));
+    }
+    if let Some(media) = &state.media {
+        if let Some(stats) = media.stats().await {
+            text.push_str(&metrics::render_media(&stats, &media.counters));
+        }
     }
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()

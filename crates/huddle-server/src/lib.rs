@@ -16,6 +16,7 @@ mod http;
 mod hub;
 mod ice;
 mod listener;
+mod media;
 mod metrics;
 mod tls;
 mod turn;
@@ -25,6 +26,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 pub use config::{Config, ServeTurn, TlsSource};
+pub use media::{Media, MediaConfig};
 pub use tls::{Identity, TlsError};
 pub use turn::batch as udp_batch;
 pub use turn::{Turn, TurnAddrs, TurnConfig};
@@ -50,6 +52,11 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("cannot start the TURN server: {0}")]
     Turn(std::io::Error),
+    #[error("cannot start the media peer on UDP {addr}: {source}")]
+    Media {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// This host's interface addresses (IPv6 link-local ones left out: a URL cannot use them without a
@@ -70,6 +77,7 @@ pub struct Server {
     tcp: TcpListener,
     identity: Option<Identity>,
     turn: Option<(Turn, TurnAddrs)>,
+    media: Option<Media>,
     stop: (watch::Sender<bool>, watch::Receiver<bool>),
 }
 
@@ -101,11 +109,23 @@ impl Server {
             }
             None => None,
         };
+        let media = match &config.media {
+            Some(media_config) => Some(
+                Media::start(media_config.clone(), stop.1.clone())
+                    .await
+                    .map_err(|source| ServerError::Media {
+                        addr: media_config.listen,
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
         Ok(Self {
             config,
             tcp,
             identity,
             turn,
+            media,
             stop,
         })
     }
@@ -120,6 +140,11 @@ impl Server {
     /// Where the TURN server listens, when it runs.
     pub fn turn_addrs(&self) -> Option<&TurnAddrs> {
         self.turn.as_ref().map(|(_, addrs)| addrs)
+    }
+
+    /// Where the media peer receives UDP, when it runs.
+    pub fn media_addrs(&self) -> Option<&[SocketAddr]> {
+        self.media.as_ref().map(|m| m.local_addrs())
     }
 
     /// The certificate's SHA-256 fingerprint, when serving HTTPS.
@@ -180,6 +205,7 @@ impl Server {
             ice,
             local_host,
             turn,
+            media: self.media.clone(),
         });
 
         let mut stopped = stop_rx.clone();

@@ -127,6 +127,59 @@ pub fn render_turn(stats: &huddle_turn_proto::Stats, allocations: usize) -> Stri
     out
 }
 
+pub fn render_media(
+    stats: &crate::media::MediaStats,
+    counters: &crate::media::MediaCounters,
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP huddle_media_sessions Media sessions, by kind.\n# TYPE huddle_media_sessions gauge"
+    );
+    for (kind, n) in [
+        ("echo", stats.echo),
+        ("publish", stats.publish),
+        ("watch", stats.watch),
+    ] {
+        let _ = writeln!(out, "huddle_media_sessions{{kind=\"{kind}\"}} {n}");
+    }
+    for (name, help, value) in [
+        (
+            "huddle_media_sessions_created_total",
+            "Media sessions created.",
+            &counters.sessions_created,
+        ),
+        (
+            "huddle_media_frames_transcoded_total",
+            "Video frames transformed and encoded.",
+            &counters.frames_transcoded,
+        ),
+        (
+            "huddle_media_frames_skipped_total",
+            "Frames decoded but not transformed because a newer one was waiting.",
+            &counters.frames_skipped,
+        ),
+        (
+            "huddle_media_frames_dropped_total",
+            "Frames dropped on a full transcoder queue.",
+            &counters.frames_dropped,
+        ),
+        (
+            "huddle_media_datagrams_unmatched_total",
+            "Datagrams on the media port that no session took.",
+            &counters.datagrams_unmatched,
+        ),
+    ] {
+        let value = value.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    out
+}
+
 fn gauge(out: &mut String, name: &str, help: &str, value: usize) {
     let _ = writeln!(
         out,

@@ -20,6 +20,8 @@ assets! {
     "media.js" => "text/javascript; charset=utf-8",
     "ui.js" => "text/javascript; charset=utf-8",
     "icon.svg" => "image/svg+xml",
+    "echo.html" => "text/html; charset=utf-8",
+    "echo.js" => "text/javascript; charset=utf-8",
 }
 
 /// Everything the page loads comes from this server; media may be blob: or a live stream.

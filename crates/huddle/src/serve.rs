@@ -89,6 +89,27 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_TURN_CREDENTIAL_TTL", value_name = "SECONDS")]
     turn_credential_ttl: Option<u64>,
 
+    /// Run no server-side media peer (no /offer, /echo, WHIP or WHEP).
+    #[arg(long, env = "HUDDLE_NO_MEDIA", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    no_media: Option<bool>,
+
+    /// UDP address of the media peer: every session shares this one port. An unspecified IP
+    /// binds each interface address [default: 0.0.0.0 and the HTTPS port, e.g. 0.0.0.0:8443].
+    #[arg(long, env = "HUDDLE_MEDIA_LISTEN", value_name = "ADDR:PORT")]
+    media_listen: Option<SocketAddr>,
+
+    /// The public IP of a host behind 1:1 NAT (a cloud VM), put in the media peer's candidates.
+    #[arg(long, env = "HUDDLE_PUBLIC_IP", value_name = "IP")]
+    public_ip: Option<IpAddr>,
+
+    /// Require `Authorization: Bearer TOKEN` for WHIP and WHEP.
+    #[arg(long, env = "HUDDLE_WHIP_TOKEN", value_name = "TOKEN")]
+    whip_token: Option<String>,
+
+    /// Media sessions at once; more are refused with 503 [default: 1000].
+    #[arg(long, env = "HUDDLE_MEDIA_MAX_SESSIONS", value_name = "N")]
+    media_max_sessions: Option<usize>,
+
     #[command(flatten)]
     #[serde(flatten)]
     relay: RelayArgs,
@@ -139,7 +160,13 @@ impl ServeArgs {
             tls_key,
             no_tls,
             room_capacity,
+            message_rate,
             ice_server,
+            no_media,
+            media_listen,
+            public_ip,
+            whip_token,
+            media_max_sessions,
             no_turn,
             turn_listen,
             turn_tls_listen,
@@ -232,6 +259,21 @@ impl ServeArgs {
                 credential: None,
             })
             .collect();
+        let media = if self.no_media.unwrap_or(false) {
+            None
+        } else {
+            let mut media = huddle_server::MediaConfig::new(
+                self.media_listen
+                    .unwrap_or(SocketAddr::new(listen.ip(), listen.port())),
+            );
+            media.public_ip = self.public_ip;
+            media.whip_token = self.whip_token.filter(|t| !t.is_empty());
+            if let Some(n) = self.media_max_sessions {
+                anyhow::ensure!(n >= 1, "--media-max-sessions must be at least 1");
+                media.max_sessions = n;
+            }
+            Some(media)
+        };
         Ok(Config {
             listen,
             tls,
@@ -239,6 +281,7 @@ impl ServeArgs {
             ice_servers,
             shutdown_grace: Duration::from_secs(3),
             turn,
+            media,
         })
     }
 }
@@ -297,6 +340,12 @@ fn announce(server: &Server) {
             "TURN: udp {} · tcp {}{tls}",
             list(&turn.udp),
             list(&turn.tcp)
+        );
+    }
+    if let Some(media) = server.media_addrs() {
+        let port = media.first().map_or(0, |a| a.port());
+        println!(
+            "Media peer: UDP port {port} · echo test at /echo · WHIP/WHEP at /whip/ROOM, /whep/ROOM"
         );
     }
     if let (Some(fp), Some(path)) = (server.fingerprint(), server.cert_path()) {

@@ -10,7 +10,6 @@ use str0m::media::{Direction, MediaKind, Mid};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
 use super::*;
-use crate::transform::Transform;
 
 const SERVER: &str = "10.0.0.1:7000";
 

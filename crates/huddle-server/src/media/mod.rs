@@ -1,0 +1,401 @@
+//! The media peer's I/O: UDP sockets on one port, the task that owns the sans-IO
+//! [`huddle_media::Engine`], and the transcoder threads for transformed video.
+//!
+//! One task drives the engine (str0m wants one owner per `Rtc`); each socket has a reader task
+//! that hands datagrams over in a bounded queue (a full queue drops, like a full socket buffer).
+//! Decoding and encoding run on a thread per transformed session, never on the engine's task.
+
+pub(crate) mod routes;
+mod transcode;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use huddle_media::{
+    CloseReason, Engine, EngineConfig, LocalAddr, OfferError, Output, SessionId, SessionKind,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::transcode::Transcoders;
+
+/// `huddle serve`'s media settings.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// UDP address of every media session. An unspecified IP binds each interface address on
+    /// the port, so that arriving datagrams tell which local address they were sent to.
+    pub listen: SocketAddr,
+    /// The address to put in candidates when the host is behind a 1:1 NAT.
+    pub public_ip: Option<IpAddr>,
+    /// WHIP/WHEP need `Authorization: Bearer <token>` when set.
+    pub whip_token: Option<String>,
+    pub max_sessions: usize,
+}
+
+impl MediaConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        MediaConfig {
+            listen,
+            public_ip: None,
+            whip_token: None,
+            max_sessions: 1000,
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct MediaCounters {
+    pub sessions_created: AtomicU64,
+    pub frames_transcoded: AtomicU64,
+    /// Frames not transformed because a newer one was waiting (the worker was behind).
+    pub frames_skipped: AtomicU64,
+    /// Frames dropped because a worker's queue was full.
+    pub frames_dropped: AtomicU64,
+    pub datagrams_unmatched: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MediaStats {
+    pub echo: usize,
+    pub publish: usize,
+    pub watch: usize,
+}
+
+enum Command {
+    Accept {
+        kind: SessionKind,
+        offer: String,
+        reply: oneshot::Sender<Result<Accepted, OfferError>>,
+    },
+    /// Ends the session behind a WHIP/WHEP resource; replies whether there was one.
+    Delete {
+        resource: String,
+        reply: oneshot::Sender<bool>,
+    },
+    Encoded {
+        session: SessionId,
+        media_time: huddle_media::MediaTime,
+        frame: Vec<u8>,
+    },
+    NeedKeyframe(SessionId),
+    Stats(oneshot::Sender<MediaStats>),
+}
+
+/// Handle to the media task. Cheap to clone.
+#[derive(Clone)]
+pub struct Media {
+    commands: mpsc::UnboundedSender<Command>,
+    addrs: Arc<Vec<SocketAddr>>,
+    pub(crate) config: Arc<MediaConfig>,
+    pub(crate) counters: Arc<MediaCounters>,
+}
+
+/// A new session: the SDP answer, and the unguessable name of its WHIP/WHEP resource (the
+/// `Location` a client deletes to end it).
+#[derive(Debug)]
+pub struct Accepted {
+    pub session: SessionId,
+    pub answer: String,
+    pub resource: String,
+}
+
+/// The media task is gone (the server is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the media server is shutting down")]
+pub struct MediaGone;
+
+const INBOUND_QUEUE: usize = 8192;
+
+struct Datagram {
+    local: SocketAddr,
+    source: SocketAddr,
+    data: Vec<u8>,
+}
+
+impl Media {
+    /// Binds the sockets and starts the media task.
+    pub async fn start(config: MediaConfig, stop: watch::Receiver<bool>) -> std::io::Result<Media> {
+        let sockets = bind(&config).await?;
+        let addrs: Vec<SocketAddr> = sockets
+            .iter()
+            .map(|s| s.local_addr())
+            .collect::<Result<_, _>>()?;
+        let locals = addrs
+            .iter()
+            .map(|a| LocalAddr {
+                local: *a,
+                public: config
+                    .public_ip
+                    .filter(|ip| !a.ip().is_loopback() && ip.is_ipv4() == a.is_ipv4())
+                    .map(|ip| SocketAddr::new(ip, a.port())),
+            })
+            .collect();
+        let mut engine_config = EngineConfig::new(locals);
+        engine_config.max_sessions = config.max_sessions;
+        let engine = Engine::new(engine_config, Engine::generate_cert());
+        let counters = Arc::new(MediaCounters::default());
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let sockets: Vec<Arc<UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
+        for socket in &sockets {
+            tokio::spawn(read_socket(
+                socket.clone(),
+                inbound_tx.clone(),
+                stop.clone(),
+            ));
+        }
+        let transcoders = Transcoders::new(commands.clone(), counters.clone());
+        let runner = Runner {
+            engine,
+            sockets,
+            transcoders,
+            counters: counters.clone(),
+            resources: HashMap::new(),
+        };
+        tokio::spawn(runner.run(command_rx, inbound_rx, stop));
+        tracing::info!(addrs = ?addrs, "media peer listening (UDP)");
+        Ok(Media {
+            commands,
+            addrs: Arc::new(addrs),
+            config: Arc::new(config),
+            counters,
+        })
+    }
+
+    /// The UDP addresses media is served on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub async fn accept(
+        &self,
+        kind: SessionKind,
+        offer: String,
+    ) -> Result<Result<Accepted, OfferError>, MediaGone> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Accept { kind, offer, reply })
+            .map_err(|_| MediaGone)?;
+        rx.await.map_err(|_| MediaGone)
+    }
+
+    /// Ends the session behind `resource`; whether there was one.
+    pub async fn delete(&self, resource: String) -> Result<bool, MediaGone> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Delete { resource, reply })
+            .map_err(|_| MediaGone)?;
+        rx.await.map_err(|_| MediaGone)
+    }
+
+    pub async fn stats(&self) -> Option<MediaStats> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Stats(reply)).ok()?;
+        rx.await.ok()
+    }
+}
+
+async fn bind(config: &MediaConfig) -> std::io::Result<Vec<UdpSocket>> {
+    let ip = config.listen.ip();
+    if !ip.is_unspecified() {
+        return Ok(vec![UdpSocket::bind(config.listen).await?]);
+    }
+    let mut ips: Vec<IpAddr> = crate::interface_addresses()
+        .into_iter()
+        .filter(|a| a.is_ipv4() || ip.is_ipv6())
+        .collect();
+    ips.sort_by_key(|a| (a.is_loopback(), a.is_ipv6()));
+    ips.dedup();
+    let mut port = config.listen.port();
+    let mut sockets = Vec::new();
+    for a in ips {
+        match UdpSocket::bind(SocketAddr::new(a, port)).await {
+            Ok(s) => {
+                // Port 0 picks one for the first address; the others follow it.
+                port = s.local_addr()?.port();
+                sockets.push(s);
+            }
+            Err(e) => {
+                tracing::warn!(addr = %a, port, error = %e, "media socket not bound on this address")
+            }
+        }
+    }
+    if sockets.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "no interface address to bind media on",
+        ));
+    }
+    Ok(sockets)
+}
+
+async fn read_socket(
+    socket: Arc<UdpSocket>,
+    to_engine: mpsc::Sender<Datagram>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // A bound socket always has an address.
+    let local = socket.local_addr().expect("bound socket has an address");
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, source) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                // ICMP errors from earlier sends surface here on Linux; the socket is fine.
+                Err(e) => { tracing::trace!(error = %e, "media recv"); continue; }
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let d = Datagram {
+            local,
+            source,
+            data: buf[..n].to_vec(),
+        };
+        if let Err(mpsc::error::TrySendError::Closed(_)) = to_engine.try_send(d) {
+            return;
+        }
+    }
+}
+
+struct Runner {
+    engine: Engine,
+    sockets: Vec<Arc<UdpSocket>>,
+    transcoders: Transcoders,
+    counters: Arc<MediaCounters>,
+    /// WHIP/WHEP resource name → session, and back (to forget it when the session ends).
+    resources: HashMap<String, SessionId>,
+}
+
+impl Runner {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut inbound: mpsc::Receiver<Datagram>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            let deadline = self.engine.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                n = inbound.recv_many(&mut batch, 64) => {
+                    if n == 0 { return; }
+                    let now = Instant::now();
+                    for d in batch.drain(..) {
+                        if self.engine.handle_receive(now, d.source, d.local, &d.data).is_err() {
+                            self.counters.datagrams_unmatched.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Some(c) = commands.recv() => self.command(c),
+                () = sleep => self.engine.handle_timeout(Instant::now()),
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            self.flush().await;
+        }
+        // Shutdown: tell every browser (DTLS close_notify), then stop.
+        let ids: Vec<SessionId> = self.engine.sessions().collect();
+        for id in ids {
+            self.engine.close(id);
+        }
+        self.flush().await;
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = Instant::now();
+        match c {
+            Command::Accept { kind, offer, reply } => {
+                let result = self
+                    .engine
+                    .accept(kind, &offer, now)
+                    .map(|(session, answer)| {
+                        self.counters
+                            .sessions_created
+                            .fetch_add(1, Ordering::Relaxed);
+                        let resource = resource_name();
+                        self.resources.insert(resource.clone(), session);
+                        Accepted {
+                            session,
+                            answer,
+                            resource,
+                        }
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Delete { resource, reply } => {
+                let found = self.resources.remove(&resource);
+                if let Some(id) = found {
+                    self.engine.close(id);
+                }
+                let _ = reply.send(found.is_some());
+            }
+            Command::Encoded {
+                session,
+                media_time,
+                frame,
+            } => self.engine.handle_encoded(session, media_time, frame, now),
+            Command::NeedKeyframe(id) => self.engine.request_keyframe(id, now),
+            Command::Stats(reply) => {
+                let mut stats = MediaStats::default();
+                for id in self.engine.sessions() {
+                    match self.engine.kind(id) {
+                        Some(SessionKind::Echo(_)) => stats.echo += 1,
+                        Some(SessionKind::Publish { .. }) => stats.publish += 1,
+                        Some(SessionKind::Watch { .. }) => stats.watch += 1,
+                        None => {}
+                    }
+                }
+                let _ = reply.send(stats);
+            }
+        }
+    }
+
+    /// Carries out everything the engine asked for.
+    async fn flush(&mut self) {
+        while let Some(o) = self.engine.poll_output() {
+            match o {
+                Output::Transmit(t) => {
+                    let Some(socket) = self.socket_for(t.source) else {
+                        continue;
+                    };
+                    if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                        tracing::trace!(error = %e, to = %t.destination, "media send failed");
+                    }
+                }
+                Output::Transcode(job) => self.transcoders.push(job),
+                Output::EncoderKeyframe(id) => self.transcoders.keyframe(id),
+                Output::EncoderBitrate { session, bps } => self.transcoders.bitrate(session, bps),
+                Output::Closed { session, reason } => {
+                    self.transcoders.remove(session);
+                    self.resources.retain(|_, s| *s != session);
+                    log_close(session, reason);
+                }
+            }
+        }
+    }
+
+    fn socket_for(&self, source: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        self.sockets
+            .iter()
+            .find(|s| s.local_addr().is_ok_and(|a| a == source))
+    }
+}
+
+/// 128 random bits, hex: a resource URL nobody can guess.
+fn resource_name() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
+fn log_close(session: SessionId, reason: CloseReason) {
+    tracing::debug!(%session, ?reason, "media session ended");
+}

@@ -1,0 +1,283 @@
+//! HTTP entry points of the media peer: aiortc's `POST /offer`, WHIP (RFC 9725) ingest and WHEP
+//! playback. Every refusal says what was wrong in its body.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use huddle_media::{OfferError, SessionKind, Transform};
+use huddle_signal_proto::RoomName;
+use serde::Deserialize;
+
+use super::{Accepted, Media};
+use crate::http::AppState;
+
+/// aiortc's `examples/server` request body.
+#[derive(Deserialize)]
+struct OfferRequest {
+    sdp: String,
+    #[serde(rename = "type")]
+    kind: String,
+    /// aiortc's client always sends it; a missing one means `none`.
+    video_transform: Option<String>,
+}
+
+/// `POST /offer`: `{"sdp", "type": "offer", "video_transform"}` → `{"sdp", "type": "answer"}`.
+pub async fn offer(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(media) = state.media else {
+        return off();
+    };
+    let request: OfferRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not an offer in JSON: {e}"),
+            );
+        }
+    };
+    if request.kind != "offer" {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            format!("\"type\" must be \"offer\", not {:?}", request.kind),
+        );
+    }
+    let transform = match request
+        .video_transform
+        .as_deref()
+        .unwrap_or("none")
+        .parse::<Transform>()
+    {
+        Ok(t) => t,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match media
+        .accept(SessionKind::Echo(transform), request.sdp)
+        .await
+    {
+        Ok(Ok(Accepted { answer, .. })) => {
+            Json(serde_json::json!({ "sdp": answer, "type": "answer" })).into_response()
+        }
+        Ok(Err(e)) => json_error(offer_status(&e), offer_message(&e)),
+        Err(gone) => json_error(StatusCode::SERVICE_UNAVAILABLE, gone.to_string()),
+    }
+}
+
+/// `POST /whip/{room}`: publish into a room.
+pub async fn whip(
+    state: State<AppState>,
+    room: Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    ingest_or_playback(state, room, headers, body, Direction::Whip).await
+}
+
+/// `POST /whep/{room}`: watch a room.
+pub async fn whep(
+    state: State<AppState>,
+    room: Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    ingest_or_playback(state, room, headers, body, Direction::Whep).await
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    Whip,
+    Whep,
+}
+
+async fn ingest_or_playback(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+    direction: Direction,
+) -> Response {
+    let Some(media) = state.media else {
+        return with_cors(off());
+    };
+    if let Err(r) = authorize(&media, &headers) {
+        return with_cors(r);
+    }
+    let room = match RoomName::parse(&room) {
+        Ok(r) => r.as_str().to_owned(),
+        Err(e) => return with_cors(text(StatusCode::BAD_REQUEST, format!("room name: {e}"))),
+    };
+    let sdp_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !sdp_type.trim().eq_ignore_ascii_case("application/sdp") {
+        return with_cors(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the offer must be sent as Content-Type: application/sdp, not {sdp_type:?}"),
+        ));
+    }
+    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+        return with_cors(text(
+            StatusCode::BAD_REQUEST,
+            "the SDP offer is not UTF-8".into(),
+        ));
+    };
+    let (kind, prefix) = match direction {
+        Direction::Whip => (SessionKind::Publish { room: room.clone() }, "whip"),
+        Direction::Whep => (SessionKind::Watch { room: room.clone() }, "whep"),
+    };
+    match media.accept(kind, offer).await {
+        Ok(Ok(Accepted {
+            answer, resource, ..
+        })) => {
+            let location = format!("/{prefix}/{room}/{resource}");
+            let mut r = (StatusCode::CREATED, answer).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, v);
+            }
+            with_cors(r)
+        }
+        Ok(Err(e)) => with_cors(text(offer_status(&e), offer_message(&e))),
+        Err(gone) => with_cors(text(StatusCode::SERVICE_UNAVAILABLE, gone.to_string())),
+    }
+}
+
+/// `DELETE /whip/{room}/{resource}` and `/whep/…`: end the session.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((_room, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(media) = state.media else {
+        return with_cors(off());
+    };
+    if let Err(r) = authorize(&media, &headers) {
+        return with_cors(r);
+    }
+    let r = match media.delete(resource).await {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => text(
+            StatusCode::NOT_FOUND,
+            "no such session (it may have ended already)".into(),
+        ),
+        Err(gone) => text(StatusCode::SERVICE_UNAVAILABLE, gone.to_string()),
+    };
+    with_cors(r)
+}
+
+/// Trickle ICE and ICE restarts (`PATCH`) are not supported: the answer carries every server
+/// candidate, so a client has nothing to wait for (RFC 9725 §4.3.1 allows 405).
+pub async fn patch() -> Response {
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not needed: the answer has all of the server's candidates".into(),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("DELETE"));
+    with_cors(r)
+}
+
+/// CORS preflight, and WHIP's way to advertise the accepted offer type.
+pub async fn options() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut()
+        .insert("accept-post", HeaderValue::from_static("application/sdp"));
+    with_cors(r)
+}
+
+fn authorize(media: &Media, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &media.config.whip_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), token.as_bytes()).is_ok()
+    {
+        return Ok(());
+    }
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        "a valid bearer token is required (Authorization: Bearer …)".into(),
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Err(r)
+}
+
+fn offer_status(e: &OfferError) -> StatusCode {
+    match e {
+        OfferError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OfferError::RoomTaken(_) => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// str0m's SDP parse errors carry the parser's internals (a pointer offset, its grammar
+/// notes); keep what a person can act on: the unexpected and expected tokens.
+fn offer_message(e: &OfferError) -> String {
+    match e {
+        OfferError::BadSdp(detail) => {
+            let useful: Vec<&str> = detail
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("Unexpected") || l.starts_with("Expected"))
+                .collect();
+            if useful.is_empty() {
+                "the SDP offer does not parse".to_owned()
+            } else {
+                format!("the SDP offer does not parse: {}", useful.join("; "))
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn off() -> Response {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the media peer is turned off on this server".into(),
+    )
+}
+
+fn text(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+fn json_error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// WHIP/WHEP clients are often pages on other origins (players, dashboards).
+fn with_cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, Accept-Post"),
+    );
+    r
+}
