@@ -145,7 +145,10 @@ async function updateStats() {
     $('s-fps').textContent = inb.framesPerSecond != null
       ? `${inb.framesPerSecond} fps${inb.frameWidth ? ` · ${inb.frameWidth}×${inb.frameHeight}` : ''}` : '–';
     const c = codecs[inb.codecId];
-    if (c) $('s-codec').textContent = `${c.mimeType.replace('video/', '')}${c.sdpFmtpLine ? ` (${c.sdpFmtpLine})` : ''}`;
+    if (c) {
+      const profile = /profile-level-id=([0-9a-f]+)/i.exec(c.sdpFmtpLine || '');
+      $('s-codec').textContent = `${c.mimeType.replace('video/', '')}${profile ? ` · profile ${profile[1]}` : ''}`;
+    }
   }
   if (pair) {
     const l = candidates[pair.localCandidateId], r = candidates[pair.remoteCandidateId];

@@ -274,6 +274,25 @@ mod tests {
     }
 
     #[test]
+    fn grayscale_keeps_luma_through_the_codec() {
+        let mut enc = Transcoder::new(Transform::None).unwrap();
+        let mut f = Frame::black(64, 48);
+        f.y.fill(91);
+        f.u.fill(60);
+        f.v.fill(60);
+        let au = enc.encoder.encode(&PackedYuv(&f)).unwrap().to_vec();
+        let mut t = Transcoder::new(Transform::Grayscale).unwrap();
+        let out = t
+            .process(&au, Duration::ZERO, true)
+            .unwrap()
+            .expect("a frame");
+        let mut check = Decoder::new().unwrap();
+        let pic = check.decode(&out.data).unwrap().expect("a picture");
+        assert!(pic.y()[100].abs_diff(91) <= 2, "luma {}", pic.y()[100]);
+        assert!(pic.u()[10].abs_diff(128) <= 2, "chroma {}", pic.u()[10]);
+    }
+
+    #[test]
     fn garbage_is_a_decode_error_not_a_crash() {
         let mut t = Transcoder::new(Transform::Edges).unwrap();
         let r = t.process(&[0, 0, 0, 1, 0x65, 0xff, 0x00, 0x12], Duration::ZERO, true);

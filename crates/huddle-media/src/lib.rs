@@ -15,6 +15,7 @@ pub mod transform;
 
 pub use engine::{Engine, EngineConfig, LocalAddr, OfferError, Output, ReceiveError, TranscodeJob};
 pub use session::{CloseReason, SessionId, SessionKind};
+pub use str0m::config::DtlsCert;
 pub use str0m::media::MediaTime;
 pub use str0m::net::Transmit;
 pub use transform::{Transform, UnknownTransform};
