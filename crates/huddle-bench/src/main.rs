@@ -1,6 +1,7 @@
 //! `huddle-bench`: side-by-side benchmarks of Huddle against the stacks it replaces.
 //! Results are printed as Markdown rows for docs/benchmarks.md.
 
+mod media;
 mod procstat;
 mod signal;
 mod turn;
@@ -23,6 +24,8 @@ enum Command {
     Signal(signal::Args),
     /// STUN/TURN: Huddle vs coturn's turnserver.
     Turn(turn::Args),
+    /// Echo sessions through the media peer: Huddle vs aiortc's server.
+    Media(media::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Signal(args) => signal::run(args),
         Command::Turn(args) => turn::run(args),
+        Command::Media(args) => media::run(args),
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use openh264::OpenH264API;
 use openh264::decoder::Decoder;
 use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, Profile, RateControlMode, UsageType,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, Profile, RateControlMode,
+    UsageType,
 };
 use openh264::formats::YUVSource;
 
@@ -58,6 +59,12 @@ impl Transcoder {
             .usage_type(UsageType::CameraVideoRealTime)
             .profile(Profile::Baseline)
             .skip_frames(true)
+            // Real-time settings: the cheapest mode decision, no pre-analysis passes (background,
+            // scene change, adaptive quantisation) that a webcam echo gains nothing from.
+            .complexity(Complexity::Low)
+            .background_detection(false)
+            .scene_change_detect(false)
+            .adaptive_quantization(false)
             // One thread per stream: sessions are spread over cores, not frames.
             .num_threads(1);
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)

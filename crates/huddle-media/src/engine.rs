@@ -19,6 +19,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput};
 
 use crate::relay::{Relay, RoomTaken};
 use crate::session::{CloseReason, Session, SessionId, SessionKind};
+use crate::timers::Timers;
 use crate::transform::Transform;
 
 /// Where the server's media socket(s) are, and how the outside sees them.
@@ -122,6 +123,7 @@ pub struct Engine {
     /// every session (`Rtc::accepts`, which knows the ICE credentials).
     by_source: HashMap<SocketAddr, SessionId>,
     relay: Relay,
+    timers: Timers,
     next_id: u64,
     out: VecDeque<Output>,
 }
@@ -136,6 +138,7 @@ impl Engine {
             sessions: HashMap::new(),
             by_source: HashMap::new(),
             relay: Relay::default(),
+            timers: Timers::default(),
             next_id: 1,
             out: VecDeque::new(),
         }
@@ -273,28 +276,18 @@ impl Engine {
 
     /// Time has reached `now`: run every session whose deadline passed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.timeout <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            if let Some(s) = self.sessions.get_mut(&id) {
-                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
-                    tracing::debug!(session = %id, error = %e, "timeout handling failed");
-                }
-                self.drive(id, now);
+        for id in self.timers.pop_due(now) {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if !s.connected && now >= s.created + self.config.connect_timeout {
+                self.close_with(id, CloseReason::NeverConnected);
+                continue;
             }
-        }
-        let stale: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| !s.connected && now >= s.created + self.config.connect_timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            self.close_with(id, CloseReason::NeverConnected);
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(session = %id, error = %e, "timeout handling failed");
+            }
+            self.drive(id, now);
         }
     }
 
@@ -340,16 +333,7 @@ impl Engine {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions
-            .values()
-            .map(|s| {
-                if s.connected {
-                    s.timeout
-                } else {
-                    s.timeout.min(s.created + self.config.connect_timeout)
-                }
-            })
-            .min()
+        self.timers.next()
     }
 
     /// Drains `id` to its next timeout, then acts on what it reported; acting may mutate this
@@ -377,7 +361,12 @@ impl Engine {
         loop {
             match s.rtc.poll_output() {
                 Ok(RtcOutput::Timeout(t)) => {
-                    s.timeout = t;
+                    let deadline = if s.connected {
+                        t
+                    } else {
+                        t.min(s.created + self.config.connect_timeout)
+                    };
+                    self.timers.arm(id, deadline);
                     break;
                 }
                 Ok(RtcOutput::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
@@ -514,6 +503,7 @@ impl Engine {
         let Some(mut s) = self.sessions.remove(&id) else {
             return;
         };
+        self.timers.disarm(id);
         // A graceful close tells the browser at once (RTCP BYE, DTLS close_notify).
         if s.rtc.is_alive() && s.rtc.close().is_ok() {
             while let Ok(o) = s.rtc.poll_output() {

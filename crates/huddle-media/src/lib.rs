@@ -11,6 +11,7 @@ mod engine;
 pub mod frame;
 pub mod relay;
 mod session;
+mod timers;
 pub mod transform;
 
 pub use engine::{Engine, EngineConfig, LocalAddr, OfferError, Output, ReceiveError, TranscodeJob};

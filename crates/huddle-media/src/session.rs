@@ -36,10 +36,14 @@ impl SessionKind {
         config.set_max_stun_rto(STUN_MAX_RTO);
         config.set_max_stun_retransmits(STUN_MAX_RETRANSMITS);
         match self {
-            SessionKind::Echo(t) if t.decodes() => config.enable_h264(true),
+            // The encoder follows the receiver's bandwidth estimate (TWCC, paced sending).
+            SessionKind::Echo(t) if t.decodes() => config
+                .enable_h264(true)
+                .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000))),
+            // Forwarded frames cannot adapt to an estimate: no BWE, so no pacer — packets go
+            // out as they come, without a timer wake-up per packet.
             _ => config.enable_vp8(true).enable_h264(true).enable_vp9(true),
         }
-        .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000)))
     }
 }
 
@@ -76,8 +80,6 @@ pub(crate) struct Session {
     pub(crate) kind: SessionKind,
     pub(crate) created: Instant,
     pub(crate) connected: bool,
-    /// str0m's next deadline.
-    pub(crate) timeout: Instant,
     pub(crate) audio: Option<Mid>,
     pub(crate) video: Option<Mid>,
     /// Media time of the first video frame, so transforms see time since the stream began.
@@ -99,7 +101,6 @@ impl Session {
             kind,
             created: now,
             connected: false,
-            timeout: now,
             audio: None,
             video: None,
             video_origin: None,

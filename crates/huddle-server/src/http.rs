@@ -96,10 +96,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         let (turn_stats, allocations) = turn.stats();
         text.push_str(&metrics::render_turn(&turn_stats, allocations));
     }
-    if let Some(media) = &state.media {
-        if let Some(stats) = media.stats().await {
-            text.push_str(&metrics::render_media(&stats, &media.counters));
-        }
+    if let Some(media) = &state.media
+        && let Some(stats) = media.stats().await
+    {
+        text.push_str(&metrics::render_media(&stats, &media.counters));
     }
     let content_type = "text/plain; version=0.0.4; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], text).into_response()

@@ -108,16 +108,12 @@ pub struct Accepted {
 #[error("the media server is shutting down")]
 pub struct MediaGone;
 
-const INBOUND_QUEUE: usize = 8192;
-
-struct Datagram {
-    local: SocketAddr,
-    source: SocketAddr,
-    data: Vec<u8>,
-}
-
 impl Media {
-    /// Binds the sockets and starts the media task.
+    /// Binds the sockets and starts the media thread.
+    ///
+    /// The engine gets a thread of its own with a single-threaded runtime: datagrams, timers and
+    /// commands are handled where the sockets are polled, with no hand-off between threads per
+    /// datagram. Transcoding runs on further threads (see `transcode`).
     pub async fn start(config: MediaConfig, stop: watch::Receiver<bool>) -> std::io::Result<Media> {
         let sockets = bind(&config).await?;
         let addrs: Vec<SocketAddr> = sockets
@@ -139,24 +135,42 @@ impl Media {
         let engine = Engine::new(engine_config, Engine::generate_cert());
         let counters = Arc::new(MediaCounters::default());
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-        let sockets: Vec<Arc<UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
-        for socket in &sockets {
-            tokio::spawn(read_socket(
-                socket.clone(),
-                inbound_tx.clone(),
-                stop.clone(),
-            ));
-        }
         let transcoders = Transcoders::new(commands.clone(), counters.clone());
-        let runner = Runner {
-            engine,
-            sockets,
-            transcoders,
-            counters: counters.clone(),
-            resources: HashMap::new(),
-        };
-        tokio::spawn(runner.run(command_rx, inbound_rx, stop));
+        let std_sockets = sockets
+            .into_iter()
+            .map(|s| s.into_std())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let thread_counters = counters.clone();
+        std::thread::Builder::new()
+            .name("media".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return tracing::error!(error = %e, "media thread has no runtime"),
+                };
+                rt.block_on(async move {
+                    let mut sockets = Vec::new();
+                    for s in std_sockets {
+                        match (s.local_addr(), UdpSocket::from_std(s)) {
+                            (Ok(addr), Ok(socket)) => sockets.push((addr, socket)),
+                            (_, Err(e)) | (Err(e), _) => {
+                                return tracing::error!(error = %e, "media socket unusable");
+                            }
+                        }
+                    }
+                    let runner = Runner {
+                        engine,
+                        sockets,
+                        transcoders,
+                        counters: thread_counters,
+                        resources: HashMap::new(),
+                    };
+                    runner.run(command_rx, stop).await;
+                });
+            })?;
         tracing::info!(addrs = ?addrs, "media peer listening (UDP)");
         Ok(Media {
             commands,
@@ -233,37 +247,13 @@ async fn bind(config: &MediaConfig) -> std::io::Result<Vec<UdpSocket>> {
     Ok(sockets)
 }
 
-async fn read_socket(
-    socket: Arc<UdpSocket>,
-    to_engine: mpsc::Sender<Datagram>,
-    mut stop: watch::Receiver<bool>,
-) {
-    // A bound socket always has an address.
-    let local = socket.local_addr().expect("bound socket has an address");
-    let mut buf = vec![0u8; 2048];
-    loop {
-        let (n, source) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                // ICMP errors from earlier sends surface here on Linux; the socket is fine.
-                Err(e) => { tracing::trace!(error = %e, "media recv"); continue; }
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let d = Datagram {
-            local,
-            source,
-            data: buf[..n].to_vec(),
-        };
-        if let Err(mpsc::error::TrySendError::Closed(_)) = to_engine.try_send(d) {
-            return;
-        }
-    }
-}
+/// Datagrams read from one socket before the others get their turn.
+const RECV_BATCH: usize = 256;
 
 struct Runner {
     engine: Engine,
-    sockets: Vec<Arc<UdpSocket>>,
+    /// Each socket with its bound address (the source of what it sends).
+    sockets: Vec<(SocketAddr, UdpSocket)>,
     transcoders: Transcoders,
     counters: Arc<MediaCounters>,
     /// WHIP/WHEP resource name → session, and back (to forget it when the session ends).
@@ -274,10 +264,9 @@ impl Runner {
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut inbound: mpsc::Receiver<Datagram>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut batch = Vec::with_capacity(64);
+        let mut buf = vec![0u8; 2048];
         loop {
             let deadline = self.engine.poll_timeout();
             let sleep = async {
@@ -287,18 +276,19 @@ impl Runner {
                 }
             };
             tokio::select! {
-                n = inbound.recv_many(&mut batch, 64) => {
-                    if n == 0 { return; }
-                    let now = Instant::now();
-                    for d in batch.drain(..) {
-                        if self.engine.handle_receive(now, d.source, d.local, &d.data).is_err() {
-                            self.counters.datagrams_unmatched.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                Some(c) = commands.recv() => self.command(c),
-                () = sleep => self.engine.handle_timeout(Instant::now()),
+                biased;
                 _ = stop.wait_for(|s| *s) => break,
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                () = readable(&self.sockets) => self.receive(&mut buf),
+                () = sleep => {}
+            }
+            // Timers fire even while datagrams keep coming.
+            let now = Instant::now();
+            if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+                self.engine.handle_timeout(now);
             }
             self.flush().await;
         }
@@ -308,6 +298,33 @@ impl Runner {
             self.engine.close(id);
         }
         self.flush().await;
+    }
+
+    /// Feeds the engine what the sockets hold, straight from the receive buffer.
+    fn receive(&mut self, buf: &mut [u8]) {
+        let now = Instant::now();
+        for (local, socket) in &self.sockets {
+            for _ in 0..RECV_BATCH {
+                let (n, source) = match socket.try_recv_from(buf) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    // ICMP errors from earlier sends surface here on Linux; the socket is fine.
+                    Err(e) => {
+                        tracing::trace!(error = %e, "media recv");
+                        continue;
+                    }
+                };
+                if self
+                    .engine
+                    .handle_receive(now, source, *local, &buf[..n])
+                    .is_err()
+                {
+                    self.counters
+                        .datagrams_unmatched
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     fn command(&mut self, c: Command) {
@@ -364,10 +381,17 @@ impl Runner {
         while let Some(o) = self.engine.poll_output() {
             match o {
                 Output::Transmit(t) => {
-                    let Some(socket) = self.socket_for(t.source) else {
+                    let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == t.source)
+                    else {
                         continue;
                     };
-                    if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                    let sent = match socket.try_send_to(&t.contents, t.destination) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            socket.send_to(&t.contents, t.destination).await
+                        }
+                        other => other,
+                    };
+                    if let Err(e) = sent {
                         tracing::trace!(error = %e, to = %t.destination, "media send failed");
                     }
                 }
@@ -382,12 +406,13 @@ impl Runner {
             }
         }
     }
+}
 
-    fn socket_for(&self, source: SocketAddr) -> Option<&Arc<UdpSocket>> {
-        self.sockets
-            .iter()
-            .find(|s| s.local_addr().is_ok_and(|a| a == source))
-    }
+/// Resolves when any socket may have a datagram.
+async fn readable(sockets: &[(SocketAddr, UdpSocket)]) {
+    let waits = sockets.iter().map(|(_, s)| Box::pin(s.readable()));
+    // An error here is the socket's pending error; try_recv_from reports it.
+    let _ = futures_util::future::select_all(waits).await;
 }
 
 /// 128 random bits, hex: a resource URL nobody can guess.

@@ -99,7 +99,7 @@ async fn ingest_or_playback(
     let Some(media) = state.media else {
         return with_cors(off());
     };
-    if let Err(r) = authorize(&media, &headers) {
+    if let Some(r) = unauthorized(&media, &headers) {
         return with_cors(r);
     }
     let room = match RoomName::parse(&room) {
@@ -156,7 +156,7 @@ pub async fn delete(
     let Some(media) = state.media else {
         return with_cors(off());
     };
-    if let Err(r) = authorize(&media, &headers) {
+    if let Some(r) = unauthorized(&media, &headers) {
         return with_cors(r);
     }
     let r = match media.delete(resource).await {
@@ -190,10 +190,9 @@ pub async fn options() -> Response {
     with_cors(r)
 }
 
-fn authorize(media: &Media, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = &media.config.whip_token else {
-        return Ok(());
-    };
+/// The 401 to send when a token is configured and the request lacks it.
+fn unauthorized(media: &Media, headers: &HeaderMap) -> Option<Response> {
+    let token = media.config.whip_token.as_ref()?;
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -201,7 +200,7 @@ fn authorize(media: &Media, headers: &HeaderMap) -> Result<(), Response> {
         .unwrap_or("");
     if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), token.as_bytes()).is_ok()
     {
-        return Ok(());
+        return None;
     }
     let mut r = text(
         StatusCode::UNAUTHORIZED,
@@ -209,7 +208,7 @@ fn authorize(media: &Media, headers: &HeaderMap) -> Result<(), Response> {
     );
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Err(r)
+    Some(r)
 }
 
 fn offer_status(e: &OfferError) -> StatusCode {
