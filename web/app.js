@@ -2,6 +2,7 @@
 
 import { Signaling } from './signaling.js';
 import { PeerLink } from './peer.js';
+import { rtcConfig as iceConfig } from './ice.js';
 import { openCamera, openTrack, openScreen, listDevices, describeMediaError } from './media.js';
 import {
   $, showView, banner, showMessage, ensureTile, setTileName, setTileMedia, setTileConnection,
@@ -278,11 +279,7 @@ function onStatus({ state, reason, retryInMs }) {
 
 function onWelcome(w) {
   me.id = w.id;
-  rtcConfig = {
-    iceServers: onlyTurnTransport(w.ice_servers, params.get('turn')),
-    iceTransportPolicy: params.get('ice') === 'relay' ? 'relay' : 'all',
-    bundlePolicy: 'max-bundle',
-  };
+  rtcConfig = iceConfig(w.ice_servers, params);
   if (!w.resumed) {
     // A new session (first join, or the server forgot us): start every call afresh.
     for (const id of [...peers.keys()]) dropPeer(id);
@@ -297,19 +294,6 @@ function onWelcome(w) {
     }
   }
   updateCount();
-}
-
-/** Diagnostics: `?turn=udp|tcp|tls` keeps only that way of reaching TURN (with `?ice=relay`,
- *  it shows whether a network lets that one through). */
-function onlyTurnTransport(servers, transport) {
-  if (!transport) return servers;
-  const keep = (url) => {
-    if (!/^turns?:/.test(url)) return true;
-    const tls = url.startsWith('turns:');
-    const tcp = /transport=tcp/.test(url);
-    return transport === 'tls' ? tls : transport === 'tcp' ? tcp && !tls : !tcp && !tls;
-  };
-  return servers.map((s) => ({ ...s, urls: s.urls.filter(keep) })).filter((s) => s.urls.length);
 }
 
 function linkTo(id) {

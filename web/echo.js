@@ -1,7 +1,10 @@
 // The echo test: the camera goes to the server's media peer (POST /offer, aiortc's contract) and
 // comes back through the chosen transform. Shows both, the data-channel round trip and live stats.
 
+import { rtcConfig } from './ice.js';
+
 const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
 const form = $('echo-form');
 const state = { pc: null, stream: null, timers: [], pongs: 0, rtt: null, prev: null, error: null };
 window.echo = state; // for tests and curious people
@@ -54,7 +57,9 @@ async function start(event) {
   }
   $('local').srcObject = state.stream;
 
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  // Huddle's own TURN server too: a network that blocks UDP still reaches the media peer
+  // through TURN over TLS on the HTTPS port.
+  const pc = new RTCPeerConnection(rtcConfig(await iceServers(), params));
   state.pc = pc;
   pc.addEventListener('track', (e) => {
     if (e.track.kind === 'video') $('remote').srcObject = new MediaStream([e.track]);
@@ -111,6 +116,16 @@ async function start(event) {
     return;
   }
   state.timers.push(setInterval(updateStats, 1000));
+}
+
+async function iceServers() {
+  try {
+    const r = await fetch('/api/ice-servers');
+    if (r.ok) return (await r.json()).iceServers;
+  } catch {
+    // Without them the direct path is still tried.
+  }
+  return [];
 }
 
 function preferCodec(transceiver, name) {
@@ -177,7 +192,6 @@ $('stop').addEventListener('click', stop);
 window.addEventListener('pagehide', stop);
 
 // ?transform=edges&autostart — links and tests can start a run directly.
-const params = new URLSearchParams(location.search);
 for (const key of ['transform', 'codec', 'resolution']) {
   if (params.has(key)) $(key).value = params.get(key);
 }

@@ -48,3 +48,24 @@ for (const transport of ['udp', 'tcp', 'tls']) {
     await b.context().close();
   });
 }
+
+test('the media peer is reached through TURN over TLS when nothing else is allowed', async () => {
+  // The media peer listens on 127.0.0.1:8443/udp, a loopback address TURN refuses as a peer —
+  // except for this one service port of its own server.
+  const page = await lab.page(browser, '/echo?transform=grayscale&ice=relay&turn=tls&autostart');
+  await videoFlows(page, '#remote', { timeout: 30000 });
+  const pair = await page.evaluate(async () => {
+    const stats = await window.echo.pc.getStats();
+    let pair;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    return { type: local.candidateType, relayProtocol: local.relayProtocol, remote: `${remote.address}:${remote.port}` };
+  });
+  assert.equal(pair.type, 'relay', JSON.stringify(pair));
+  assert.equal(pair.relayProtocol, 'tls', JSON.stringify(pair));
+  assert.equal(pair.remote, '127.0.0.1:8443', JSON.stringify(pair));
+  await page.context().close();
+});

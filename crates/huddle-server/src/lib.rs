@@ -93,22 +93,6 @@ impl Server {
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         let stop = watch::channel(false);
-        let turn = match &config.turn {
-            Some(serve_turn) => {
-                let mut turn_config = serve_turn.config.clone();
-                turn_config.core.credentials.rest_secret = Some(serve_turn.secret.clone());
-                match &identity {
-                    Some(identity) => turn_config.tls_config = Some(identity.server_config(&[])?),
-                    None => turn_config.tls.clear(),
-                }
-                Some(
-                    Turn::start(turn_config, stop.1.clone())
-                        .await
-                        .map_err(ServerError::Turn)?,
-                )
-            }
-            None => None,
-        };
         let media = match &config.media {
             Some(media_config) => Some(
                 Media::start(media_config.clone(), stop.1.clone())
@@ -118,6 +102,31 @@ impl Server {
                         source,
                     })?,
             ),
+            None => None,
+        };
+        let turn = match &config.turn {
+            Some(serve_turn) => {
+                let mut turn_config = serve_turn.config.clone();
+                turn_config.core.credentials.rest_secret = Some(serve_turn.secret.clone());
+                match &identity {
+                    Some(identity) => turn_config.tls_config = Some(identity.server_config(&[])?),
+                    None => turn_config.tls.clear(),
+                }
+                // Browsers that reach nothing but our TURN server (UDP blocked, TLS on 443 only)
+                // still reach the media peer through it: its addresses, and only those ports.
+                if let Some(media) = &media {
+                    turn_config
+                        .core
+                        .peers
+                        .services
+                        .extend(media.reachable_addrs());
+                }
+                Some(
+                    Turn::start(turn_config, stop.1.clone())
+                        .await
+                        .map_err(ServerError::Turn)?,
+                )
+            }
             None => None,
         };
         Ok(Self {

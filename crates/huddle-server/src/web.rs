@@ -19,6 +19,7 @@ assets! {
     "peer.js" => "text/javascript; charset=utf-8",
     "media.js" => "text/javascript; charset=utf-8",
     "ui.js" => "text/javascript; charset=utf-8",
+    "ice.js" => "text/javascript; charset=utf-8",
     "icon.svg" => "image/svg+xml",
     "echo.html" => "text/html; charset=utf-8",
     "echo.js" => "text/javascript; charset=utf-8",

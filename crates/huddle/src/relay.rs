@@ -130,6 +130,8 @@ impl RelayArgs {
             allowed: ranges(&self.allowed_peer_ip)?,
             denied: ranges(&self.denied_peer_ip)?,
             own,
+            // `huddle serve` adds its media peer once its sockets are bound.
+            services: Vec::new(),
         };
         config.user_quota = self.user_quota;
         config.total_quota = self.total_quota;

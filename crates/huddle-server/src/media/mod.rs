@@ -180,6 +180,18 @@ impl Media {
         })
     }
 
+    /// Every address a browser may be told to send media to: the bound ones and, with
+    /// `--public-ip`, the public address at the same port.
+    pub fn reachable_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs = self.addrs.to_vec();
+        if let (Some(ip), Some(port)) =
+            (self.config.public_ip, self.addrs.first().map(|a| a.port()))
+        {
+            addrs.push(SocketAddr::new(ip, port));
+        }
+        addrs
+    }
+
     /// The UDP addresses media is served on.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs

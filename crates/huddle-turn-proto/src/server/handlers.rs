@@ -417,7 +417,7 @@ impl<R: RngCore> Server<R> {
         if relay.is_ipv4() != peer.ip().to_canonical().is_ipv4() {
             return Err(ErrorCode::PEER_ADDRESS_FAMILY_MISMATCH.into());
         }
-        if !self.is_own_relay_ip(peer.ip()) && !self.config.peers.permits(peer.ip()) {
+        if !self.is_own_relay_ip(peer.ip()) && !self.config.peers.permits_addr(peer) {
             return Err(ErrorCode::FORBIDDEN.into());
         }
         Ok(())

@@ -547,9 +547,9 @@ impl<R: RngCore> Server<R> {
             self.relay_internally(advertised, peer, payload, now);
             return None;
         }
-        // Permissions for our own relay IP were granted for relay-to-relay; any other port there
-        // is subject to the policy like every address.
-        if self.is_own_relay_ip(peer.ip()) && !self.config.peers.permits(peer.ip()) {
+        // Permissions are per IP, but some were granted only for relay-to-relay or for one
+        // service port of this server: any other port there is subject to the policy.
+        if !self.config.peers.permits_addr(peer) {
             self.stats.dropped += 1;
             return None;
         }

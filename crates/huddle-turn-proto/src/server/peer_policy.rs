@@ -1,7 +1,7 @@
 //! Which peers a relay may talk to. By default only public unicast addresses: a TURN server that
 //! relays to loopback, private networks or itself is a way into the network it sits in.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 /// An inclusive range of addresses, written as CIDR (`10.0.0.0/8`), coturn's `first-last` form
@@ -78,9 +78,23 @@ pub struct PeerPolicy {
     pub denied: Vec<IpRange>,
     /// The server's own addresses (listeners, relays): never a peer unless allowed explicitly.
     pub own: Vec<IpAddr>,
+    /// Exact addresses a relay may reach whatever the rules above say: services of this same
+    /// server (the media peer's UDP port), for clients that reach it only through TURN. The
+    /// address's other ports stay refused.
+    pub services: Vec<SocketAddr>,
 }
 
 impl PeerPolicy {
+    /// Whether datagrams may go to `peer`: its address is permitted, or it is one of the services.
+    pub fn permits_addr(&self, peer: SocketAddr) -> bool {
+        self.permits(peer.ip()) || self.is_service(peer)
+    }
+
+    pub fn is_service(&self, peer: SocketAddr) -> bool {
+        let canonical = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        self.services.contains(&canonical)
+    }
+
     pub fn permits(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         if self.denied.iter().any(|r| r.contains(ip)) {
@@ -166,6 +180,7 @@ mod tests {
                 "8.8.8.8".parse().unwrap(),
             ],
             own: vec![ip("203.0.113.1")],
+            services: Vec::new(),
         };
         assert!(p.permits(ip("127.0.0.1")));
         assert!(p.permits(ip("10.1.1.1")));

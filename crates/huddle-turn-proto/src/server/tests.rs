@@ -834,6 +834,45 @@ proptest! {
 }
 
 #[test]
+fn a_service_of_this_server_is_reachable_at_its_port_only() {
+    let mut cfg = config();
+    // The media peer on a private address of this host, UDP 8443.
+    cfg.peers.services = vec![addr("10.0.0.7:8443")];
+    let mut lab = Lab::with(cfg);
+    let mut a = Client::new(udp("203.0.113.9:1"), "user1", "pass1");
+    lab.allocate(&mut a);
+    assert_eq!(
+        lab.permit(&mut a, addr("10.0.0.7:8443")).class(),
+        Class::Success
+    );
+    assert_eq!(lab.permit(&mut a, addr("10.0.0.8:8443")).error(), Some(403));
+    let to_media = lab
+        .server
+        .handle_client(
+            a.from,
+            &send_indication(addr("10.0.0.7:8443"), b"stun"),
+            lab.now,
+        )
+        .map(|r| r.peer);
+    assert_eq!(to_media, Some(addr("10.0.0.7:8443")));
+    // The permission is per IP, but other ports of the service's host stay closed.
+    let to_ssh = lab
+        .server
+        .handle_client(
+            a.from,
+            &send_indication(addr("10.0.0.7:22"), b"ssh"),
+            lab.now,
+        )
+        .map(|r| r.peer);
+    assert_eq!(to_ssh, None);
+    assert_eq!(
+        lab.bind_channel(&mut a, 0x4001, addr("10.0.0.7:22"))
+            .error(),
+        Some(403)
+    );
+}
+
+#[test]
 fn relay_to_relay_stays_inside_the_server() {
     let mut cfg = config();
     cfg.relay_v4 = Some(RelayAddr {
