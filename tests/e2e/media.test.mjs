@@ -128,3 +128,66 @@ test('a page publishing over WHIP is watched by another over WHEP', async () => 
   await publisher.context().close();
   await viewer.context().close();
 });
+
+test("aiortc's client flow works unchanged: gathered offer, codecs filtered in the SDP, unordered channel", async () => {
+  const page = await lab.page(browser, '/healthz');
+  await page.evaluate(async () => {
+    document.body.innerHTML = '<video id="v" autoplay muted playsinline></video>';
+    // What aiortc's examples/server client does: addTrack, a 'chat' channel with
+    // {ordered: false, maxRetransmits: 0}, wait for gathering, keep one codec per kind by
+    // editing the SDP, POST {sdp, type, video_transform}, apply the answer.
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 480 } });
+    const pc = new RTCPeerConnection({ sdpSemantics: 'unified-plan' });
+    window.pc = pc;
+    window.pongs = 0;
+    pc.ontrack = (e) => { if (e.track.kind === 'video') document.getElementById('v').srcObject = new MediaStream([e.track]); };
+    stream.getTracks().forEach((t) => pc.addTrack(t, stream));
+    const dc = pc.createDataChannel('chat', { ordered: false, maxRetransmits: 0 });
+    dc.onopen = () => setInterval(() => dc.send(`ping ${Date.now()}`), 300);
+    dc.onmessage = (e) => { if (e.data.startsWith('pong ')) window.pongs += 1; };
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((resolve) => {
+      if (pc.iceGatheringState === 'complete') resolve();
+      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve());
+    });
+    const keepOnly = (sdp, kind, codec) => {
+      const lines = sdp.split('\r\n');
+      const start = lines.findIndex((l) => l.startsWith(`m=${kind} `));
+      let end = lines.findIndex((l, i) => i > start && l.startsWith('m='));
+      if (end < 0) end = lines.length;
+      const section = lines.slice(start, end);
+      const keep = new Set(section.filter((l) => new RegExp(`^a=rtpmap:\\d+ ${codec}/`, 'i').test(l)).map((l) => l.split(/[: ]/)[1]));
+      // RTX payloads that repair a kept codec stay too.
+      for (const l of section) {
+        const m = /^a=fmtp:(\d+) apt=(\d+)/.exec(l);
+        if (m && keep.has(m[2])) keep.add(m[1]);
+      }
+      const out = section.filter((l) => {
+        const m = /^a=(?:rtpmap|fmtp|rtcp-fb):(\d+)/.exec(l);
+        return !m || keep.has(m[1]);
+      }).map((l, i) => (i === 0 ? [...l.split(' ').slice(0, 3), ...l.split(' ').slice(3).filter((pt) => keep.has(pt))].join(' ') : l));
+      return [...lines.slice(0, start), ...out, ...lines.slice(end)].join('\r\n');
+    };
+    let sdp = keepOnly(pc.localDescription.sdp, 'video', 'H264');
+    sdp = keepOnly(sdp, 'audio', 'PCMU');
+    const r = await fetch('/offer', {
+      body: JSON.stringify({ sdp, type: 'offer', video_transform: 'cartoon' }),
+      headers: { 'Content-Type': 'application/json' },
+      method: 'POST',
+    });
+    if (!r.ok) throw new Error(`offer ${r.status}: ${await r.text()}`);
+    await pc.setRemoteDescription(await r.json());
+  });
+  await videoFlows(page, '#v', { frames: 10 });
+  await waitInPage(page, () => window.pongs >= 2, null, { what: 'pongs on an unordered channel' });
+  const audio = await waitInPage(page, async () => {
+    const stats = await window.pc.getStats();
+    let packets = 0, codec = '';
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') { packets = s.packetsReceived; codec = stats.get(s.codecId)?.mimeType; }
+    });
+    return packets > 20 && { packets, codec };
+  }, null, { what: 'audio echoed' });
+  assert.equal(audio.codec, 'audio/PCMU');
+  await page.context().close();
+});

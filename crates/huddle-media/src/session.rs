@@ -30,7 +30,13 @@ impl SessionKind {
     /// Transformed echo decodes and encodes H.264 itself; every other kind forwards whatever
     /// codec the browser picked.
     pub(crate) fn rtc_config(&self) -> RtcConfig {
-        let mut config = Rtc::builder().clear_codecs().enable_opus(true, false);
+        // Audio is only ever forwarded, so any codec a browser may prefer will do.
+        let mut config = Rtc::builder()
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_g722(true, false)
+            .enable_pcmu(true, false)
+            .enable_pcma(true, false);
         // Consent checks give up after ~5 s of silence instead of str0m's ~20 s: a browser
         // that left frees its session soon.
         config.set_max_stun_rto(STUN_MAX_RTO);

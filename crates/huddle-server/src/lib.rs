@@ -20,6 +20,7 @@ mod media;
 mod metrics;
 mod tls;
 mod turn;
+pub mod udp_batch;
 mod web;
 
 use std::future::Future;
@@ -28,7 +29,6 @@ use std::net::{IpAddr, SocketAddr};
 pub use config::{Config, ServeTurn, TlsSource};
 pub use media::{Media, MediaConfig};
 pub use tls::{Identity, TlsError};
-pub use turn::batch as udp_batch;
 pub use turn::{Turn, TurnAddrs, TurnConfig};
 
 use tokio::net::TcpListener;

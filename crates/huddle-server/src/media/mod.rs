@@ -21,6 +21,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::transcode::Transcoders;
+use crate::udp_batch;
+use std::os::fd::AsRawFd;
 
 /// `huddle serve`'s media settings.
 #[derive(Debug, Clone)]
@@ -279,23 +281,27 @@ impl Runner {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; 2048];
+        // One timer and one stop future for the life of the loop: re-created per iteration they
+        // cost a timer-wheel insert and removal per datagram.
+        let idle = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        let sleep = tokio::time::sleep_until(idle());
+        tokio::pin!(sleep);
+        let stopped = stop.wait_for(|s| *s);
+        tokio::pin!(stopped);
         loop {
-            let deadline = self.engine.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let deadline = self.engine.poll_timeout().map_or_else(idle, Into::into);
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => break,
+                _ = &mut stopped => break,
                 c = commands.recv() => match c {
                     Some(c) => self.command(c),
                     None => break,
                 },
                 () = readable(&self.sockets) => self.receive(&mut buf),
-                () = sleep => {}
+                () = &mut sleep => {}
             }
             // Timers fire even while datagrams keep coming.
             let now = Instant::now();
@@ -388,25 +394,13 @@ impl Runner {
         }
     }
 
-    /// Carries out everything the engine asked for.
+    /// Carries out everything the engine asked for. Datagrams are sent together, one
+    /// `sendmmsg` per socket: echoing a frame is several packets at once.
     async fn flush(&mut self) {
+        let mut transmits = Vec::new();
         while let Some(o) = self.engine.poll_output() {
             match o {
-                Output::Transmit(t) => {
-                    let Some((_, socket)) = self.sockets.iter().find(|(a, _)| *a == t.source)
-                    else {
-                        continue;
-                    };
-                    let sent = match socket.try_send_to(&t.contents, t.destination) {
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            socket.send_to(&t.contents, t.destination).await
-                        }
-                        other => other,
-                    };
-                    if let Err(e) = sent {
-                        tracing::trace!(error = %e, to = %t.destination, "media send failed");
-                    }
-                }
+                Output::Transmit(t) => transmits.push(t),
                 Output::Transcode(job) => self.transcoders.push(job),
                 Output::EncoderKeyframe(id) => self.transcoders.keyframe(id),
                 Output::EncoderBitrate { session, bps } => self.transcoders.bitrate(session, bps),
@@ -417,11 +411,32 @@ impl Runner {
                 }
             }
         }
+        for (local, socket) in &self.sockets {
+            let datagrams: Vec<(&[u8], SocketAddr)> = transmits
+                .iter()
+                .filter(|t| t.source == *local)
+                .map(|t| (&t.contents[..], t.destination))
+                .collect();
+            if datagrams.is_empty() {
+                continue;
+            }
+            let sent = udp_batch::send(socket.as_raw_fd(), &datagrams);
+            // A full socket buffer stopped the batch: wait for room for the rest.
+            for (data, to) in &datagrams[sent..] {
+                if let Err(e) = socket.send_to(data, *to).await {
+                    tracing::trace!(error = %e, %to, "media send failed");
+                }
+            }
+        }
     }
 }
 
 /// Resolves when any socket may have a datagram.
 async fn readable(sockets: &[(SocketAddr, UdpSocket)]) {
+    if let [(_, only)] = sockets {
+        let _ = only.readable().await;
+        return;
+    }
     let waits = sockets.iter().map(|(_, s)| Box::pin(s.readable()));
     // An error here is the socket's pending error; try_recv_from reports it.
     let _ = futures_util::future::select_all(waits).await;

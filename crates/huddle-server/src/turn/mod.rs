@@ -6,7 +6,6 @@
 //! drops the datagram as UDP would). Stream clients get a bounded queue each; a client whose
 //! queue is full loses that frame rather than making the server buffer for it.
 
-pub mod batch;
 mod prefixed;
 mod stream;
 
@@ -25,7 +24,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use batch::RecvBatch;
+use crate::udp_batch::{self as batch, RecvBatch};
 pub use prefixed::Prefixed;
 pub use stream::looks_like_turn;
 

@@ -1,5 +1,5 @@
-//! Batched UDP I/O (`recvmmsg`/`sendmmsg`): one system call for many datagrams on the relay's
-//! hot path, where per-packet system calls are most of the cost.
+//! Batched UDP I/O (`recvmmsg`/`sendmmsg`): one system call for many datagrams on the TURN
+//! relay's and the media peer's hot paths, where per-packet system calls are most of the cost.
 
 use std::io;
 use std::mem;
