@@ -654,3 +654,22 @@ fn viewers_keyframe_requests_reach_the_publisher_throttled() {
     let p = net.engine.relay.publisher("a").unwrap();
     assert!(net.engine.sessions[&p].last_keyframe_request.is_some());
 }
+
+#[test]
+fn behind_one_to_one_nat_the_answer_names_the_public_address() {
+    let addrs = vec![LocalAddr {
+        local: "10.0.0.1:7000".parse().unwrap(),
+        public: Some("203.0.113.7:7000".parse().unwrap()),
+    }];
+    let mut e = Engine::new(EngineConfig::new(addrs), Engine::generate_cert());
+    let (_, answer) = e
+        .accept(
+            SessionKind::Echo(Transform::None),
+            &fixture("chromium-sendrecv.sdp"),
+            Instant::now(),
+        )
+        .unwrap();
+    assert!(answer.contains("203.0.113.7 7000 typ srflx"), "{answer}");
+    // The host candidate stays: it is what arriving datagrams are matched against.
+    assert!(answer.contains("10.0.0.1 7000 typ host"), "{answer}");
+}
