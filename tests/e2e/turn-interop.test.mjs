@@ -15,6 +15,8 @@ const SECRET = 'north-wind';
 
 before(async () => {
   lab.setup();
+  // IPv6 on loopback only (the lab turns it off for Chromium's sake), for the IPv6 relay.
+  lab.exec('sysctl', ['-qw', 'net.ipv6.conf.lo.disable_ipv6=0']);
   const cert = join(lab.dir, 'cert.pem');
   const key = join(lab.dir, 'key.pem');
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
@@ -23,6 +25,7 @@ before(async () => {
   const conf = join(lab.dir, 'turnserver.conf');
   writeFileSync(conf, [
     'listening-ip=127.0.0.1', 'listening-port=3478', 'tls-listening-port=5349',
+    'relay-ip=127.0.0.1', 'relay-ip=::1',
     'min-port=50000', 'max-port=50999', 'realm=test', 'lt-cred-mech', 'user=user1:pass1',
     'use-auth-secret', `static-auth-secret=${SECRET}`, 'fingerprint', 'allow-loopback-peers',
     `cert=${cert}`, `pkey=${key}`, 'no-cli', 'verbose', 'log-file=/dev/null', '',
@@ -30,7 +33,7 @@ before(async () => {
   const turn = lab.spawn(HUDDLE, ['turn', '-c', conf]);
   await lab.waitFor(turn, 'tls  127.0.0.1:5349');
   assert.match(turn.log, /ignored: log-file, verbose/, 'names every key it did not act on');
-  const peer = lab.spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', '3480']);
+  const peer = lab.spawn('turnutils_peer', ['-L', '127.0.0.1', '-L', '::1', '-p', '3480']);
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(peer.exitCode, null, peer.log);
 });
@@ -38,8 +41,8 @@ before(async () => {
 after(() => lab.teardown());
 
 /** Runs turnutils_uclient and reads its summary: it exits 0 even at 100 % loss. */
-async function uclient(flags, { port = 3478, user = ['-u', 'user1', '-w', 'pass1'] } = {}) {
-  const { out } = await lab.run('turnutils_uclient', [...flags, ...user, '-e', '127.0.0.1', '-r', '3480',
+async function uclient(flags, { port = 3478, user = ['-u', 'user1', '-w', 'pass1'], peer = '127.0.0.1' } = {}) {
+  const { out } = await lab.run('turnutils_uclient', [...flags, ...user, '-e', peer, '-r', '3480',
     '-n', '40', '-m', '4', '-l', '200', '-p', String(port), '127.0.0.1'], { timeout: 90000 });
   const totals = out.match(/tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$/m);
   const lost = out.match(/Total lost packets (\d+)/);
@@ -69,6 +72,12 @@ for (const [name, flags, port] of [
     assertAllBack(await uclient(flags, { port }));
   });
 }
+
+test('an IPv6 relay beside the IPv4 one: a client over IPv4 relays to an IPv6 peer', async () => {
+  // The peer is IPv6: only an IPv6 relay can reach it (the core answers an IPv4 allocation's
+  // permission for it with 443, a unit test shows), so every message back means the IPv6 relay.
+  assertAllBack(await uclient(['-x'], { peer: '::1' }));
+});
 
 test('TURN REST credentials work, wrong ones do not', async () => {
   assertAllBack(await uclient([], { user: ['-W', SECRET, '-u', 'alice'] }));

@@ -12,7 +12,7 @@ pub struct CoturnConf {
     pub listening_port: Option<u16>,
     pub tls_listening_port: Option<u16>,
     pub relay_ips: Vec<String>,
-    pub external_ip: Option<String>,
+    pub external_ips: Vec<String>,
     pub min_port: Option<u16>,
     pub max_port: Option<u16>,
     pub realm: Option<String>,
@@ -91,7 +91,7 @@ pub fn parse(text: &str) -> Result<CoturnConf, ConfError> {
             "listening-port" => conf.listening_port = Some(number(need()?)? as u16),
             "tls-listening-port" => conf.tls_listening_port = Some(number(need()?)? as u16),
             "relay-ip" => conf.relay_ips.push(need()?),
-            "external-ip" => conf.external_ip = Some(need()?),
+            "external-ip" => conf.external_ips.push(need()?),
             "min-port" => conf.min_port = Some(number(need()?)? as u16),
             "max-port" => conf.max_port = Some(number(need()?)? as u16),
             "realm" => conf.realm = Some(need()?),
@@ -144,7 +144,7 @@ mod tests {
         .unwrap();
         assert_eq!(conf.listening_port, Some(3478));
         assert_eq!(conf.tls_listening_port, Some(5349));
-        assert_eq!(conf.external_ip.as_deref(), Some("203.0.113.4/10.0.0.4"));
+        assert_eq!(conf.external_ips, ["203.0.113.4/10.0.0.4"]);
         assert_eq!((conf.min_port, conf.max_port), (Some(49160), Some(49200)));
         assert_eq!(conf.users.len(), 2);
         assert_eq!(conf.realm.as_deref(), Some("example.org"));

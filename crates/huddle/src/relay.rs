@@ -24,15 +24,27 @@ pub struct RelayArgs {
     #[arg(long, env = "HUDDLE_TURN_SECRET", value_name = "SECRET")]
     pub auth_secret: Option<String>,
 
-    /// Address relay sockets bind to [default: the listen address if specific, else this host's
-    /// first non-loopback IPv4 address].
-    #[arg(long, env = "HUDDLE_RELAY_IP", value_name = "IP")]
-    pub relay_ip: Option<IpAddr>,
+    /// Address relay sockets bind to; give an IPv4 and an IPv6 address (repeat the flag or
+    /// separate with commas) to relay both families, chosen per allocation by the client's
+    /// REQUESTED-ADDRESS-FAMILY [default: the listen address if specific, else this host's first
+    /// non-loopback IPv4 address and, if it has one, its first non-link-local IPv6 address].
+    #[arg(
+        long = "relay-ip",
+        env = "HUDDLE_RELAY_IP",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub relay_ip: Option<Vec<IpAddr>>,
 
     /// The public address to advertise for relays behind a NAT: IP, or PUBLIC/PRIVATE as coturn
-    /// writes it (binds PRIVATE, advertises PUBLIC).
-    #[arg(long, env = "HUDDLE_EXTERNAL_IP", value_name = "IP[/PRIVATE]")]
-    pub external_ip: Option<String>,
+    /// writes it (binds PRIVATE, advertises PUBLIC); once per address family.
+    #[arg(
+        long = "external-ip",
+        env = "HUDDLE_EXTERNAL_IP",
+        value_name = "IP[/PRIVATE]",
+        value_delimiter = ','
+    )]
+    pub external_ip: Option<Vec<String>>,
 
     /// Relay port range [default: 49152-65535].
     #[arg(long, env = "HUDDLE_RELAY_PORTS", value_name = "MIN-MAX")]
@@ -94,12 +106,14 @@ impl RelayArgs {
             credentials,
             ..CoreConfig::default()
         };
-        let (bind, advertised) = self.relay_addresses(listen_ips)?;
-        let relay = RelayAddr { bind, advertised };
-        if bind.is_ipv4() {
-            config.relay_v4 = Some(relay);
-        } else {
-            config.relay_v6 = Some(relay);
+        let relays = self.relay_addresses(listen_ips)?;
+        for relay in &relays {
+            let slot = if relay.bind.is_ipv4() {
+                &mut config.relay_v4
+            } else {
+                &mut config.relay_v6
+            };
+            *slot = Some(*relay);
         }
         if let Some(range) = &self.relay_ports {
             let (lo, hi) = range
@@ -124,7 +138,7 @@ impl RelayArgs {
             .copied()
             .filter(|ip| !ip.is_unspecified())
             .collect();
-        own.extend([bind, advertised]);
+        own.extend(relays.iter().flat_map(|r| [r.bind, r.advertised]));
         config.peers = PeerPolicy {
             allow_loopback: self.allow_loopback_peers.unwrap_or(false),
             allowed: ranges(&self.allowed_peer_ip)?,
@@ -139,33 +153,95 @@ impl RelayArgs {
         Ok(config)
     }
 
-    fn relay_addresses(&self, listen_ips: &[IpAddr]) -> anyhow::Result<(IpAddr, IpAddr)> {
-        if let Some(external) = &self.external_ip {
+    /// At most one relay address per family: from `--external-ip` (PUBLIC[/PRIVATE]), then
+    /// `--relay-ip`, then the defaults.
+    fn relay_addresses(&self, listen_ips: &[IpAddr]) -> anyhow::Result<Vec<RelayAddr>> {
+        let relay_ips = self.relay_ip.clone().unwrap_or_default();
+        let mut relays: Vec<RelayAddr> = Vec::new();
+        for external in self.external_ip.iter().flatten() {
+            let what = format!("--external-ip {external:?}");
             let (public, private) = match external.split_once('/') {
                 Some((p, q)) => (p, Some(q)),
                 None => (external.as_str(), None),
             };
-            let public: IpAddr = public
-                .parse()
-                .with_context(|| format!("--external-ip {external:?}"))?;
+            let public: IpAddr = public.parse().with_context(|| what.clone())?;
             let bind = match private {
-                Some(p) => p
-                    .parse()
-                    .with_context(|| format!("--external-ip {external:?}"))?,
-                None => self
-                    .relay_ip
+                Some(p) => p.parse().with_context(|| what.clone())?,
+                None => relay_ips
+                    .iter()
+                    .copied()
+                    .find(|ip| ip.is_ipv4() == public.is_ipv4())
                     .unwrap_or_else(|| default_relay_ip(listen_ips)),
             };
-            return Ok((bind, public));
+            add_relay(
+                &mut relays,
+                RelayAddr {
+                    bind,
+                    advertised: public,
+                },
+                &what,
+            )?;
         }
-        let bind = self
-            .relay_ip
-            .unwrap_or_else(|| default_relay_ip(listen_ips));
-        if bind.is_unspecified() {
-            bail!("--relay-ip must be a specific address (clients are told it)");
+        for ip in &relay_ips {
+            if relays.iter().any(|r| r.bind.is_ipv4() == ip.is_ipv4()) && self.external_ip.is_some()
+            {
+                continue; // the external address of this family already says where to bind
+            }
+            add_relay(
+                &mut relays,
+                RelayAddr {
+                    bind: *ip,
+                    advertised: *ip,
+                },
+                &format!("--relay-ip {ip}"),
+            )?;
         }
-        Ok((bind, bind))
+        if relays.is_empty() {
+            let v4 = default_relay_ip(listen_ips);
+            add_relay(
+                &mut relays,
+                RelayAddr {
+                    bind: v4,
+                    advertised: v4,
+                },
+                "the default relay address",
+            )?;
+            let listen_specific = listen_ips.iter().any(|ip| !ip.is_unspecified());
+            if !listen_specific
+                && let Some(v6) = huddle_server::interface_addresses()
+                    .into_iter()
+                    .find(|ip| ip.is_ipv6() && !ip.is_loopback())
+            {
+                add_relay(
+                    &mut relays,
+                    RelayAddr {
+                        bind: v6,
+                        advertised: v6,
+                    },
+                    "the default IPv6 relay address",
+                )?;
+            }
+        }
+        Ok(relays)
     }
+}
+
+/// Adds `relay` unless it is unusable or its family already has one.
+fn add_relay(relays: &mut Vec<RelayAddr>, relay: RelayAddr, what: &str) -> anyhow::Result<()> {
+    if relay.bind.is_ipv4() != relay.advertised.is_ipv4() {
+        bail!("{what}: the public and private addresses are of different families");
+    }
+    if relay.bind.is_unspecified() {
+        bail!("{what}: a relay address must be a specific address (clients are told it)");
+    }
+    if relays
+        .iter()
+        .any(|r| r.bind.is_ipv4() == relay.bind.is_ipv4())
+    {
+        bail!("{what}: one relay address per family (an IPv4 and an IPv6 one at most)");
+    }
+    relays.push(relay);
+    Ok(())
 }
 
 /// A listen address if one is specific, else this host's first non-loopback IPv4 address, else
@@ -192,4 +268,97 @@ pub fn ips_of(addrs: &[SocketAddr]) -> Vec<IpAddr> {
         }
     }
     ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(relay_ip: &[&str], external_ip: &[&str]) -> RelayArgs {
+        RelayArgs {
+            relay_ip: (!relay_ip.is_empty())
+                .then(|| relay_ip.iter().map(|s| s.parse().unwrap()).collect()),
+            external_ip: (!external_ip.is_empty())
+                .then(|| external_ip.iter().map(|s| s.to_string()).collect()),
+            ..RelayArgs::default()
+        }
+    }
+
+    fn listen() -> Vec<IpAddr> {
+        vec!["10.0.0.4".parse().unwrap()]
+    }
+
+    #[test]
+    fn one_relay_per_family_both_at_once() {
+        let c = args(&["10.0.0.4", "2001:db8::4"], &[])
+            .core_config(&listen(), None)
+            .unwrap();
+        assert_eq!(
+            c.relay_v4.unwrap().bind,
+            "10.0.0.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            c.relay_v6.unwrap().advertised,
+            "2001:db8::4".parse::<IpAddr>().unwrap()
+        );
+        assert!(
+            c.peers.own.contains(&"2001:db8::4".parse().unwrap()),
+            "own addresses"
+        );
+
+        let err = args(&["10.0.0.4", "10.0.0.5"], &[])
+            .core_config(&listen(), None)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("one relay address per family"),
+            "{err}"
+        );
+        let err = args(&["0.0.0.0"], &[])
+            .core_config(&listen(), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("specific address"), "{err}");
+    }
+
+    #[test]
+    fn external_addresses_per_family_like_coturn() {
+        let c = args(&["2001:db8::4"], &["203.0.113.4/10.0.0.4"])
+            .core_config(&listen(), None)
+            .unwrap();
+        let v4 = c.relay_v4.unwrap();
+        assert_eq!(
+            (v4.bind, v4.advertised),
+            ("10.0.0.4".parse().unwrap(), "203.0.113.4".parse().unwrap())
+        );
+        assert_eq!(
+            c.relay_v6.unwrap().bind,
+            "2001:db8::4".parse::<IpAddr>().unwrap()
+        );
+        // Without PRIVATE, the relay IP of the same family is bound.
+        let c = args(&["10.0.0.9"], &["203.0.113.4"])
+            .core_config(&listen(), None)
+            .unwrap();
+        let v4 = c.relay_v4.unwrap();
+        assert_eq!(
+            (v4.bind, v4.advertised),
+            ("10.0.0.9".parse().unwrap(), "203.0.113.4".parse().unwrap())
+        );
+        assert!(c.relay_v6.is_none());
+        let err = args(&[], &["203.0.113.4/2001:db8::1"])
+            .core_config(&listen(), None)
+            .unwrap_err();
+        assert!(err.to_string().contains("different families"), "{err}");
+    }
+
+    #[test]
+    fn a_specific_listen_address_is_the_default_relay() {
+        let c = args(&[], &[]).core_config(&listen(), None).unwrap();
+        assert_eq!(
+            c.relay_v4.unwrap().bind,
+            "10.0.0.4".parse::<IpAddr>().unwrap()
+        );
+        assert!(
+            c.relay_v6.is_none(),
+            "no IPv6 relay guessed when the listen address is specific"
+        );
+    }
 }

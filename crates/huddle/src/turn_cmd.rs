@@ -55,7 +55,7 @@ pub struct TurnArgs {
 
 impl TurnArgs {
     /// Folds the coturn file in: anything the command line left unset comes from it.
-    fn merge(&mut self, conf: CoturnConf) {
+    fn merge(&mut self, conf: CoturnConf) -> anyhow::Result<()> {
         let port = conf.listening_port.unwrap_or(3478);
         let tls_port = conf.tls_listening_port.unwrap_or(5349);
         let ips: Vec<IpAddr> = if conf.listening_ips.is_empty() {
@@ -84,10 +84,17 @@ impl TurnArgs {
         self.no_tls |= conf.no_tls;
         let r = &mut self.relay;
         r.realm = r.realm.take().or(conf.realm);
-        r.relay_ip = r
-            .relay_ip
-            .or_else(|| conf.relay_ips.first().and_then(|ip| ip.parse().ok()));
-        r.external_ip = r.external_ip.take().or(conf.external_ip);
+        if r.relay_ip.is_none() && !conf.relay_ips.is_empty() {
+            r.relay_ip = Some(
+                conf.relay_ips
+                    .iter()
+                    .map(|ip| ip.parse().with_context(|| format!("relay-ip={ip}")))
+                    .collect::<anyhow::Result<_>>()?,
+            );
+        }
+        if r.external_ip.is_none() && !conf.external_ips.is_empty() {
+            r.external_ip = Some(conf.external_ips);
+        }
         if r.relay_ports.is_none() && (conf.min_port.is_some() || conf.max_port.is_some()) {
             r.relay_ports = Some(format!(
                 "{}-{}",
@@ -113,6 +120,7 @@ impl TurnArgs {
         r.user_quota = r.user_quota.or(conf.user_quota);
         r.total_quota = r.total_quota.or(conf.total_quota);
         r.max_bps = r.max_bps.or(conf.max_bps);
+        Ok(())
     }
 
     fn resolve(mut self) -> anyhow::Result<TurnConfig> {
@@ -171,10 +179,10 @@ pub async fn run(mut args: TurnArgs) -> anyhow::Result<()> {
             );
             eprintln!("note: {} keys ignored: {}", path.display(), keys.join(", "));
         }
-        args.merge(conf);
+        args.merge(conf)?;
     }
     let config = args.resolve()?;
-    let relay = config.core.relay_v4.or(config.core.relay_v6);
+    let relays = [config.core.relay_v4, config.core.relay_v6];
     let (stop_tx, stop_rx) = watch::channel(false);
     let (_turn, addrs) = Turn::start(config, stop_rx)
         .await
@@ -189,7 +197,7 @@ pub async fn run(mut args: TurnArgs) -> anyhow::Result<()> {
     for a in &addrs.tls {
         println!("  tls  {a}");
     }
-    if let Some(r) = relay {
+    for r in relays.into_iter().flatten() {
         println!("  relay {} (advertised as {})", r.bind, r.advertised);
     }
     crate::stop_signal().await;
