@@ -1,6 +1,7 @@
 //! `huddle-bench`: side-by-side benchmarks of Huddle against the stacks it replaces.
 //! Results are printed as Markdown rows for docs/benchmarks.md.
 
+mod floor;
 mod media;
 mod procstat;
 mod signal;
@@ -26,6 +27,8 @@ enum Command {
     Turn(turn::Args),
     /// Echo sessions through the media peer: Huddle vs aiortc's server.
     Media(media::Args),
+    /// The relay latency floor of this machine: a bare UDP forwarder on the server's CPU.
+    Floor(floor::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Signal(args) => signal::run(args),
         Command::Turn(args) => turn::run(args),
         Command::Media(args) => media::run(args),
+        Command::Floor(args) => floor::run(args),
     }
 }

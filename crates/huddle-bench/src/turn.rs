@@ -304,15 +304,15 @@ impl Client {
 }
 
 /// A peer socket that counts what arrives, and records one-way latency from timestamps.
-struct Sink {
-    addr: SocketAddr,
+pub(crate) struct Sink {
+    pub(crate) addr: SocketAddr,
     received: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Vec<u64>>>,
 }
 
 impl Sink {
-    fn start(base: Instant) -> anyhow::Result<Self> {
+    pub(crate) fn start(base: Instant) -> anyhow::Result<Self> {
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         set_buffers(&sock);
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -342,7 +342,7 @@ impl Sink {
         })
     }
 
-    fn finish(mut self) -> (u64, Vec<u64>) {
+    pub(crate) fn finish(mut self) -> (u64, Vec<u64>) {
         self.stop.store(true, Ordering::Relaxed);
         let lat = self
             .thread
@@ -560,59 +560,61 @@ fn measure(server: &Server, args: &Args) -> anyhow::Result<Sample> {
     }
 
     // Added latency: 1,000 timestamped packets/s for 3 s, relayed vs direct.
-    let sink = Sink::start(base)?;
     let mut c = Client::allocated(server.addr)?;
-    c.bind_channel(0x4001, sink.addr)?;
-    let stamp = |via_turn: bool| {
-        let mut p = if via_turn {
-            channel_data::header(0x4001, 100).to_vec()
-        } else {
-            Vec::new()
-        };
+    let direct = stamped_latency(base, &c.sock, None, &[])?;
+    let s = Sink::start(base)?;
+    c.bind_channel(0x4002, s.addr)?;
+    let relayed = stamped_latency(
+        base,
+        &c.sock,
+        Some((server.addr, s)),
+        &channel_data::header(0x4002, 100),
+    )?;
+    sample.added_p50_us = percentile_us(&relayed, 0.5) - percentile_us(&direct, 0.5);
+    sample.added_p99_us = percentile_us(&relayed, 0.99) - percentile_us(&direct, 0.99);
+    Ok(sample)
+}
+
+/// One-way latencies (ns, sorted) of 3,000 stamped 100-byte payloads sent from `sock` at 1,000/s,
+/// with `header` in front: to `via` (an intermediary that delivers to its sink), or straight to a
+/// fresh sink when `via` is `None`.
+pub(crate) fn stamped_latency(
+    base: Instant,
+    sock: &UdpSocket,
+    via: Option<(SocketAddr, Sink)>,
+    header: &[u8],
+) -> anyhow::Result<Vec<u64>> {
+    let (target, sink) = match via {
+        Some((addr, sink)) => (addr, sink),
+        None => {
+            let sink = Sink::start(base)?;
+            (sink.addr, sink)
+        }
+    };
+    let start = Instant::now();
+    for i in 0..3000u32 {
+        let mut p = header.to_vec();
         p.push(0xEE);
         p.extend_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
-        p.resize(if via_turn { 104 } else { 100 }, 0);
-        p
-    };
-    let mut direct = Vec::new();
-    let mut relayed = Vec::new();
-    for via_turn in [false, true] {
-        let s = Sink::start(base)?;
-        let target = if via_turn { server.addr } else { s.addr };
-        if via_turn {
-            c.bind_channel(0x4002, s.addr)?;
-        }
-        let start = Instant::now();
-        for i in 0..3000u32 {
-            let mut p = stamp(via_turn);
-            if via_turn {
-                p[..2].copy_from_slice(&0x4002u16.to_be_bytes());
-            }
-            c.sock.send_to(&p, target)?;
-            let next = start + Duration::from_millis(u64::from(i));
-            if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let (_, mut lat) = s.finish();
-        lat.sort_unstable();
-        if via_turn {
-            relayed = lat
-        } else {
-            direct = lat
+        p.resize(header.len() + 100, 0);
+        sock.send_to(&p, target)?;
+        let next = start + Duration::from_millis(u64::from(i));
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
         }
     }
-    drop(sink.finish());
-    let pct = |v: &[u64], p: f64| {
-        v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
-    sample.added_p50_us = pct(&relayed, 0.5) - pct(&direct, 0.5);
-    sample.added_p99_us = pct(&relayed, 0.99) - pct(&direct, 0.99);
-    Ok(sample)
+    std::thread::sleep(Duration::from_millis(100));
+    let (_, mut lat) = sink.finish();
+    lat.sort_unstable();
+    Ok(lat)
+}
+
+/// The `p` percentile of sorted nanoseconds, in microseconds.
+pub(crate) fn percentile_us(v: &[u64], p: f64) -> f64 {
+    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0) as f64
+        / 1000.0
 }
 
 /// Offers `rate` packets/s for `duration`, spread over the clients, in 1 ms batches.
