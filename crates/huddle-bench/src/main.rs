@@ -3,6 +3,7 @@
 
 mod floor;
 mod media;
+mod pinned;
 mod procstat;
 mod signal;
 mod turn;
@@ -29,6 +30,16 @@ enum Command {
     Media(media::Args),
     /// The relay latency floor of this machine: a bare UDP forwarder on the server's CPU.
     Floor(floor::Args),
+}
+
+/// The order of the two servers in run `run`: alternating, so drift on a noisy machine (thermal,
+/// neighbours) does not always favour the same one.
+pub(crate) fn alternate<K: Copy>(run: usize, [a, b]: [K; 2]) -> [K; 2] {
+    if run.is_multiple_of(2) {
+        [a, b]
+    } else {
+        [b, a]
+    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+use crate::pinned::Pinned;
 use crate::procstat::cpu_seconds;
 
 #[derive(clap::Args)]
@@ -107,11 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let mut results: Vec<(Kind, Sample)> = Vec::new();
     for run in 0..args.runs {
-        let order = if run % 2 == 0 {
-            [Kind::Huddle, Kind::Aiortc]
-        } else {
-            [Kind::Aiortc, Kind::Huddle]
-        };
+        let order = crate::alternate(run, [Kind::Huddle, Kind::Aiortc]);
         for kind in order {
             let counts: Vec<usize> = match kind {
                 Kind::Huddle => args.sessions.clone(),
@@ -229,8 +225,7 @@ fn encode_source(bitrate: u32) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 struct Server {
-    child: Child,
-    pid: u32,
+    process: Pinned,
     http: SocketAddr,
 }
 
@@ -240,42 +235,21 @@ impl Server {
             .local_addr()?
             .port();
         let http: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut cmd = Command::new("taskset");
-        cmd.arg("-c").arg(&args.server_cpus);
-        match kind {
+        let process = match kind {
             Kind::Huddle => {
-                cmd.arg(&args.huddle)
-                    .args(["serve", "--no-tls", "--no-turn", "--listen"])
-                    .arg(http.to_string())
-                    .env("RUST_LOG", "warn");
+                Pinned::start(kind.name(), &args.server_cpus, &args.huddle, http, |cmd| {
+                    cmd.args(["serve", "--no-tls", "--no-turn", "--listen"])
+                        .arg(http.to_string())
+                        .env("RUST_LOG", "warn");
+                })?
             }
             Kind::Aiortc => {
-                cmd.arg(&args.python)
-                    .arg(&args.script)
-                    .arg(port.to_string());
+                Pinned::start(kind.name(), &args.server_cpus, &args.python, http, |cmd| {
+                    cmd.arg(&args.script).arg(port.to_string());
+                })?
             }
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("start server")?;
-        let pid = child.id();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(http).is_err() {
-            if Instant::now() > deadline {
-                bail!("{} did not start listening", kind.name());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Self { child, pid, http })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        };
+        Ok(Self { process, http })
     }
 }
 
@@ -331,7 +305,7 @@ async fn measure(
             }
             tokio::time::sleep(Duration::from_secs(3)).await;
             let (cpu0, me0, t0) = (
-                cpu_seconds(server.pid),
+                cpu_seconds(server.process.pid),
                 cpu_seconds(std::process::id()),
                 Instant::now(),
             );
@@ -341,7 +315,7 @@ async fn measure(
             );
             tokio::time::sleep(Duration::from_secs(args.seconds)).await;
             let wall = t0.elapsed().as_secs_f64();
-            let cpu = cpu_seconds(server.pid) - cpu0;
+            let cpu = cpu_seconds(server.process.pid) - cpu0;
             let me = cpu_seconds(std::process::id()) - me0;
             let sent = counters.sent.load(Ordering::Relaxed) - sent0;
             let received = counters.received.load(Ordering::Relaxed) - recv0;

@@ -7,9 +7,8 @@
 //! - latency: signals at a fixed total rate, send-to-delivery p50/p99;
 //! - idle memory: server RSS growth per joined, idle connection.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::pinned::Pinned;
 use crate::procstat::{cpu_seconds, rss_bytes};
 
 #[derive(clap::Args)]
@@ -88,11 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let mut results: Vec<(Kind, Sample)> = Vec::new();
     for run in 0..args.runs {
-        let order = if run % 2 == 0 {
-            [Kind::Huddle, Kind::SocketIo]
-        } else {
-            [Kind::SocketIo, Kind::Huddle]
-        };
+        let order = crate::alternate(run, [Kind::Huddle, Kind::SocketIo]);
         for kind in order {
             let server = Server::start(kind, &args)?;
             let sample = rt.block_on(measure(kind, &server, &args));
@@ -153,57 +149,37 @@ fn report(results: &[(Kind, Sample)]) {
 }
 
 struct Server {
-    child: Child,
-    pid: u32,
+    process: Pinned,
     port: u16,
 }
 
 impl Server {
     fn start(kind: Kind, args: &Args) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut cmd = Command::new("taskset");
-        cmd.arg("-c").arg(&args.server_cpus);
-        match kind {
+        let ready = SocketAddr::from(([127, 0, 0, 1], port));
+        let process = match kind {
+            // python-socketio has no flood limit; lift ours so both relay the same load.
             Kind::Huddle => {
-                // python-socketio has no flood limit; lift ours so both relay the same load.
-                cmd.arg(&args.huddle).args([
-                    "serve",
-                    "--no-tls",
-                    "--no-turn",
-                    "--message-rate",
-                    "1000000",
-                    "--listen",
-                ]);
-                cmd.arg(format!("127.0.0.1:{port}")).env("RUST_LOG", "warn");
+                Pinned::start(kind.name(), &args.server_cpus, &args.huddle, ready, |cmd| {
+                    cmd.args([
+                        "serve",
+                        "--no-tls",
+                        "--no-turn",
+                        "--message-rate",
+                        "1000000",
+                        "--listen",
+                    ])
+                    .arg(ready.to_string())
+                    .env("RUST_LOG", "warn");
+                })?
             }
             Kind::SocketIo => {
-                cmd.arg(&args.python)
-                    .arg(&args.script)
-                    .arg(port.to_string());
+                Pinned::start(kind.name(), &args.server_cpus, &args.python, ready, |cmd| {
+                    cmd.arg(&args.script).arg(port.to_string());
+                })?
             }
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("start server")?;
-        let pid = child.id();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("{} did not start listening", kind.name());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // taskset execs the server, so the child's pid is the server's.
-        Ok(Self { child, pid, port })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        };
+        Ok(Self { process, port })
     }
 }
 
@@ -372,10 +348,10 @@ async fn measure(kind: Kind, server: &Server, args: &Args) -> anyhow::Result<Sam
     } else {
         args.idle_python
     };
-    let before = rss_bytes(server.pid);
+    let before = rss_bytes(server.process.pid);
     let idle = join_pairs(kind, server.port, n, "idle", 200).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_bytes(server.pid);
+    let after = rss_bytes(server.process.pid);
     sample.idle_rss_kib = after.saturating_sub(before) as f64 / idle.len() as f64 / 1024.0;
     drop(idle);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -390,7 +366,7 @@ async fn measure(kind: Kind, server: &Server, args: &Args) -> anyhow::Result<Sam
     // Throughput: pairs flood each other; count deliveries against server CPU time.
     let pairs = join_pairs(kind, server.port, args.pairs * 2, "flood", 50).await?;
     let ids: Vec<String> = pairs.iter().map(|(_, id)| id.clone()).collect();
-    let cpu0 = cpu_seconds(server.pid);
+    let cpu0 = cpu_seconds(server.process.pid);
     let per_client = args.per_client;
     let mut tasks = Vec::new();
     for (i, (mut client, _)) in pairs.into_iter().enumerate() {
@@ -416,7 +392,7 @@ async fn measure(kind: Kind, server: &Server, args: &Args) -> anyhow::Result<Sam
     for t in tasks {
         clients.push(t.await??);
     }
-    let cpu = (cpu_seconds(server.pid) - cpu0).max(0.01);
+    let cpu = (cpu_seconds(server.process.pid) - cpu0).max(0.01);
     let delivered = (per_client * clients.len()) as f64;
     sample.deliveries_per_cpu_sec = delivered / cpu;
     sample.cpu_ms_per_1000 = cpu * 1000.0 / (delivered / 1000.0);

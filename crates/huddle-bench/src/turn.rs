@@ -371,11 +371,7 @@ struct Sample {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut results: Vec<(Kind, Sample)> = Vec::new();
     for run in 0..args.runs {
-        let order = if run % 2 == 0 {
-            [Kind::Huddle, Kind::Coturn]
-        } else {
-            [Kind::Coturn, Kind::Huddle]
-        };
+        let order = crate::alternate(run, [Kind::Huddle, Kind::Coturn]);
         for kind in order {
             let port = 23478 + (run as u16) * 2 + u16::from(kind == Kind::Coturn);
             let server = Server::start(kind, &args, port)?;
