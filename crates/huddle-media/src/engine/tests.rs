@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpAnswer;
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
 use super::*;
@@ -152,6 +152,7 @@ struct Net {
     closed: Vec<(SessionId, CloseReason)>,
     jobs: Vec<TranscodeJob>,
     keyframes: usize,
+    bitrates: Vec<u64>,
     /// Datagrams from browsers not yet delivered to the engine.
     pending: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
@@ -183,7 +184,7 @@ impl Net {
                     self.jobs.push(job);
                 }
                 Output::EncoderKeyframe(_) => self.keyframes += 1,
-                Output::EncoderBitrate { .. } => {}
+                Output::EncoderBitrate { bps, .. } => self.bitrates.push(bps),
                 Output::Closed { session, reason } => self.closed.push((session, reason)),
             }
         }
@@ -242,6 +243,7 @@ fn net() -> Net {
         closed: Vec::new(),
         jobs: Vec::new(),
         keyframes: 0,
+        bitrates: Vec::new(),
         pending: Vec::new(),
     }
 }
@@ -332,6 +334,42 @@ fn echo_with_transform_hands_video_to_the_transcoder_and_sends_its_output() {
     assert!(
         back.contains(&&vec![0, 0, 0, 1, 0x65, 0x99, 4]),
         "the transcoder's frame, not the original"
+    );
+    // The bandwidth estimate reaches the encoder (str0m's TWCC estimate, 1 Mbit/s to start).
+    assert!(
+        net.bitrates.iter().any(|b| *b >= 100_000),
+        "{:?}",
+        net.bitrates
+    );
+}
+
+#[test]
+fn a_browsers_keyframe_request_reaches_the_encoder_of_a_transformed_stream() {
+    let mut net = net();
+    let id = connect(
+        SessionKind::Echo(Transform::Blur),
+        &AV,
+        Direction::SendRecv,
+        "10.0.0.2:5000",
+        &mut net,
+    );
+    // Frames through the transcoder, so the stream exists on the browser's side.
+    for i in 0..6u8 {
+        let now = net.now;
+        let time = MediaTime::from_90khz(3000 * u64::from(i));
+        net.browsers[0].write(MediaKind::Video, time, &fake_h264(i), now);
+        net.step(&mut |_| Some(vec![0, 0, 0, 1, 0x65, 0x99, 1]));
+    }
+    net.run_until("stream back", |n| !n.browsers[0].received.is_empty());
+    let mid = net.browsers[0].video.unwrap();
+    let mut writer = net.browsers[0].rtc.writer(mid).unwrap();
+    writer
+        .request_keyframe(None, KeyframeRequestKind::Pli)
+        .unwrap();
+    net.run_until("PLI at the encoder", |n| n.keyframes > 0);
+    assert_eq!(
+        net.engine.kind(id),
+        Some(&SessionKind::Echo(Transform::Blur))
     );
 }
 
