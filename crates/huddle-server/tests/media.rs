@@ -278,5 +278,13 @@ async fn without_the_media_peer_the_endpoints_say_so() {
     let body = offer_json(&fixture("chromium-sendrecv.sdp"), "offer", "none");
     let r = s.request("POST", "/offer", &[JSON], &body).await;
     assert_eq!(r.status, 503);
+    let err: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("turned off"),
+        "{}",
+        r.body
+    );
+    let r = s.request("POST", "/whip/stage", &[SDP], b"v=0").await;
+    assert_eq!(r.status, 503);
     assert!(r.body.contains("turned off"), "{}", r.body);
 }

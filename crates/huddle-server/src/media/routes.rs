@@ -25,7 +25,7 @@ struct OfferRequest {
 /// `POST /offer`: `{"sdp", "type": "offer", "video_transform"}` → `{"sdp", "type": "answer"}`.
 pub async fn offer(State(state): State<AppState>, body: Bytes) -> Response {
     let Some(media) = state.media else {
-        return off();
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, OFF.to_owned());
     };
     let request: OfferRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -239,11 +239,10 @@ fn offer_message(e: &OfferError) -> String {
     }
 }
 
+const OFF: &str = "the media peer is turned off on this server";
+
 fn off() -> Response {
-    text(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the media peer is turned off on this server".into(),
-    )
+    text(StatusCode::SERVICE_UNAVAILABLE, OFF.into())
 }
 
 fn text(status: StatusCode, message: String) -> Response {
