@@ -81,43 +81,147 @@ impl RecvBatch {
     }
 }
 
-/// Sends each `(payload, destination)` from `fd`, [`BATCH`] per system call; returns how many
-/// went out (a full socket buffer stops the batch early: those datagrams are dropped, as UDP may).
-pub fn send(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) -> usize {
-    let mut sent = 0;
-    for chunk in datagrams.chunks(BATCH) {
-        let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-            chunk.iter().map(|(_, to)| to_storage(to)).collect();
-        let mut iovs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|(p, _)| libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .zip(addrs.iter_mut())
-            .map(|(iov, (addr, len))| mmsghdr(iov, addr, *len))
-            .collect();
-        // SAFETY: `hdrs` holds `chunk.len()` initialised headers whose buffers outlive the call.
-        let n = unsafe {
-            libc::sendmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                hdrs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n <= 0 {
-            break;
+/// `UDP_SEGMENT` from linux/udp.h (not in the libc crate for glibc targets).
+const UDP_SEGMENT: libc::c_int = 103;
+/// The kernel's limit on segments in one UDP GSO send (`UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Room below the 64 KiB UDP limit for one GSO send's payload.
+const GSO_MAX_BYTES: usize = 60_000;
+/// Cleared for good the first time the kernel refuses a GSO send (an old kernel, a device
+/// without it): everything then goes one datagram per message.
+static GSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Consecutive datagrams for one destination that all have the first one's size but the last
+/// (which may be shorter) — how a video frame leaves a packetizer. With UDP GSO they go as one
+/// message the kernel cuts into datagrams, paying for routing and the IP layer once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    start: usize,
+    len: usize,
+    segment: usize,
+}
+
+fn runs(datagrams: &[(&[u8], SocketAddr)], gso: bool) -> Vec<Run> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < datagrams.len() {
+        let (first, to) = datagrams[i];
+        let segment = first.len();
+        let mut j = i + 1;
+        while gso
+            && segment > 0
+            && j < datagrams.len()
+            && j - i < GSO_MAX_SEGMENTS
+            && (j - i + 1) * segment <= GSO_MAX_BYTES
+            && datagrams[j].1 == to
+            && !datagrams[j].0.is_empty()
+            && datagrams[j].0.len() <= segment
+        {
+            j += 1;
+            if datagrams[j - 1].0.len() < segment {
+                break; // a shorter datagram can only end a run
+            }
         }
-        sent += n as usize;
-        if (n as usize) < chunk.len() {
-            break;
+        runs.push(Run {
+            start: i,
+            len: j - i,
+            segment,
+        });
+        i = j;
+    }
+    runs
+}
+
+/// Sends each `(payload, destination)` from `fd`, [`BATCH`] messages per system call, runs of
+/// same-size datagrams to one destination as UDP GSO messages; returns how many datagrams went
+/// out, in order (a full socket buffer stops early: the rest are dropped, as UDP may).
+pub fn send(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) -> usize {
+    let gso = GSO.load(std::sync::atomic::Ordering::Relaxed);
+    let all = runs(datagrams, gso);
+    let mut sent = 0;
+    for chunk in all.chunks(BATCH) {
+        match send_runs(fd, datagrams, chunk) {
+            Ok(n) => {
+                sent += chunk[..n].iter().map(|r| r.len).sum::<usize>();
+                if n < chunk.len() {
+                    return sent;
+                }
+            }
+            Err(e) if gso && chunk.iter().any(|r| r.len > 1) && gso_refused(&e) => {
+                tracing::info!(error = %e, "UDP GSO refused by the kernel; sending datagram by datagram");
+                GSO.store(false, std::sync::atomic::Ordering::Relaxed);
+                let first = chunk[0].start;
+                return sent + send(fd, &datagrams[first..]);
+            }
+            Err(_) => return sent,
         }
     }
     sent
+}
+
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    )
+}
+
+/// One `sendmmsg` of up to [`BATCH`] runs; how many runs went out.
+fn send_runs(fd: RawFd, datagrams: &[(&[u8], SocketAddr)], runs: &[Run]) -> io::Result<usize> {
+    let first = runs[0].start;
+    let last = runs[runs.len() - 1];
+    let mut iovs: Vec<libc::iovec> = datagrams[first..last.start + last.len]
+        .iter()
+        .map(|(p, _)| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> = runs
+        .iter()
+        .map(|r| to_storage(&datagrams[r.start].1))
+        .collect();
+    // One aligned control buffer per message, holding a UDP_SEGMENT cmsg for GSO runs.
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as usize;
+    let mut controls: Vec<[u64; 4]> = vec![[0; 4]; runs.len()];
+    debug_assert!(space <= mem::size_of::<[u64; 4]>());
+    let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(runs.len());
+    for ((run, (addr, addr_len)), control) in
+        runs.iter().zip(addrs.iter_mut()).zip(controls.iter_mut())
+    {
+        let iov = &mut iovs[run.start - first];
+        let mut hdr = mmsghdr(iov, addr, *addr_len);
+        hdr.msg_hdr.msg_iovlen = run.len;
+        if run.len > 1 {
+            hdr.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = space;
+            // SAFETY: the control buffer is `space` bytes, aligned for cmsghdr (u64), and holds
+            // exactly one cmsg of a u16, which CMSG_FIRSTHDR/CMSG_DATA address inside it.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(&hdr.msg_hdr);
+                (*cmsg).cmsg_level = libc::SOL_UDP;
+                (*cmsg).cmsg_type = UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), run.segment as u16);
+            }
+        }
+        hdrs.push(hdr);
+    }
+    // SAFETY: `hdrs` holds initialised headers whose iovecs, addresses and control buffers all
+    // outlive the call.
+    let n = unsafe {
+        libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            hdrs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Closes the socket behind `fd` now, releasing its port, while `fd` itself stays open — pointing
@@ -276,6 +380,71 @@ mod tests {
             }
             assert_eq!(got, payloads);
         }
+    }
+
+    #[test]
+    fn runs_group_same_size_datagrams_to_one_destination() {
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap());
+        let big = [0u8; 1200];
+        let small = [0u8; 300];
+        let d: Vec<(&[u8], SocketAddr)> = vec![
+            (&big, a),
+            (&big, a),
+            (&small, a), // a frame: equal packets, a shorter last one
+            (&small, a), // a shorter one ended the run
+            (&big, b),
+            (&big, b), // another destination
+            (&small, b),
+            (&big, b), // a longer one cannot follow a shorter one
+        ];
+        let r = |start, len, segment| Run {
+            start,
+            len,
+            segment,
+        };
+        assert_eq!(
+            runs(&d, true),
+            [r(0, 3, 1200), r(3, 1, 300), r(4, 3, 1200), r(7, 1, 1200)]
+        );
+        assert!(
+            runs(&d, false).iter().all(|r| r.len == 1),
+            "without GSO, one per message"
+        );
+        // At most 64 segments and under 60,000 bytes per message.
+        let many: Vec<(&[u8], SocketAddr)> = (0..100).map(|_| (&big[..], a)).collect();
+        assert_eq!(runs(&many, true)[0].len, 50);
+        let tiny = [0u8; 10];
+        let many: Vec<(&[u8], SocketAddr)> = (0..100).map(|_| (&tiny[..], a)).collect();
+        assert_eq!(runs(&many, true)[0].len, GSO_MAX_SEGMENTS);
+    }
+
+    #[test]
+    fn gso_runs_arrive_as_the_datagrams_they_were() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        // Three frames: 5 × 1000 + 200, 3 × 800, one of 50.
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        for (n, size, last) in [(5, 1000, 200), (3, 800, 800), (0, 0, 50)] {
+            for i in 0..n {
+                payloads.push(vec![i as u8; size]);
+            }
+            payloads.push(vec![0xAB; last]);
+        }
+        let datagrams: Vec<(&[u8], SocketAddr)> =
+            payloads.iter().map(|p| (p.as_slice(), to)).collect();
+        assert_eq!(send(tx.as_raw_fd(), &datagrams), payloads.len());
+        let mut batch = RecvBatch::new();
+        let mut got = Vec::new();
+        while got.len() < payloads.len() {
+            let n = batch.recv(rx.as_raw_fd()).unwrap();
+            for i in 0..n {
+                got.push(batch.get(i).unwrap().0.to_vec());
+            }
+        }
+        assert_eq!(got, payloads, "same datagrams, same order, same boundaries");
+        assert!(GSO.load(std::sync::atomic::Ordering::Relaxed), "the kernel took the GSO sends");
     }
 
     #[test]
