@@ -444,7 +444,10 @@ mod tests {
             }
         }
         assert_eq!(got, payloads, "same datagrams, same order, same boundaries");
-        assert!(GSO.load(std::sync::atomic::Ordering::Relaxed), "the kernel took the GSO sends");
+        assert!(
+            GSO.load(std::sync::atomic::Ordering::Relaxed),
+            "the kernel took the GSO sends"
+        );
     }
 
     #[test]
