@@ -84,7 +84,6 @@ pub struct TranscodeJob {
     pub media_time: MediaTime,
     /// Time since the stream's first frame (for time-dependent transforms).
     pub elapsed: Duration,
-    pub arrival: Instant,
 }
 
 #[derive(Debug)]
@@ -183,9 +182,6 @@ impl Engine {
         match &kind {
             SessionKind::Echo(_) if !video => return Err(OfferError::NoVideo),
             _ if !video && !audio => return Err(OfferError::NoMedia),
-            SessionKind::Publish { room } if self.relay.is_published(room) => {
-                return Err(OfferError::RoomTaken(room.clone()));
-            }
             _ => {}
         }
 
@@ -260,7 +256,9 @@ impl Engine {
                     .map(|(id, _)| *id)
                     .ok_or(ReceiveError::NoSession)?;
                 self.by_source.insert(source, id);
-                if let Some(s) = self.sessions.get_mut(&id) {
+                if let Some(s) = self.sessions.get_mut(&id)
+                    && !s.sources.contains(&source)
+                {
                     s.sources.push(source);
                 }
                 id
@@ -462,7 +460,6 @@ impl Engine {
                     access_unit: data.data,
                     media_time: data.time,
                     elapsed,
-                    arrival: data.network_time,
                 }));
             }
             SessionKind::Echo(_) => {

@@ -69,19 +69,6 @@ impl Frame {
     pub fn chroma_size(&self) -> (usize, usize) {
         chroma_size(self.width, self.height)
     }
-
-    /// This frame as borrowed planes, so a transform can read it.
-    pub fn planes(&self) -> Planes<'_> {
-        Planes {
-            width: self.width,
-            height: self.height,
-            y: &self.y,
-            u: &self.u,
-            v: &self.v,
-            y_stride: self.width,
-            uv_stride: self.chroma_size().0,
-        }
-    }
 }
 
 pub(crate) fn chroma_size(width: usize, height: usize) -> (usize, usize) {

@@ -34,11 +34,6 @@ impl Relay {
         }
     }
 
-    /// Whether `room` has a publisher now.
-    pub fn is_published(&self, room: &str) -> bool {
-        self.publisher(room).is_some()
-    }
-
     pub fn watch(&mut self, room: &str, session: SessionId) {
         let r = self.rooms.entry(room.to_owned()).or_default();
         if !r.viewers.contains(&session) {
@@ -96,7 +91,7 @@ mod tests {
         relay.publish("b", other).unwrap();
         assert!(relay.viewers("b").is_empty());
         relay.leave("a", p);
-        assert!(!relay.is_published("a"));
+        assert_eq!(relay.publisher("a"), None);
         assert_eq!(
             relay.viewers("a"),
             &[v1, v2],

@@ -151,9 +151,9 @@ impl Server {
         self.turn.as_ref().map(|(_, addrs)| addrs)
     }
 
-    /// Where the media peer receives UDP, when it runs.
-    pub fn media_addrs(&self) -> Option<&[SocketAddr]> {
-        self.media.as_ref().map(|m| m.local_addrs())
+    /// The UDP port of the media peer, when it runs.
+    pub fn media_port(&self) -> Option<u16> {
+        self.media.as_ref().map(Media::port)
     }
 
     /// The certificate's SHA-256 fingerprint, when serving HTTPS.

@@ -29,6 +29,12 @@ fn offer_json(sdp: &str, kind: &str, transform: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A WHIP/WHEP request with one of the Chromium offers.
+async fn post_sdp(s: &TestServer, path: &str, offer: &str) -> common::Response {
+    s.request("POST", path, &[SDP], fixture(offer).as_bytes())
+        .await
+}
+
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 const SDP: (&str, &str) = ("Content-Type", "application/sdp");
 
@@ -99,14 +105,7 @@ async fn bad_offers_get_4xx_saying_what_is_wrong() {
 #[tokio::test]
 async fn whip_creates_a_resource_that_delete_ends() {
     let s = server(None).await;
-    let r = s
-        .request(
-            "POST",
-            "/whip/stage",
-            &[SDP],
-            fixture("chromium-sendonly.sdp").as_bytes(),
-        )
-        .await;
+    let r = post_sdp(&s, "/whip/stage", "chromium-sendonly.sdp").await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/sdp"));
     assert!(r.body.starts_with("v=0"), "{}", r.body);
@@ -119,26 +118,12 @@ async fn whip_creates_a_resource_that_delete_ends() {
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
 
     // One publisher per room.
-    let second = s
-        .request(
-            "POST",
-            "/whip/stage",
-            &[SDP],
-            fixture("chromium-sendonly.sdp").as_bytes(),
-        )
-        .await;
+    let second = post_sdp(&s, "/whip/stage", "chromium-sendonly.sdp").await;
     assert_eq!(second.status, 409, "{}", second.body);
     assert!(second.body.contains("already has a publisher"));
 
     // A viewer for the room.
-    let watch = s
-        .request(
-            "POST",
-            "/whep/stage",
-            &[SDP],
-            fixture("chromium-recvonly.sdp").as_bytes(),
-        )
-        .await;
+    let watch = post_sdp(&s, "/whep/stage", "chromium-recvonly.sdp").await;
     assert_eq!(watch.status, 201, "{}", watch.body);
     assert!(
         watch
@@ -180,14 +165,7 @@ async fn whip_creates_a_resource_that_delete_ends() {
         "{metrics}"
     );
     // The room is free for the next publisher.
-    let again = s
-        .request(
-            "POST",
-            "/whip/stage",
-            &[SDP],
-            fixture("chromium-sendonly.sdp").as_bytes(),
-        )
-        .await;
+    let again = post_sdp(&s, "/whip/stage", "chromium-sendonly.sdp").await;
     assert_eq!(again.status, 201, "{}", again.body);
     assert_eq!(
         s.request(

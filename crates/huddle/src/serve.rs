@@ -342,8 +342,7 @@ fn announce(server: &Server) {
             list(&turn.tcp)
         );
     }
-    if let Some(media) = server.media_addrs() {
-        let port = media.first().map_or(0, |a| a.port());
+    if let Some(port) = server.media_port() {
         println!(
             "Media peer: UDP port {port} · echo test at /echo · WHIP/WHEP at /whip/ROOM, /whep/ROOM"
         );

@@ -215,14 +215,15 @@ impl Net {
     }
 }
 
-fn connect(
-    kind: SessionKind,
-    kinds: &[MediaKind],
-    dir: Direction,
-    addr: &str,
-    net: &mut Net,
-) -> SessionId {
-    let (mut b, offer, pending) = Browser::offer(addr, kinds, dir, true, false, net.now);
+/// A browser at `addr` offering audio, video and a data channel in the direction `kind` wants,
+/// connected to a new session.
+fn connect(net: &mut Net, kind: SessionKind, addr: &str) -> SessionId {
+    let dir = match kind {
+        SessionKind::Echo(_) => Direction::SendRecv,
+        SessionKind::Publish { .. } => Direction::SendOnly,
+        SessionKind::Watch { .. } => Direction::RecvOnly,
+    };
+    let (mut b, offer, pending) = Browser::offer(addr, &AV, dir, true, false, net.now);
     let (id, answer) = net.engine.accept(kind, &offer, net.now).unwrap();
     b.accept(pending, &answer);
     net.browsers.push(b);
@@ -259,11 +260,9 @@ fn fake_h264(i: u8) -> Vec<u8> {
 fn echo_none_reflects_video_and_audio_without_decoding() {
     let mut net = net();
     connect(
-        SessionKind::Echo(Transform::None),
-        &AV,
-        Direction::SendRecv,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Echo(Transform::None),
+        "10.0.0.2:5000",
     );
     for i in 0..10u8 {
         let now = net.now;
@@ -299,11 +298,9 @@ fn echo_none_reflects_video_and_audio_without_decoding() {
 fn echo_with_transform_hands_video_to_the_transcoder_and_sends_its_output() {
     let mut net = net();
     let id = connect(
-        SessionKind::Echo(Transform::Edges),
-        &AV,
-        Direction::SendRecv,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Echo(Transform::Edges),
+        "10.0.0.2:5000",
     );
     for i in 0..6u8 {
         let now = net.now;
@@ -347,11 +344,9 @@ fn echo_with_transform_hands_video_to_the_transcoder_and_sends_its_output() {
 fn a_browsers_keyframe_request_reaches_the_encoder_of_a_transformed_stream() {
     let mut net = net();
     let id = connect(
-        SessionKind::Echo(Transform::Blur),
-        &AV,
-        Direction::SendRecv,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Echo(Transform::Blur),
+        "10.0.0.2:5000",
     );
     // Frames through the transcoder, so the stream exists on the browser's side.
     for i in 0..6u8 {
@@ -377,11 +372,9 @@ fn a_browsers_keyframe_request_reaches_the_encoder_of_a_transformed_stream() {
 fn data_channel_ping_gets_pong() {
     let mut net = net();
     connect(
-        SessionKind::Echo(Transform::None),
-        &AV,
-        Direction::SendRecv,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Echo(Transform::None),
+        "10.0.0.2:5000",
     );
     net.run_until("channel open", |n| n.browsers[0].channel.is_some());
     let id = net.browsers[0].channel.unwrap();
@@ -406,32 +399,24 @@ fn whip_publisher_feeds_every_whep_viewer_of_its_room_only() {
     let mut net = net();
     let room = |r: &str| r.to_owned();
     connect(
+        &mut net,
         SessionKind::Publish { room: room("a") },
-        &AV,
-        Direction::SendOnly,
         "10.0.0.2:5000",
-        &mut net,
     );
     connect(
+        &mut net,
         SessionKind::Watch { room: room("a") },
-        &AV,
-        Direction::RecvOnly,
         "10.0.0.3:5000",
-        &mut net,
     );
     connect(
+        &mut net,
         SessionKind::Watch { room: room("a") },
-        &AV,
-        Direction::RecvOnly,
         "10.0.0.4:5000",
-        &mut net,
     );
     connect(
-        SessionKind::Watch { room: room("b") },
-        &AV,
-        Direction::RecvOnly,
-        "10.0.0.5:5000",
         &mut net,
+        SessionKind::Watch { room: room("b") },
+        "10.0.0.5:5000",
     );
     for i in 0..8u8 {
         let now = net.now;
@@ -458,11 +443,9 @@ fn whip_publisher_feeds_every_whep_viewer_of_its_room_only() {
 fn second_publisher_in_a_room_is_refused() {
     let mut net = net();
     connect(
-        SessionKind::Publish { room: "a".into() },
-        &AV,
-        Direction::SendOnly,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Publish { room: "a".into() },
+        "10.0.0.2:5000",
     );
     let (_, offer, _) = Browser::offer(
         "10.0.0.3:5000",
@@ -587,11 +570,9 @@ fn sessions_that_never_connect_time_out_and_free_their_state() {
 fn a_browser_that_goes_away_is_disconnected_and_freed() {
     let mut net = net();
     let id = connect(
-        SessionKind::Echo(Transform::None),
-        &AV,
-        Direction::SendRecv,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Echo(Transform::None),
+        "10.0.0.2:5000",
     );
     net.browsers.clear(); // gone without a word: no more STUN, no more media
     let t0 = net.now;
@@ -611,11 +592,9 @@ fn a_browser_that_goes_away_is_disconnected_and_freed() {
 fn a_browser_that_closes_is_freed_at_once() {
     let mut net = net();
     let id = connect(
-        SessionKind::Echo(Transform::None),
-        &AV,
-        Direction::SendRecv,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Echo(Transform::None),
+        "10.0.0.2:5000",
     );
     net.browsers[0].rtc.close().unwrap();
     let t0 = net.now;
@@ -632,11 +611,9 @@ fn a_browser_that_closes_is_freed_at_once() {
 fn closing_a_session_tells_the_browser() {
     let mut net = net();
     let id = connect(
-        SessionKind::Publish { room: "a".into() },
-        &AV,
-        Direction::SendOnly,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Publish { room: "a".into() },
+        "10.0.0.2:5000",
     );
     net.engine.close(id);
     net.run_until("browser sees the close", |n| {
@@ -650,11 +627,9 @@ fn closing_a_session_tells_the_browser() {
 fn stray_datagrams_are_refused_and_change_nothing() {
     let mut net = net();
     connect(
-        SessionKind::Echo(Transform::None),
-        &AV,
-        Direction::SendRecv,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Echo(Transform::None),
+        "10.0.0.2:5000",
     );
     let server: SocketAddr = SERVER.parse().unwrap();
     let stranger: SocketAddr = "10.9.9.9:1".parse().unwrap();
@@ -675,18 +650,14 @@ fn stray_datagrams_are_refused_and_change_nothing() {
 fn viewers_keyframe_requests_reach_the_publisher_throttled() {
     let mut net = net();
     connect(
-        SessionKind::Publish { room: "a".into() },
-        &AV,
-        Direction::SendOnly,
-        "10.0.0.2:5000",
         &mut net,
+        SessionKind::Publish { room: "a".into() },
+        "10.0.0.2:5000",
     );
     connect(
-        SessionKind::Watch { room: "a".into() },
-        &AV,
-        Direction::RecvOnly,
-        "10.0.0.3:5000",
         &mut net,
+        SessionKind::Watch { room: "a".into() },
+        "10.0.0.3:5000",
     );
     // The viewer connecting asked the publisher for a keyframe; the publisher's session records it.
     let p = net.engine.relay.publisher("a").unwrap();

@@ -1,9 +1,9 @@
-//! The media peer's I/O: UDP sockets on one port, the task that owns the sans-IO
+//! The media peer's I/O: UDP sockets on one port, the thread that owns the sans-IO
 //! [`huddle_media::Engine`], and the transcoder threads for transformed video.
 //!
-//! One task drives the engine (str0m wants one owner per `Rtc`); each socket has a reader task
-//! that hands datagrams over in a bounded queue (a full queue drops, like a full socket buffer).
-//! Decoding and encoding run on a thread per transformed session, never on the engine's task.
+//! One thread drives the engine (str0m wants one owner per `Rtc`) and reads its sockets itself,
+//! handing each datagram to the engine straight from the receive buffer. Decoding and encoding
+//! run on a thread per transformed session, never on the engine's thread.
 
 pub(crate) mod routes;
 mod transcode;
@@ -20,9 +20,10 @@ use huddle_media::{
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use std::os::fd::AsRawFd;
+
 use self::transcode::Transcoders;
 use crate::udp_batch;
-use std::os::fd::AsRawFd;
 
 /// `huddle serve`'s media settings.
 #[derive(Debug, Clone)]
@@ -91,18 +92,17 @@ enum Command {
 #[derive(Clone)]
 pub struct Media {
     commands: mpsc::UnboundedSender<Command>,
-    addrs: Arc<Vec<SocketAddr>>,
+    addrs: Arc<Vec<LocalAddr>>,
     pub(crate) config: Arc<MediaConfig>,
     pub(crate) counters: Arc<MediaCounters>,
 }
 
-/// A new session: the SDP answer, and the unguessable name of its WHIP/WHEP resource (the
+/// A new session: the SDP answer and, for WHIP/WHEP, the unguessable name of its resource (the
 /// `Location` a client deletes to end it).
 #[derive(Debug)]
 pub struct Accepted {
-    pub session: SessionId,
     pub answer: String,
-    pub resource: String,
+    pub resource: Option<String>,
 }
 
 /// The media task is gone (the server is shutting down).
@@ -122,7 +122,7 @@ impl Media {
             .iter()
             .map(|s| s.local_addr())
             .collect::<Result<_, _>>()?;
-        let locals = addrs
+        let locals: Vec<LocalAddr> = addrs
             .iter()
             .map(|a| LocalAddr {
                 local: *a,
@@ -132,7 +132,7 @@ impl Media {
                     .map(|ip| SocketAddr::new(ip, a.port())),
             })
             .collect();
-        let mut engine_config = EngineConfig::new(locals);
+        let mut engine_config = EngineConfig::new(locals.clone());
         engine_config.max_sessions = config.max_sessions;
         let engine = Engine::new(engine_config, Engine::generate_cert());
         let counters = Arc::new(MediaCounters::default());
@@ -176,27 +176,24 @@ impl Media {
         tracing::info!(addrs = ?addrs, "media peer listening (UDP)");
         Ok(Media {
             commands,
-            addrs: Arc::new(addrs),
+            addrs: Arc::new(locals),
             config: Arc::new(config),
             counters,
         })
     }
 
     /// Every address a browser may be told to send media to: the bound ones and, with
-    /// `--public-ip`, the public address at the same port.
+    /// `--public-ip`, their public counterparts — the candidates the answers carry.
     pub fn reachable_addrs(&self) -> Vec<SocketAddr> {
-        let mut addrs = self.addrs.to_vec();
-        if let (Some(ip), Some(port)) =
-            (self.config.public_ip, self.addrs.first().map(|a| a.port()))
-        {
-            addrs.push(SocketAddr::new(ip, port));
-        }
-        addrs
+        self.addrs
+            .iter()
+            .flat_map(|a| std::iter::once(a.local).chain(a.public))
+            .collect()
     }
 
-    /// The UDP addresses media is served on.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+    /// The UDP port media is served on (every bound address shares it).
+    pub fn port(&self) -> u16 {
+        self.addrs.first().map_or(0, |a| a.local.port())
     }
 
     pub async fn accept(
@@ -270,7 +267,7 @@ struct Runner {
     sockets: Vec<(SocketAddr, UdpSocket)>,
     transcoders: Transcoders,
     counters: Arc<MediaCounters>,
-    /// WHIP/WHEP resource name → session, and back (to forget it when the session ends).
+    /// WHIP/WHEP resource name → session (forgotten when the session ends).
     resources: HashMap<String, SessionId>,
 }
 
@@ -349,6 +346,7 @@ impl Runner {
         let now = Instant::now();
         match c {
             Command::Accept { kind, offer, reply } => {
+                let named = kind.room().is_some();
                 let result = self
                     .engine
                     .accept(kind, &offer, now)
@@ -356,13 +354,12 @@ impl Runner {
                         self.counters
                             .sessions_created
                             .fetch_add(1, Ordering::Relaxed);
-                        let resource = resource_name();
-                        self.resources.insert(resource.clone(), session);
-                        Accepted {
-                            session,
-                            answer,
-                            resource,
-                        }
+                        let resource = named.then(|| {
+                            let name = resource_name();
+                            self.resources.insert(name.clone(), session);
+                            name
+                        });
+                        Accepted { answer, resource }
                     });
                 let _ = reply.send(result);
             }

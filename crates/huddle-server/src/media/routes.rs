@@ -127,17 +127,17 @@ async fn ingest_or_playback(
         Direction::Whep => (SessionKind::Watch { room: room.clone() }, "whep"),
     };
     match media.accept(kind, offer).await {
-        Ok(Ok(Accepted {
-            answer, resource, ..
-        })) => {
-            let location = format!("/{prefix}/{room}/{resource}");
+        Ok(Ok(Accepted { answer, resource })) => {
             let mut r = (StatusCode::CREATED, answer).into_response();
             let h = r.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/sdp"),
             );
-            if let Ok(v) = HeaderValue::from_str(&location) {
+            // Publish and watch sessions always have a resource name.
+            if let Some(v) = resource
+                .and_then(|name| HeaderValue::from_str(&format!("/{prefix}/{room}/{name}")).ok())
+            {
                 h.insert(header::LOCATION, v);
             }
             with_cors(r)

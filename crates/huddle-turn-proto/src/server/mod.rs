@@ -548,8 +548,12 @@ impl<R: RngCore> Server<R> {
             return None;
         }
         // Permissions are per IP, but some were granted only for relay-to-relay or for one
-        // service port of this server: any other port there is subject to the policy.
-        if !self.config.peers.permits_addr(peer) {
+        // service port of this server: any other port there is subject to the policy. Only
+        // those IPs need the check, so the usual datagram pays for two short scans, not the
+        // whole policy.
+        let restricted =
+            self.is_own_relay_ip(peer.ip()) || self.config.peers.is_service_ip(peer.ip());
+        if restricted && !self.config.peers.permits_addr(peer) {
             self.stats.dropped += 1;
             return None;
         }

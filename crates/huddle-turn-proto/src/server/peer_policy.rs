@@ -90,6 +90,12 @@ impl PeerPolicy {
         self.permits(peer.ip()) || self.is_service(peer)
     }
 
+    /// Whether `ip` hosts one of the services (at some port).
+    pub fn is_service_ip(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.services.iter().any(|s| s.ip() == ip)
+    }
+
     pub fn is_service(&self, peer: SocketAddr) -> bool {
         let canonical = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         self.services.contains(&canonical)
