@@ -44,6 +44,12 @@ pub struct Args {
     /// Seconds per throughput step.
     #[arg(long, default_value_t = 3)]
     seconds: u64,
+    /// Allocation counts of the throughput ladder (narrow it to profile one step).
+    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    allocs: Vec<usize>,
+    /// Packet sizes (bytes) of the throughput ladder.
+    #[arg(long, value_delimiter = ',', default_value = "200,1200")]
+    sizes: Vec<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -518,8 +524,8 @@ fn measure(server: &Server, args: &Args) -> anyhow::Result<Sample> {
     std::thread::sleep(Duration::from_secs(2));
 
     // Throughput ladder.
-    for allocs in [1usize, 1000] {
-        for size in [200usize, 1200] {
+    for &allocs in &args.allocs {
+        for &size in &args.sizes {
             let sink = Sink::start(base)?;
             let mut clients = Vec::new();
             for _ in 0..allocs {

@@ -12,7 +12,7 @@ mod stream;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -60,12 +60,15 @@ struct Shared {
 
 struct State {
     core: Server<StdRng>,
-    relays: HashMap<SocketAddr, Relay>,
+    /// Looked up for every relayed datagram: foldhash (randomly seeded) rather than SipHash.
+    relays: HashMap<SocketAddr, Relay, foldhash::fast::RandomState>,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
 }
 
 struct Relay {
     socket: Arc<UdpSocket>,
+    /// `socket`'s descriptor, kept here so the hot path does not chase the socket's pointers.
+    fd: RawFd,
     /// Dropping it stops the relay's task (the socket itself is closed in place when freed).
     _stop: oneshot::Sender<()>,
 }
@@ -116,7 +119,7 @@ impl Turn {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
-                relays: HashMap::new(),
+                relays: HashMap::default(),
                 streams: HashMap::new(),
             }),
             listeners,
@@ -217,7 +220,7 @@ impl Turn {
                 let datagrams: Vec<(&[u8], SocketAddr)> =
                     run.iter().map(|(_, p, peer)| (*p, *peer)).collect();
                 // Datagrams that do not fit the socket buffer are dropped, as UDP would.
-                batch::send(relay.socket.as_raw_fd(), &datagrams);
+                batch::send(relay.fd, &datagrams);
             }
         }
         self.drain(&mut st);
@@ -330,7 +333,7 @@ impl Turn {
                     if let Some(r) = st.relays.remove(&relay) {
                         // The relay task may still hold the socket for a moment; close it under
                         // the task's feet so the port is free for the next allocation at once.
-                        match batch::close_in_place(r.socket.as_raw_fd(), relay.is_ipv6()) {
+                        match batch::close_in_place(r.fd, relay.is_ipv6()) {
                             Ok(()) => st.core.handle_relay_closed(relay),
                             Err(e) => {
                                 tracing::warn!(%relay, error = %e, "cannot close relay socket early")
@@ -353,6 +356,7 @@ impl Turn {
         st.relays.insert(
             local,
             Relay {
+                fd: socket.as_raw_fd(),
                 socket,
                 _stop: stop,
             },

@@ -1,9 +1,9 @@
 //! One allocation (RFC 8656 §5): its relayed address, permissions (§9) and channels (§11).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::Map;
 use crate::stun::TransactionId;
 
 /// After a channel binding expires, neither its number nor its peer may be bound differently for
@@ -20,9 +20,9 @@ pub struct Allocation {
     /// The Allocate that created it and our answer, resent on a retransmit (RFC 8656 §7.2).
     pub created_by: TransactionId,
     pub created_response: Vec<u8>,
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, Channel>,
-    peer_channel: HashMap<SocketAddr, u16>,
+    permissions: Map<IpAddr, Instant>,
+    channels: Map<u16, Channel>,
+    peer_channel: Map<SocketAddr, u16>,
     bandwidth: Option<ByteBucket>,
 }
 
@@ -46,6 +46,7 @@ impl Allocation {
         expires: Instant,
         created_by: TransactionId,
         max_bps: Option<u64>,
+        hasher: &foldhash::fast::FixedState,
         now: Instant,
     ) -> Self {
         Self {
@@ -55,9 +56,9 @@ impl Allocation {
             expires,
             created_by,
             created_response: Vec::new(),
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            peer_channel: HashMap::new(),
+            permissions: Map::with_hasher(hasher.clone()),
+            channels: Map::with_hasher(hasher.clone()),
+            peer_channel: Map::with_hasher(hasher.clone()),
             bandwidth: max_bps.map(|bps| ByteBucket::new(bps, now)),
         }
     }

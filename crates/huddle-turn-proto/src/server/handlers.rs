@@ -191,6 +191,7 @@ impl<R: RngCore> Server<R> {
             expires,
             p.txid,
             self.config.max_bps,
+            &self.hasher,
             now,
         );
         // The response answers the original request, so rebuild its header from the pending data.

@@ -31,6 +31,11 @@ use allocation::Allocation;
 #[cfg(test)]
 mod tests;
 
+/// The hash maps of the core. Their keys come from clients (addresses, channel numbers, peer
+/// IPs), so the hash is keyed with a seed drawn from the injected RNG; foldhash rather than std's
+/// SipHash because hashing was a visible share of each relayed packet's cost.
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// How a client reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
@@ -228,9 +233,11 @@ pub struct Server<R> {
     /// Instants are turned into seconds (nonce expiry) and Unix time (REST credentials) from here.
     epoch: Instant,
     unix_at_epoch: u64,
-    allocations: HashMap<FiveTuple, Allocation>,
-    by_relay: HashMap<SocketAddr, FiveTuple>,
-    by_advertised: HashMap<SocketAddr, FiveTuple>,
+    /// Seeds every map below and those of each allocation.
+    hasher: foldhash::fast::FixedState,
+    allocations: Map<FiveTuple, Allocation>,
+    by_relay: Map<SocketAddr, FiveTuple>,
+    by_advertised: Map<SocketAddr, FiveTuple>,
     pending: HashMap<FiveTuple, Pending>,
     ports_in_use: HashSet<(bool, u16)>,
     reservations: HashMap<[u8; 8], Reservation>,
@@ -246,15 +253,17 @@ impl<R: RngCore> Server<R> {
     pub fn new(config: Config, mut rng: R, now: Instant, unix_now: u64) -> Self {
         let mut secret = [0u8; 32];
         rng.fill_bytes(&mut secret);
+        let hasher = foldhash::fast::FixedState::with_seed(rng.next_u64());
         Self {
             config,
             rng,
             nonces: Nonces::new(secret),
             epoch: now,
             unix_at_epoch: unix_now,
-            allocations: HashMap::new(),
-            by_relay: HashMap::new(),
-            by_advertised: HashMap::new(),
+            allocations: Map::with_hasher(hasher.clone()),
+            by_relay: Map::with_hasher(hasher.clone()),
+            by_advertised: Map::with_hasher(hasher.clone()),
+            hasher,
             pending: HashMap::new(),
             ports_in_use: HashSet::new(),
             reservations: HashMap::new(),
@@ -496,11 +505,7 @@ impl<R: RngCore> Server<R> {
             self.stats.dropped += 1;
             return None;
         };
-        let peer = self
-            .allocations
-            .get(&from)
-            .and_then(|alloc| alloc.channel_peer(channel, now));
-        self.relay(from, peer, payload, now)
+        self.relay(from, payload, now, |alloc| alloc.channel_peer(channel, now))
     }
 
     fn handle_send<'a>(
@@ -514,25 +519,29 @@ impl<R: RngCore> Server<R> {
             .ok()
             .flatten();
         let payload = msg.get(AttrType::DATA);
-        let permitted = peer.filter(|p| {
-            self.allocations.get(&from).is_some_and(|alloc| {
+        self.relay(from, payload.unwrap_or_default(), now, |alloc| {
+            peer.filter(|p| {
                 alloc.permitted(p.ip(), now)
                     && alloc.relay.is_ipv4() == p.ip().to_canonical().is_ipv4()
             })
-        });
-        self.relay(from, permitted, payload.unwrap_or_default(), now)
+        })
     }
 
-    /// The last step of both client-to-peer paths: bandwidth, counters, and either the network or
-    /// another allocation of ours.
+    /// The last step of both client-to-peer paths: the sender's allocation (looked up once),
+    /// the peer `peer_of` finds in it, bandwidth, counters, and either the network or another
+    /// allocation of ours.
     fn relay<'a>(
         &mut self,
         from: FiveTuple,
-        peer: Option<SocketAddr>,
         payload: &'a [u8],
         now: Instant,
+        peer_of: impl FnOnce(&Allocation) -> Option<SocketAddr>,
     ) -> Option<Relayed<'a>> {
-        let Some((peer, alloc)) = peer.zip(self.allocations.get_mut(&from)) else {
+        let Some(alloc) = self.allocations.get_mut(&from) else {
+            self.stats.dropped += 1;
+            return None;
+        };
+        let Some(peer) = peer_of(alloc) else {
             self.stats.dropped += 1;
             return None;
         };
@@ -540,22 +549,22 @@ impl<R: RngCore> Server<R> {
             self.stats.dropped += 1;
             return None;
         }
+        let (relay, advertised) = (alloc.relay, alloc.advertised);
         self.stats.to_peer_packets += 1;
         self.stats.to_peer_bytes += payload.len() as u64;
-        let (relay, advertised) = (alloc.relay, alloc.advertised);
-        if self.by_advertised.contains_key(&peer) {
-            self.relay_internally(advertised, peer, payload, now);
-            return None;
-        }
         // Permissions are per IP, but some were granted only for relay-to-relay or for one
         // service port of this server: any other port there is subject to the policy. Only
-        // those IPs need the check, so the usual datagram pays for two short scans, not the
+        // those IPs need the checks, so the usual datagram pays for two short scans, not the
         // whole policy.
-        let restricted =
-            self.is_own_relay_ip(peer.ip()) || self.config.peers.is_service_ip(peer.ip());
-        if restricted && !self.config.peers.permits_addr(peer) {
-            self.stats.dropped += 1;
-            return None;
+        if self.is_own_relay_ip(peer.ip()) || self.config.peers.is_service_ip(peer.ip()) {
+            if self.by_advertised.contains_key(&peer) {
+                self.relay_internally(advertised, peer, payload, now);
+                return None;
+            }
+            if !self.config.peers.permits_addr(peer) {
+                self.stats.dropped += 1;
+                return None;
+            }
         }
         Some(Relayed {
             relay,
