@@ -34,6 +34,9 @@ pub struct Args {
     huddle: PathBuf,
     #[arg(long, default_value = "turnserver")]
     coturn: PathBuf,
+    /// Another Huddle build to run in coturn's place: an A/B comparison of a change.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     #[arg(long, default_value_t = 5)]
     runs: usize,
     #[arg(long, default_value = "0")]
@@ -85,9 +88,13 @@ impl Server {
         std::fs::create_dir_all(&dir)?;
         let mut cmd = Command::new("taskset");
         cmd.arg("-c").arg(&args.server_cpus);
-        match kind {
-            Kind::Huddle => {
-                cmd.arg(&args.huddle)
+        let huddle = match (kind, &args.baseline) {
+            (Kind::Huddle, _) => Some(&args.huddle),
+            (Kind::Coturn, baseline) => baseline.as_ref(),
+        };
+        match huddle {
+            Some(huddle) => {
+                cmd.arg(huddle)
                     .args(["turn", "--listen", &format!("127.0.0.1:{port}")]);
                 cmd.args([
                     "--user",
@@ -101,7 +108,7 @@ impl Server {
                     std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
                 );
             }
-            Kind::Coturn => {
+            None => {
                 let conf = dir.join("turnserver.conf");
                 std::fs::write(
                     &conf,
@@ -402,7 +409,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-    report(&results);
+    report(
+        &results,
+        if args.baseline.is_some() {
+            "baseline"
+        } else {
+            "coturn"
+        },
+    );
     Ok(())
 }
 
@@ -411,7 +425,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn report(results: &[(Kind, Sample)]) {
+fn report(results: &[(Kind, Sample)], other: &str) {
     let of = |kind: Kind, f: &dyn Fn(&Sample) -> f64| {
         median(
             results
@@ -421,7 +435,7 @@ fn report(results: &[(Kind, Sample)]) {
                 .collect(),
         )
     };
-    println!("| metric (median) | Huddle | coturn | ratio |");
+    println!("| metric (median) | Huddle | {other} | ratio |");
     println!("|---|---:|---:|---:|");
     let (h, c) = (
         of(Kind::Huddle, &|s| s.allocs_per_sec),

@@ -21,6 +21,7 @@ mod metrics;
 mod tls;
 mod turn;
 pub mod udp_batch;
+mod udp_ring;
 mod web;
 
 use std::future::Future;

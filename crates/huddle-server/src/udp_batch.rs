@@ -284,7 +284,7 @@ pub fn set_buffers(fd: RawFd, bytes: i32) {
     }
 }
 
-fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+pub(crate) fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage; the writes below stay within it, as
     // sockaddr_in and sockaddr_in6 both fit in sockaddr_storage by definition.
     unsafe {

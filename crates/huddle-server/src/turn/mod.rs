@@ -20,11 +20,13 @@ use huddle_turn_proto::{FiveTuple, Output, Server, Transport, channel_data};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::udp_batch::{self as batch, RecvBatch};
+use crate::udp_ring::SendRing;
 pub use prefixed::Prefixed;
 pub use stream::looks_like_turn;
 
@@ -63,10 +65,16 @@ struct State {
     /// Looked up for every relayed datagram: foldhash (randomly seeded) rather than SipHash.
     relays: HashMap<SocketAddr, Relay, foldhash::fast::RandomState>,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    ring: SendRing,
 }
 
+/// A relay socket, registered with the runtime for reading only: tokio's `UdpSocket` also asks
+/// for writability, and edge-triggered epoll then reports every relay socket whose sent datagram
+/// left its buffer — an event per relayed packet that nobody waits for (sends never wait).
+type RelaySocket = AsyncFd<std::net::UdpSocket>;
+
 struct Relay {
-    socket: Arc<UdpSocket>,
+    socket: Arc<RelaySocket>,
     /// `socket`'s descriptor, kept here so the hot path does not chase the socket's pointers.
     fd: RawFd,
     /// Dropping it stops the relay's task (the socket itself is closed in place when freed).
@@ -121,6 +129,7 @@ impl Turn {
                 core,
                 relays: HashMap::default(),
                 streams: HashMap::new(),
+                ring: SendRing::new(),
             }),
             listeners,
         });
@@ -215,14 +224,24 @@ impl Turn {
                 relayed.push((r.relay, r.payload, r.peer));
             }
         }
+        // Runs for one relay socket leave in one `sendmmsg` (UDP GSO when they can); lone
+        // datagrams — the usual case with many allocations — go together through io_uring.
+        let State { relays, ring, .. } = &mut *st;
+        let mut lone: Vec<(RawFd, &[u8], SocketAddr)> = Vec::with_capacity(relayed.len());
         for run in relayed.chunk_by(|a, b| a.0 == b.0) {
-            if let Some(relay) = st.relays.get(&run[0].0) {
+            let Some(relay) = relays.get(&run[0].0) else {
+                continue;
+            };
+            if let [(_, payload, peer)] = run {
+                lone.push((relay.fd, payload, *peer));
+            } else {
                 let datagrams: Vec<(&[u8], SocketAddr)> =
                     run.iter().map(|(_, p, peer)| (*p, *peer)).collect();
                 // Datagrams that do not fit the socket buffer are dropped, as UDP would.
                 batch::send(relay.fd, &datagrams);
             }
         }
+        ring.send(&lone);
         self.drain(&mut st);
     }
 
@@ -234,7 +253,10 @@ impl Turn {
             && let Some(relay) = st.relays.get(&relayed.relay)
         {
             // A failed send (unreachable peer, full buffer) loses this packet only.
-            let _ = relay.socket.try_send_to(relayed.payload, relayed.peer);
+            let _ = relay
+                .socket
+                .get_ref()
+                .send_to(relayed.payload, relayed.peer);
         }
         self.drain(&mut st);
     }
@@ -242,7 +264,7 @@ impl Turn {
     /// Receives from one relay socket until the allocation is freed (`stop` fires).
     async fn relay_loop(
         self,
-        socket: Arc<UdpSocket>,
+        socket: Arc<RelaySocket>,
         relay: SocketAddr,
         mut stop: oneshot::Receiver<()>,
     ) {
@@ -254,13 +276,24 @@ impl Turn {
         };
         if ready {
             let mut buf = vec![0u8; channel_data::HEADER + DATAGRAM + 3];
-            loop {
-                let received = tokio::select! {
+            'relay: loop {
+                let mut guard = tokio::select! {
                     _ = &mut stop => break,
-                    r = socket.recv_from(&mut buf[channel_data::HEADER..]) => r,
+                    r = socket.readable() => match r {
+                        Ok(guard) => guard,
+                        Err(_) => break,
+                    },
                 };
-                let Ok((n, peer)) = received else { continue };
-                self.relay_to_client(&mut buf, n, relay, peer);
+                // Drain what is queued, then wait for readiness again.
+                loop {
+                    match guard.try_io(|s| s.get_ref().recv_from(&mut buf[channel_data::HEADER..]))
+                    {
+                        Ok(Ok((n, peer))) => self.relay_to_client(&mut buf, n, relay, peer),
+                        // ICMP errors for earlier sends surface here; not fatal.
+                        Ok(Err(_)) => {}
+                        Err(_would_block) => continue 'relay,
+                    }
+                }
             }
         }
         // Normally the socket was already closed in place when the allocation went (and this
@@ -349,8 +382,14 @@ impl Turn {
         let std_socket = std::net::UdpSocket::bind(addr)?;
         std_socket.set_nonblocking(true)?;
         batch::set_buffers(std_socket.as_raw_fd(), 1 << 20);
-        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
-        let local = socket.local_addr()?;
+        // SAFETY: the descriptor belongs to `std_socket`, moved into the AsyncFd, and is never
+        // closed while the AsyncFd lives. When the allocation is freed, `close_in_place`
+        // replaces the socket behind the number with `dup2`: the number stays open and never
+        // names another registered file, the old socket leaves epoll by itself as it is
+        // released, and deregistering the unregistered placeholder at drop is a harmless ENOENT.
+        let registered = unsafe { AsyncFd::register_with_interest(std_socket, Interest::READABLE) };
+        let socket = Arc::new(registered.map_err(|e| e.into_parts().1)?);
+        let local = socket.get_ref().local_addr()?;
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(self.clone().relay_loop(socket.clone(), local, stopped));
         st.relays.insert(

@@ -45,9 +45,8 @@ impl Allocation {
         username: String,
         expires: Instant,
         created_by: TransactionId,
-        max_bps: Option<u64>,
+        bandwidth: Option<ByteBucket>,
         hasher: &foldhash::fast::FixedState,
-        now: Instant,
     ) -> Self {
         Self {
             relay,
@@ -59,7 +58,7 @@ impl Allocation {
             permissions: Map::with_hasher(hasher.clone()),
             channels: Map::with_hasher(hasher.clone()),
             peer_channel: Map::with_hasher(hasher.clone()),
-            bandwidth: max_bps.map(|bps| ByteBucket::new(bps, now)),
+            bandwidth,
         }
     }
 
@@ -148,14 +147,14 @@ impl Allocation {
 }
 
 /// A byte-rate cap with one second of burst.
-struct ByteBucket {
+pub struct ByteBucket {
     per_second: u64,
     tokens: u64,
     last: Instant,
 }
 
 impl ByteBucket {
-    fn new(per_second: u64, now: Instant) -> Self {
+    pub fn new(per_second: u64, now: Instant) -> Self {
         Self {
             per_second,
             tokens: per_second,

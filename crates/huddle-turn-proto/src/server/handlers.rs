@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
-use super::allocation::{Allocation, BindConflict};
+use super::allocation::{Allocation, BindConflict, ByteBucket};
 use super::{
     Authed, FiveTuple, Pending, PortRequest, RESERVATION_LIFETIME, Reject, Reservation, Server,
 };
@@ -190,9 +190,8 @@ impl<R: RngCore> Server<R> {
             p.username,
             expires,
             p.txid,
-            self.config.max_bps,
+            self.config.max_bps.map(|bps| ByteBucket::new(bps, now)),
             &self.hasher,
-            now,
         );
         // The response answers the original request, so rebuild its header from the pending data.
         let response = {
