@@ -6,6 +6,9 @@ use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
 /// Datagrams received or sent per system call.
 pub const BATCH: usize = 32;
 /// Room for one datagram.
@@ -222,6 +225,24 @@ fn send_runs(fd: RawFd, datagrams: &[(&[u8], SocketAddr)], runs: &[Run]) -> io::
         return Err(io::Error::last_os_error());
     }
     Ok(n as usize)
+}
+
+/// A UDP socket registered with the runtime for reading only. tokio's `UdpSocket` also asks for
+/// writability, and edge-triggered epoll then reports the socket each time a sent datagram has
+/// left its buffer: an event per packet that nobody waits for, as these sockets' sends never wait
+/// (a full buffer drops the datagram).
+pub type ReadableUdp = AsyncFd<std::net::UdpSocket>;
+
+/// Makes `socket` non-blocking and registers it for readability only; see [`ReadableUdp`].
+pub fn readable_only(socket: std::net::UdpSocket) -> io::Result<ReadableUdp> {
+    socket.set_nonblocking(true)?;
+    // SAFETY: the descriptor belongs to `socket`, moved into the AsyncFd, and is never closed
+    // while the AsyncFd lives. The one twist is [`close_in_place`] (a freed TURN relay): `dup2`
+    // swaps the socket behind the number for an unregistered placeholder in one step, so the
+    // number never names another registered file, the old socket leaves epoll by itself as it is
+    // released, and deregistering the placeholder at drop is a harmless ENOENT.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// Closes the socket behind `fd` now, releasing its port, while `fd` itself stays open — pointing

@@ -19,13 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use huddle_turn_proto::{FiveTuple, Output, Server, Transport, channel_data};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::udp_batch::{self as batch, RecvBatch};
+use crate::udp_batch::{self as batch, ReadableUdp, RecvBatch};
 use crate::udp_ring::SendRing;
 pub use prefixed::Prefixed;
 pub use stream::looks_like_turn;
@@ -57,7 +55,7 @@ pub struct Turn {
 struct Shared {
     state: Mutex<State>,
     /// UDP listening sockets by local address: where replies to UDP clients leave from.
-    listeners: HashMap<SocketAddr, Arc<UdpSocket>>,
+    listeners: HashMap<SocketAddr, Arc<ReadableUdp>>,
 }
 
 struct State {
@@ -68,13 +66,8 @@ struct State {
     ring: SendRing,
 }
 
-/// A relay socket, registered with the runtime for reading only: tokio's `UdpSocket` also asks
-/// for writability, and edge-triggered epoll then reports every relay socket whose sent datagram
-/// left its buffer — an event per relayed packet that nobody waits for (sends never wait).
-type RelaySocket = AsyncFd<std::net::UdpSocket>;
-
 struct Relay {
-    socket: Arc<RelaySocket>,
+    socket: Arc<ReadableUdp>,
     /// `socket`'s descriptor, kept here so the hot path does not chase the socket's pointers.
     fd: RawFd,
     /// Dropping it stops the relay's task (the socket itself is closed in place when freed).
@@ -98,9 +91,9 @@ impl Turn {
         let mut addrs = TurnAddrs::default();
         let mut listeners = HashMap::new();
         for addr in &config.udp {
-            let socket = Arc::new(UdpSocket::bind(addr).await?);
+            let socket = Arc::new(batch::readable_only(std::net::UdpSocket::bind(addr)?)?);
             batch::set_buffers(socket.as_raw_fd(), 4 << 20);
-            let local = socket.local_addr()?;
+            let local = socket.get_ref().local_addr()?;
             addrs.udp.push(local);
             listeners.insert(local, socket);
         }
@@ -172,18 +165,18 @@ impl Turn {
         (st.core.stats().clone(), st.core.allocation_count())
     }
 
-    async fn udp_loop(self, socket: Arc<UdpSocket>, local: SocketAddr) {
+    async fn udp_loop(self, socket: Arc<ReadableUdp>, local: SocketAddr) {
         let fd = socket.as_raw_fd();
         let mut batch = RecvBatch::new();
         let mut since_yield = 0;
         loop {
-            if socket.readable().await.is_err() {
+            let Ok(mut ready) = socket.readable().await else {
                 continue;
-            }
+            };
             // Drain the socket a batch at a time until it would block.
             loop {
-                match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
-                    Ok(n) => {
+                match ready.try_io(|_| batch.recv(fd)) {
+                    Ok(Ok(n)) => {
                         self.handle_client_batch(local, &batch, n);
                         // A socket that never runs dry must not starve the other tasks (relay
                         // sockets, the timer, relay tasks that must exit to free their
@@ -191,15 +184,17 @@ impl Turn {
                         since_yield += 1;
                         if since_yield == YIELD_EVERY {
                             since_yield = 0;
+                            drop(ready);
                             tokio::task::yield_now().await;
+                            break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         // ICMP errors for earlier sends surface here on some systems; not fatal.
                         tracing::debug!(error = %e, "turn udp recv");
                         break;
                     }
+                    Err(_would_block) => break,
                 }
             }
         }
@@ -264,7 +259,7 @@ impl Turn {
     /// Receives from one relay socket until the allocation is freed (`stop` fires).
     async fn relay_loop(
         self,
-        socket: Arc<RelaySocket>,
+        socket: Arc<ReadableUdp>,
         relay: SocketAddr,
         mut stop: oneshot::Receiver<()>,
     ) {
@@ -336,7 +331,7 @@ impl Turn {
         match client.transport {
             Transport::Udp => {
                 if let Some(socket) = self.shared.listeners.get(&client.server) {
-                    let _ = socket.try_send_to(data, client.client);
+                    let _ = socket.get_ref().send_to(data, client.client);
                 }
             }
             Transport::Tcp | Transport::Tls => {
@@ -380,15 +375,8 @@ impl Turn {
 
     fn bind_relay(&self, st: &mut State, addr: SocketAddr) -> io::Result<SocketAddr> {
         let std_socket = std::net::UdpSocket::bind(addr)?;
-        std_socket.set_nonblocking(true)?;
         batch::set_buffers(std_socket.as_raw_fd(), 1 << 20);
-        // SAFETY: the descriptor belongs to `std_socket`, moved into the AsyncFd, and is never
-        // closed while the AsyncFd lives. When the allocation is freed, `close_in_place`
-        // replaces the socket behind the number with `dup2`: the number stays open and never
-        // names another registered file, the old socket leaves epoll by itself as it is
-        // released, and deregistering the unregistered placeholder at drop is a harmless ENOENT.
-        let registered = unsafe { AsyncFd::register_with_interest(std_socket, Interest::READABLE) };
-        let socket = Arc::new(registered.map_err(|e| e.into_parts().1)?);
+        let socket = Arc::new(batch::readable_only(std_socket)?);
         let local = socket.get_ref().local_addr()?;
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(self.clone().relay_loop(socket.clone(), local, stopped));
