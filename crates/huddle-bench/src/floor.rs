@@ -2,13 +2,15 @@
 //! forwarder thread (blocking receive, strip a 4-byte header, send on) pinned to the server's CPU,
 //! measured exactly like `huddle-bench turn`'s added latency. What remains above it in a TURN
 //! server's figure is the server's own doing; the floor itself is the kernel's and the
-//! hypervisor's cost of waking an idle CPU, twice (server, then the receiver).
+//! hypervisor's cost of waking an idle CPU, twice (server, then the receiver) — measured again
+//! with CPUs kept awake ([`crate::awake`]) when this machine allows it.
 
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::awake::AwakeCpus;
 use crate::turn::{Sink, percentile_us, stamped_latency};
 
 #[derive(clap::Args)]
@@ -21,6 +23,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    measure(&args, "bare UDP forwarder (floor)")?;
+    if let Some(_awake) = AwakeCpus::hold() {
+        measure(
+            &args,
+            "bare UDP forwarder (floor), CPUs kept awake (PM QoS 0 µs)",
+        )?;
+    }
+    Ok(())
+}
+
+fn measure(args: &Args, name: &str) -> anyhow::Result<()> {
     let mut p50 = Vec::new();
     let mut p99 = Vec::new();
     for run in 0..args.runs {
@@ -36,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             percentile_us(&via, 0.99) - percentile_us(&direct, 0.99),
         );
         eprintln!(
-            "run {run}: bare forwarder on CPU {}: added p50 {a:.1} µs p99 {b:.1} µs",
+            "run {run}: {name} on CPU {}: added p50 {a:.1} µs p99 {b:.1} µs",
             args.cpu
         );
         p50.push(a);
@@ -47,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     println!(
-        "| bare UDP forwarder (floor), added latency p50 / p99 (µs) | {:.1} / {:.1} |",
+        "| {name}, added latency p50 / p99 (µs) | {:.1} / {:.1} |",
         median(p50),
         median(p99)
     );

@@ -1,6 +1,7 @@
 //! `huddle-bench`: side-by-side benchmarks of Huddle against the stacks it replaces.
 //! Results are printed as Markdown rows for docs/benchmarks.md.
 
+mod awake;
 mod floor;
 mod media;
 mod pinned;

@@ -26,6 +26,7 @@ use huddle_turn_proto::stun::{
     AttrType, Class, ErrorCode, IntegrityAlg, Message, MessageWriter, Method,
 };
 
+use crate::awake::AwakeCpus;
 use crate::procstat::{cpu_seconds, rss_bytes};
 
 #[derive(clap::Args)]
@@ -50,6 +51,11 @@ pub struct Args {
     /// Allocation counts of the throughput ladder (narrow it to profile one step).
     #[arg(long, value_delimiter = ',', default_value = "1,1000")]
     allocs: Vec<usize>,
+    /// Keep CPUs awake (PM QoS 0 µs, see `awake.rs`) for the whole run, not only for the second
+    /// latency measurement: every figure then shows the servers without the cost of waking
+    /// halted vCPUs.
+    #[arg(long)]
+    awake: bool,
     /// Packet sizes (bytes) of the throughput ladder.
     #[arg(long, value_delimiter = ',', default_value = "200,1200")]
     sizes: Vec<usize>,
@@ -378,10 +384,17 @@ struct Sample {
     steps: Vec<(usize, usize, u64, f64, f64)>,
     added_p50_us: f64,
     added_p99_us: f64,
+    /// The same with CPUs kept awake ([`crate::awake`]), when this machine allows it.
+    awake_p50_us: Option<f64>,
+    awake_p99_us: Option<f64>,
     rss_per_alloc_kib: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let _awake = match args.awake {
+        true => Some(AwakeCpus::hold().context("cannot write /dev/cpu_dma_latency (root only)")?),
+        false => None,
+    };
     let mut results: Vec<(Kind, Sample)> = Vec::new();
     for run in 0..args.runs {
         let order = crate::alternate(run, [Kind::Huddle, Kind::Coturn]);
@@ -399,6 +412,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 sample.added_p99_us,
                 sample.rss_per_alloc_kib
             );
+            if let (Some(p50), Some(p99)) = (sample.awake_p50_us, sample.awake_p99_us) {
+                eprintln!("    CPUs kept awake: added latency p50 {p50:.1} µs p99 {p99:.1} µs");
+            }
             for (allocs, size, rate, loss, per_cpu) in &sample.steps {
                 eprintln!(
                     "    {allocs:>4} allocs {size:>4} B @ {rate:>6} pps: loss {loss:5.2}%  {per_cpu:>8.0} pkts/CPU-s"
@@ -465,9 +481,20 @@ fn report(results: &[(Kind, Sample)], other: &str) {
             (|s: &Sample| s.added_p50_us) as fn(&Sample) -> f64,
         ),
         ("added latency p99 (µs)", |s| s.added_p99_us),
+        (
+            "added latency p50 (µs), CPUs kept awake (PM QoS 0 µs)",
+            |s| s.awake_p50_us.unwrap_or(f64::NAN),
+        ),
+        (
+            "added latency p99 (µs), CPUs kept awake (PM QoS 0 µs)",
+            |s| s.awake_p99_us.unwrap_or(f64::NAN),
+        ),
         ("RSS per idle allocation (KiB)", |s| s.rss_per_alloc_kib),
     ] {
         let (h, c) = (of(Kind::Huddle, &f), of(Kind::Coturn, &f));
+        if h.is_nan() && c.is_nan() {
+            continue; // CPUs could not be kept awake here
+        }
         println!("| {name} | {h:.1} | {c:.1} | {:.2}× |", c / h);
     }
 }
@@ -575,20 +602,32 @@ fn measure(server: &Server, args: &Args) -> anyhow::Result<Sample> {
         }
     }
 
-    // Added latency: 1,000 timestamped packets/s for 3 s, relayed vs direct.
-    let mut c = Client::allocated(server.addr)?;
+    (sample.added_p50_us, sample.added_p99_us) = added_latency(base, server.addr, 0x4002)?;
+    if let Some(_awake) = AwakeCpus::hold().filter(|_| !args.awake) {
+        let (p50, p99) = added_latency(base, server.addr, 0x4003)?;
+        (sample.awake_p50_us, sample.awake_p99_us) = (Some(p50), Some(p99));
+    }
+    Ok(sample)
+}
+
+/// Added latency p50 and p99 (µs): 1,000 timestamped packets/s for 3 s through a fresh
+/// allocation's `channel`, against the same straight to a sink.
+fn added_latency(base: Instant, server: SocketAddr, channel: u16) -> anyhow::Result<(f64, f64)> {
+    let mut c = Client::allocated(server)?;
     let direct = stamped_latency(base, &c.sock, None, &[])?;
     let s = Sink::start(base)?;
-    c.bind_channel(0x4002, s.addr)?;
+    c.bind_channel(channel, s.addr)?;
     let relayed = stamped_latency(
         base,
         &c.sock,
-        Some((server.addr, s)),
-        &channel_data::header(0x4002, 100),
+        Some((server, s)),
+        &channel_data::header(channel, 100),
     )?;
-    sample.added_p50_us = percentile_us(&relayed, 0.5) - percentile_us(&direct, 0.5);
-    sample.added_p99_us = percentile_us(&relayed, 0.99) - percentile_us(&direct, 0.99);
-    Ok(sample)
+    let _ = c.free();
+    Ok((
+        percentile_us(&relayed, 0.5) - percentile_us(&direct, 0.5),
+        percentile_us(&relayed, 0.99) - percentile_us(&direct, 0.99),
+    ))
 }
 
 /// One-way latencies (ns, sorted) of 3,000 stamped 100-byte payloads sent from `sock` at 1,000/s,

@@ -62,12 +62,14 @@ impl SendRing {
 
     /// Sends each `(socket, payload, destination)`; returns how many datagrams went out. A
     /// datagram that does not fit its socket's buffer, or cannot reach its destination, is
-    /// dropped alone. Payloads longer than [`SLOT`] are sent through the fallback.
+    /// dropped alone. A lone datagram, or a chunk with a payload longer than [`SLOT`], is sent
+    /// through the fallback.
     pub fn send(&mut self, datagrams: &[(RawFd, &[u8], SocketAddr)]) -> usize {
         let mut sent = 0;
         for chunk in datagrams.chunks(BATCH) {
             sent += match self.ring.as_deref_mut() {
-                Some(ring) if chunk.iter().all(|(_, p, _)| p.len() <= SLOT) => {
+                // One datagram is one system call either way; the ring would only add a copy.
+                Some(ring) if chunk.len() > 1 && chunk.iter().all(|(_, p, _)| p.len() <= SLOT) => {
                     match ring.send(chunk) {
                         Ok(n) => n,
                         Err(e) => {

@@ -2,9 +2,11 @@
 //! listeners, one UDP socket per relayed address, and the timer.
 //!
 //! The core sits behind one `std::sync::Mutex`, held only for the synchronous handling of one
-//! packet and the sends it causes (UDP sends never block: `try_send_to`, a full socket buffer
-//! drops the datagram as UDP would). Stream clients get a bounded queue each; a client whose
-//! queue is full loses that frame rather than making the server buffer for it.
+//! batch of datagrams and the sends it causes (UDP sends never wait: sockets are non-blocking and
+//! registered for reading only, a full socket buffer drops the datagram as UDP would; a batch's
+//! datagrams for many relay sockets leave in one io_uring submission, [`crate::udp_ring`]).
+//! Stream clients get a bounded queue each; a client whose queue is full loses that frame rather
+//! than making the server buffer for it.
 
 mod prefixed;
 mod stream;
