@@ -3,15 +3,16 @@
 //! loopback peers allowed, the same relay port range).
 //!
 //! - allocations/s: clients doing the whole 401 → authenticated Allocate → Refresh(0) cycle;
-//! - throughput: ChannelData from N allocations to one peer socket at fixed offered rates
-//!   (batched `sendmmsg`, Huddle's own batch helper), relayed packets counted at the peer; loss and packets per server
-//!   CPU-second;
+//! - throughput, both ways at fixed offered rates (batched `sendmmsg`, Huddle's own batch
+//!   helper): ChannelData from N allocations relayed to one peer socket, counted at the peer; and
+//!   datagrams from that peer to the N relayed addresses, relayed as ChannelData and counted at
+//!   the clients. Loss, and relayed packets per server CPU-second;
 //! - added latency: one allocation at 1,000 packets/s, client → TURN → peer minus client → peer;
 //! - RSS per idle allocation.
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -325,6 +326,8 @@ impl Client {
 /// A peer socket that counts what arrives, and records one-way latency from timestamps.
 pub(crate) struct Sink {
     pub(crate) addr: SocketAddr,
+    /// The sink's own socket, to send from it as the peer the channels are bound to.
+    sock: UdpSocket,
     received: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Vec<u64>>>,
@@ -336,6 +339,7 @@ impl Sink {
         set_buffers(&sock);
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
         let addr = sock.local_addr()?;
+        let sender = sock.try_clone()?;
         let received = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (received.clone(), stop.clone());
@@ -355,6 +359,7 @@ impl Sink {
         });
         Ok(Self {
             addr,
+            sock: sender,
             received,
             stop,
             thread: Some(thread),
@@ -376,12 +381,40 @@ fn set_buffers(sock: &UdpSocket) {
     udp_batch::set_buffers(sock.as_raw_fd(), 8 << 20);
 }
 
+#[derive(Clone)]
+struct Step {
+    direction: Direction,
+    allocs: usize,
+    size: usize,
+    offered_pps: u64,
+    loss_percent: f64,
+    /// Relayed packets per server CPU-second.
+    per_cpu_second: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// ChannelData from clients, relayed as UDP to the peer.
+    ToPeer,
+    /// UDP from the peer, relayed as ChannelData to the clients.
+    ToClient,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::ToPeer => "client→peer",
+            Direction::ToClient => "peer→client",
+        }
+    }
+}
+
 #[derive(Default, Clone)]
 struct Sample {
     allocs_per_sec: f64,
     alloc_failures: u64,
-    /// (allocations, packet size, offered pps, loss %, relayed packets per server CPU-second)
-    steps: Vec<(usize, usize, u64, f64, f64)>,
+    /// One per step of the throughput ladder.
+    steps: Vec<Step>,
     added_p50_us: f64,
     added_p99_us: f64,
     /// The same with CPUs kept awake ([`crate::awake`]), when this machine allows it.
@@ -415,9 +448,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if let (Some(p50), Some(p99)) = (sample.awake_p50_us, sample.awake_p99_us) {
                 eprintln!("    CPUs kept awake: added latency p50 {p50:.1} µs p99 {p99:.1} µs");
             }
-            for (allocs, size, rate, loss, per_cpu) in &sample.steps {
+            for step in &sample.steps {
                 eprintln!(
-                    "    {allocs:>4} allocs {size:>4} B @ {rate:>6} pps: loss {loss:5.2}%  {per_cpu:>8.0} pkts/CPU-s"
+                    "    {} {:>4} allocs {:>4} B @ {:>6} pps: loss {:5.2}%  {:>8.0} pkts/CPU-s",
+                    step.direction.name(),
+                    step.allocs,
+                    step.size,
+                    step.offered_pps,
+                    step.loss_percent,
+                    step.per_cpu_second
                 );
             }
             results.push((kind, sample));
@@ -463,11 +502,17 @@ fn report(results: &[(Kind, Sample)], other: &str) {
     );
     let steps = results.first().map(|(_, s)| s.steps.len()).unwrap_or(0);
     for i in 0..steps {
-        let (allocs, size, rate, _, _) = results[0].1.steps[i];
-        let loss = |k| of(k, &|s: &Sample| s.steps[i].3);
-        let per = |k| of(k, &|s: &Sample| s.steps[i].4);
+        let step = &results[0].1.steps[i];
+        let (direction, allocs, size, rate) = (
+            step.direction.name(),
+            step.allocs,
+            step.size,
+            step.offered_pps,
+        );
+        let loss = |k| of(k, &|s: &Sample| s.steps[i].loss_percent);
+        let per = |k| of(k, &|s: &Sample| s.steps[i].per_cpu_second);
         println!(
-            "| {allocs} alloc · {size} B · {rate} pps offered: loss % / relayed pkts per CPU-s | {:.2} / {:.0} | {:.2} / {:.0} | {:.2}× |",
+            "| {direction} · {allocs} alloc · {size} B · {rate} pps offered: loss % / relayed pkts per CPU-s | {:.2} / {:.0} | {:.2} / {:.0} | {:.2}× |",
             loss(Kind::Huddle),
             per(Kind::Huddle),
             loss(Kind::Coturn),
@@ -577,23 +622,55 @@ fn measure(server: &Server, args: &Args) -> anyhow::Result<Sample> {
             }
             let mut frame = channel_data::header(0x4000, size).to_vec();
             frame.resize(4 + size, 0xAB);
-            for &rate in &args.rates {
-                let before = sink.received.load(Ordering::Relaxed);
-                let cpu0 = cpu_seconds(server.pid);
-                let sent = offer(
-                    &clients,
-                    &frame,
-                    rate,
-                    Duration::from_secs(args.seconds),
-                    server.addr,
-                );
-                std::thread::sleep(Duration::from_millis(300));
-                let cpu = (cpu_seconds(server.pid) - cpu0).max(0.01);
-                let got = sink.received.load(Ordering::Relaxed) - before;
-                let loss = 100.0 * (1.0 - got as f64 / sent.max(1) as f64);
-                sample
-                    .steps
-                    .push((allocs, size, rate, loss.max(0.0), got as f64 / cpu));
+            let to_server: Vec<(RawFd, SocketAddr)> = clients
+                .iter()
+                .map(|c| (c.sock.as_raw_fd(), server.addr))
+                .collect();
+            let client_fds: Vec<RawFd> = clients.iter().map(|c| c.sock.as_raw_fd()).collect();
+            let to_relays = clients
+                .iter()
+                .map(|c| {
+                    let relay = c.relay.context("client without relay")?;
+                    Ok((sink.sock.as_raw_fd(), relay))
+                })
+                .collect::<anyhow::Result<Vec<(RawFd, SocketAddr)>>>()?;
+            let datagram = vec![0xCD; size];
+            for direction in [Direction::ToPeer, Direction::ToClient] {
+                for &rate in &args.rates {
+                    let duration = Duration::from_secs(args.seconds);
+                    let cpu0 = cpu_seconds(server.pid);
+                    let (sent, got) = match direction {
+                        Direction::ToPeer => {
+                            let before = sink.received.load(Ordering::Relaxed);
+                            let sent = offer(&to_server, &frame, rate, duration);
+                            std::thread::sleep(Duration::from_millis(300));
+                            (sent, sink.received.load(Ordering::Relaxed) - before)
+                        }
+                        Direction::ToClient => {
+                            let stop = AtomicBool::new(false);
+                            std::thread::scope(|scope| {
+                                let counter = scope.spawn(|| count_arrivals(&client_fds, &stop));
+                                let sent = offer(&to_relays, &datagram, rate, duration);
+                                std::thread::sleep(Duration::from_millis(300));
+                                stop.store(true, Ordering::Relaxed);
+                                let got = counter
+                                    .join()
+                                    .map_err(|_| anyhow::anyhow!("arrival counter panicked"))??;
+                                anyhow::Ok((sent, got))
+                            })?
+                        }
+                    };
+                    let cpu = (cpu_seconds(server.pid) - cpu0).max(0.01);
+                    let loss = 100.0 * (1.0 - got as f64 / sent.max(1) as f64);
+                    sample.steps.push(Step {
+                        direction,
+                        allocs,
+                        size,
+                        offered_pps: rate,
+                        loss_percent: loss.max(0.0),
+                        per_cpu_second: got as f64 / cpu,
+                    });
+                }
             }
             for c in &mut clients {
                 let _ = c.free();
@@ -672,17 +749,12 @@ pub(crate) fn percentile_us(v: &[u64], p: f64) -> f64 {
         / 1000.0
 }
 
-/// Offers `rate` packets/s for `duration`, spread over the clients, in 1 ms batches.
-fn offer(
-    clients: &[Client],
-    frame: &[u8],
-    rate: u64,
-    duration: Duration,
-    server: SocketAddr,
-) -> u64 {
+/// Offers `rate` packets/s of `payload` for `duration`, spread over the `(socket, destination)`
+/// lanes round robin, in 1 ms batches.
+fn offer(lanes: &[(RawFd, SocketAddr)], payload: &[u8], rate: u64, duration: Duration) -> u64 {
     let start = Instant::now();
     let mut sent = 0u64;
-    let mut next_client = 0usize;
+    let mut next = 0usize;
     let mut tick = 0u64;
     while start.elapsed() < duration {
         tick += 1;
@@ -690,13 +762,11 @@ fn offer(
         let batch = due.saturating_sub(sent) as usize;
         let mut remaining = batch;
         while remaining > 0 {
-            let per = remaining.min((batch / clients.len()).max(1)).min(64);
-            let c = &clients[next_client % clients.len()];
-            next_client += 1;
-            let packets: Vec<&[u8]> = (0..per).map(|_| frame).collect();
-            let datagrams: Vec<(&[u8], SocketAddr)> =
-                packets.iter().map(|p| (*p, server)).collect();
-            sent += udp_batch::send(c.sock.as_raw_fd(), &datagrams) as u64;
+            let per = remaining.min((batch / lanes.len()).max(1)).min(64);
+            let (fd, to) = lanes[next % lanes.len()];
+            next += 1;
+            let datagrams: Vec<(&[u8], SocketAddr)> = (0..per).map(|_| (payload, to)).collect();
+            sent += udp_batch::send(fd, &datagrams) as u64;
             remaining -= per;
         }
         if let Some(wait) =
@@ -706,4 +776,40 @@ fn offer(
         }
     }
     sent
+}
+
+/// Counts the datagrams that arrive on any of `fds` (the clients' sockets) until `stop`.
+fn count_arrivals(fds: &[RawFd], stop: &AtomicBool) -> anyhow::Result<u64> {
+    // SAFETY: plain system calls; `epoll` is closed below, every event buffer outlives its call.
+    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epoll < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    for (i, &fd) in fds.iter().enumerate() {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        // SAFETY: as above.
+        unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
+    }
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut buf = [0u8; 2048];
+    let mut got = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: as above.
+        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 50) };
+        for event in events.iter().take(n.max(0) as usize) {
+            let fd = fds[event.u64 as usize];
+            // SAFETY: as above; MSG_DONTWAIT keeps the blocking sockets from blocking here.
+            while unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
+                >= 0
+            {
+                got += 1;
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::close(epoll) };
+    Ok(got)
 }

@@ -14,9 +14,14 @@ pub const BATCH: usize = 32;
 /// Room for one datagram.
 pub const SLOT: usize = 2048;
 
-/// Receive buffers for one batch.
+/// Receive buffers for one batch: [`BATCH`] slots, each with `headroom` bytes in front of the
+/// datagram (where a relay writes the header it puts before the payload, so the frame leaves
+/// without a copy) and `tailroom` bytes after it.
 pub struct RecvBatch {
-    bufs: Vec<[u8; SLOT]>,
+    buf: Vec<u8>,
+    stride: usize,
+    headroom: usize,
+    capacity: usize,
     addrs: Vec<libc::sockaddr_storage>,
     lens: Vec<usize>,
 }
@@ -28,36 +33,50 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
+    /// [`SLOT`]-byte slots, no headroom: datagrams longer than that arrive truncated, and are
+    /// then dropped by the core's length checks (a TURN client's frames are MTU-sized).
     pub fn new() -> Self {
+        Self::with_slots(SLOT, 0, 0)
+    }
+
+    /// Slots for datagrams of up to `capacity` bytes with `headroom` and `tailroom` around them.
+    /// The buffer is zeroed memory the kernel maps only as it is written.
+    pub fn with_slots(capacity: usize, headroom: usize, tailroom: usize) -> Self {
         // SAFETY: sockaddr_storage is plain data; all-zero is a valid (empty) value.
         let zero: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let stride = headroom + capacity + tailroom;
         Self {
-            bufs: vec![[0u8; SLOT]; BATCH],
+            buf: vec![0u8; BATCH * stride],
+            stride,
+            headroom,
+            capacity,
             addrs: vec![zero; BATCH],
             lens: vec![0; BATCH],
         }
     }
 
     /// Receives up to [`BATCH`] datagrams without blocking; `WouldBlock` when none is queued.
-    /// Datagrams longer than [`SLOT`] arrive truncated, and are then dropped by the core's
-    /// length checks (a TURN client's frames are MTU-sized).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        let mut iovs: Vec<libc::iovec> = self
-            .bufs
+        let (stride, headroom, capacity) = (self.stride, self.headroom, self.capacity);
+        // On the stack: a relay socket often has one datagram queued, and this runs per wakeup.
+        let mut iovs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; BATCH];
+        for (iov, slot) in iovs.iter_mut().zip(self.buf.chunks_exact_mut(stride)) {
+            iov.iov_base = slot[headroom..].as_mut_ptr().cast();
+            iov.iov_len = capacity;
+        }
+        let len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: mmsghdr is plain data; all-zero is a valid, empty header, each set below.
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { mem::zeroed() };
+        for ((hdr, iov), addr) in hdrs
             .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: SLOT,
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
+            .zip(iovs.iter_mut())
             .zip(self.addrs.iter_mut())
-            .map(|(iov, addr)| {
-                let len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                mmsghdr(iov, addr, len)
-            })
-            .collect();
+        {
+            *hdr = mmsghdr(iov, addr, len);
+        }
         // SAFETY: `hdrs` holds BATCH initialised headers pointing into buffers owned by `self`.
         let n = unsafe {
             libc::recvmmsg(
@@ -72,7 +91,7 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         for (i, h) in hdrs.iter().take(n as usize).enumerate() {
-            self.lens[i] = h.msg_len as usize;
+            self.lens[i] = (h.msg_len as usize).min(capacity);
         }
         Ok(n as usize)
     }
@@ -80,7 +99,20 @@ impl RecvBatch {
     /// Datagram `i` of the last batch and its source.
     pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
         let from = from_storage(&self.addrs[i])?;
-        Some((&self.bufs[i][..self.lens[i].min(SLOT)], from))
+        let start = i * self.stride + self.headroom;
+        Some((&self.buf[start..start + self.lens[i]], from))
+    }
+
+    /// Slot `i` whole — headroom, datagram, tailroom — and where the datagram starts in it.
+    pub fn slot_mut(&mut self, i: usize) -> (&mut [u8], usize) {
+        let start = i * self.stride;
+        (&mut self.buf[start..start + self.stride], self.headroom)
+    }
+
+    /// Slot `i` whole, as [`RecvBatch::slot_mut`] left it.
+    pub fn slot(&self, i: usize) -> &[u8] {
+        let start = i * self.stride;
+        &self.buf[start..start + self.stride]
     }
 }
 
@@ -139,6 +171,22 @@ fn runs(datagrams: &[(&[u8], SocketAddr)], gso: bool) -> Vec<Run> {
 /// same-size datagrams to one destination as UDP GSO messages; returns how many datagrams went
 /// out, in order (a full socket buffer stops early: the rest are dropped, as UDP may).
 pub fn send(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) -> usize {
+    if let [(payload, to)] = datagrams {
+        // One datagram: a plain `sendto`, none of a batch's bookkeeping.
+        let (addr, len) = to_storage(to);
+        // SAFETY: `payload` and `addr` are live for the call; `len` is `addr`'s used size.
+        let sent = unsafe {
+            libc::sendto(
+                fd,
+                payload.as_ptr().cast(),
+                payload.len(),
+                libc::MSG_DONTWAIT,
+                (&raw const addr).cast(),
+                len,
+            )
+        };
+        return usize::from(sent >= 0);
+    }
     let gso = GSO.load(std::sync::atomic::Ordering::Relaxed);
     let all = runs(datagrams, gso);
     let mut sent = 0;
@@ -401,6 +449,29 @@ mod tests {
             }
             assert_eq!(got, payloads);
         }
+    }
+
+    #[test]
+    fn slots_with_headroom_take_whole_large_datagrams_and_a_header_in_front() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let large = vec![9u8; 60_000]; // far past SLOT: whole, not truncated
+        tx.send_to(&large, to).unwrap();
+        tx.send_to(b"small", to).unwrap();
+        let mut batch = RecvBatch::with_slots(65_536, 4, 3);
+        let mut n = 0;
+        while n < 2 {
+            n += batch.recv(rx.as_raw_fd()).unwrap_or(0);
+        }
+        assert_eq!(batch.get(0).unwrap().0, &large[..]);
+        assert_eq!(
+            batch.get(1).unwrap(),
+            (&b"small"[..], tx.local_addr().unwrap())
+        );
+        let (slot, start) = batch.slot_mut(1);
+        slot[start - 4..start].copy_from_slice(b"HDR:");
+        assert_eq!(&batch.slot(1)[..9], b"HDR:small");
     }
 
     #[test]

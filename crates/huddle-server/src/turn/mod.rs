@@ -34,7 +34,7 @@ pub use stream::looks_like_turn;
 /// 8 × 32 datagrams between two chances for relay sockets and the timer.
 const YIELD_EVERY: u32 = 8;
 
-/// Largest UDP payload plus room for a ChannelData header in front of it.
+/// Largest UDP payload a peer may send.
 const DATAGRAM: usize = 65_536;
 
 /// Where the TURN server listens.
@@ -66,6 +66,10 @@ struct State {
     relays: HashMap<SocketAddr, Relay, foldhash::fast::RandomState>,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     ring: SendRing,
+    /// Where relay sockets' datagrams arrive, a batch at a time, with room for the ChannelData
+    /// header (and a stream's padding) around each: one buffer for all relays, used under the
+    /// lock, instead of one per allocation.
+    peer_batch: RecvBatch,
 }
 
 struct Relay {
@@ -125,6 +129,7 @@ impl Turn {
                 relays: HashMap::default(),
                 streams: HashMap::new(),
                 ring: SendRing::new(),
+                peer_batch: RecvBatch::with_slots(DATAGRAM, channel_data::HEADER, 3),
             }),
             listeners,
         });
@@ -265,32 +270,32 @@ impl Turn {
         relay: SocketAddr,
         mut stop: oneshot::Receiver<()>,
     ) {
-        // Most relays of a call carry traffic, but an idle allocation should cost next to
-        // nothing: the buffer comes with the first datagram.
-        let ready = tokio::select! {
-            _ = &mut stop => false,
-            r = socket.readable() => r.is_ok(),
-        };
-        if ready {
-            let mut buf = vec![0u8; channel_data::HEADER + DATAGRAM + 3];
-            'relay: loop {
-                let mut guard = tokio::select! {
-                    _ = &mut stop => break,
-                    r = socket.readable() => match r {
-                        Ok(guard) => guard,
-                        Err(_) => break,
-                    },
-                };
-                // Drain what is queued, then wait for readiness again.
-                loop {
-                    match guard.try_io(|s| s.get_ref().recv_from(&mut buf[channel_data::HEADER..]))
-                    {
-                        Ok(Ok((n, peer))) => self.relay_to_client(&mut buf, n, relay, peer),
-                        // ICMP errors for earlier sends surface here; not fatal.
-                        Ok(Err(_)) => {}
-                        Err(_would_block) => continue 'relay,
+        let fd = socket.as_raw_fd();
+        loop {
+            let mut ready = tokio::select! {
+                _ = &mut stop => break,
+                r = socket.readable() => match r {
+                    Ok(ready) => ready,
+                    Err(_) => break,
+                },
+            };
+            // Drain a batch at a time; a peer that never pauses lets the other tasks run after
+            // a few batches.
+            let mut drained = false;
+            for _ in 0..YIELD_EVERY {
+                match ready.try_io(|_| self.relay_batch(fd, relay)) {
+                    // An ICMP error for an earlier send surfaces as a failed receive; the
+                    // socket is fine.
+                    Ok(_) => {}
+                    Err(_would_block) => {
+                        drained = true;
+                        break;
                     }
                 }
+            }
+            if !drained {
+                drop(ready);
+                tokio::task::yield_now().await;
             }
         }
         // Normally the socket was already closed in place when the allocation went (and this
@@ -298,22 +303,60 @@ impl Turn {
         drop(socket);
     }
 
-    /// A peer's datagram, received at `buf[HEADER..HEADER + n]`, on its way to the client.
-    fn relay_to_client(&self, buf: &mut [u8], n: usize, relay: SocketAddr, peer: SocketAddr) {
-        let mut st = self.lock();
+    /// One batch of a relay socket's datagrams, under one lock, on their way to the clients. The
+    /// ChannelData header is written in place in front of each payload; frames for UDP clients
+    /// leave in one `sendmmsg` per listener (UDP GSO for a video frame's run of equal packets).
+    fn relay_batch(&self, fd: RawFd, relay: SocketAddr) -> io::Result<()> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let n = st.peer_batch.recv(fd)?;
         let now = Instant::now().into_std();
-        let payload = &buf[channel_data::HEADER..channel_data::HEADER + n];
-        if let Some(to) = st.core.handle_peer(relay, peer, payload, now) {
-            buf[..channel_data::HEADER].copy_from_slice(&channel_data::header(to.channel, n));
-            let mut len = channel_data::HEADER + n;
-            if to.client.transport.is_stream() {
-                let padded = len.div_ceil(4) * 4;
-                buf[len..padded].fill(0);
-                len = padded;
+        // (slot, client, channel, payload length)
+        let mut frames: Vec<(usize, FiveTuple, u16, usize)> = Vec::with_capacity(n);
+        for i in 0..n {
+            let Some((payload, peer)) = st.peer_batch.get(i) else {
+                continue;
+            };
+            if let Some(to) = st.core.handle_peer(relay, peer, payload, now) {
+                frames.push((i, to.client, to.channel, payload.len()));
             }
-            self.send_to_client(&st, to.client, &buf[..len]);
         }
-        self.drain(&mut st);
+        for &(i, client, channel, len) in &frames {
+            let (slot, start) = st.peer_batch.slot_mut(i);
+            let header = channel_data::header(channel, len);
+            slot[start - header.len()..start].copy_from_slice(&header);
+            if client.transport.is_stream() {
+                slot[start + len..start + len.div_ceil(4) * 4].fill(0);
+            }
+        }
+        let mut udp: Vec<(SocketAddr, &[u8], SocketAddr)> = Vec::with_capacity(frames.len());
+        for &(i, client, _, len) in &frames {
+            let slot = st.peer_batch.slot(i);
+            let start = channel_data::HEADER;
+            let frame = match client.transport.is_stream() {
+                true => &slot[..start + len.div_ceil(4) * 4],
+                false => &slot[..start + len],
+            };
+            match client.transport {
+                Transport::Udp => udp.push((client.server, frame, client.client)),
+                Transport::Tcp | Transport::Tls => {
+                    if let Some(tx) = st.streams.get(&client) {
+                        let _ = tx.try_send(frame.to_vec());
+                    }
+                }
+            }
+        }
+        for run in udp.chunk_by(|a, b| a.0 == b.0) {
+            if let Some(listener) = self.shared.listeners.get(&run[0].0) {
+                let datagrams: Vec<(&[u8], SocketAddr)> =
+                    run.iter().map(|(_, frame, to)| (*frame, *to)).collect();
+                // What does not fit the socket buffer is dropped, as UDP would.
+                batch::send(listener.as_raw_fd(), &datagrams);
+            }
+        }
+        drop(udp);
+        self.drain(st);
+        Ok(())
     }
 
     async fn timer_loop(self) {
