@@ -103,10 +103,10 @@ impl RecvBatch {
         Some((&self.buf[start..start + self.lens[i]], from))
     }
 
-    /// Slot `i` whole — headroom, datagram, tailroom — and where the datagram starts in it.
-    pub fn slot_mut(&mut self, i: usize) -> (&mut [u8], usize) {
+    /// Slot `i` whole: headroom, datagram, tailroom.
+    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
         let start = i * self.stride;
-        (&mut self.buf[start..start + self.stride], self.headroom)
+        &mut self.buf[start..start + self.stride]
     }
 
     /// Slot `i` whole, as [`RecvBatch::slot_mut`] left it.
@@ -469,8 +469,7 @@ mod tests {
             batch.get(1).unwrap(),
             (&b"small"[..], tx.local_addr().unwrap())
         );
-        let (slot, start) = batch.slot_mut(1);
-        slot[start - 4..start].copy_from_slice(b"HDR:");
+        batch.slot_mut(1)[..4].copy_from_slice(b"HDR:");
         assert_eq!(&batch.slot(1)[..9], b"HDR:small");
     }
 

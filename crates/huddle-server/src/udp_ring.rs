@@ -60,33 +60,55 @@ impl SendRing {
         Self { ring }
     }
 
-    /// Sends each `(socket, payload, destination)`; returns how many datagrams went out. A
-    /// datagram that does not fit its socket's buffer, or cannot reach its destination, is
-    /// dropped alone. A lone datagram, or a chunk with a payload longer than [`SLOT`], is sent
-    /// through the fallback.
+    /// Sends each `(socket, payload, destination)`, in order for each socket; returns how many
+    /// datagrams went out. A run of datagrams for one socket is one `sendmmsg` (UDP GSO when it
+    /// can); datagrams alone on their socket — the usual case with many allocations — go
+    /// together in one io_uring submission. A datagram that does not fit its socket's buffer, or
+    /// cannot reach its destination, is dropped alone.
     pub fn send(&mut self, datagrams: &[(RawFd, &[u8], SocketAddr)]) -> usize {
         let mut sent = 0;
-        for chunk in datagrams.chunks(BATCH) {
-            sent += match self.ring.as_deref_mut() {
-                // One datagram is one system call either way; the ring would only add a copy.
-                Some(ring) if chunk.len() > 1 && chunk.iter().all(|(_, p, _)| p.len() <= SLOT) => {
-                    match ring.send(chunk) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "io_uring failed; relaying with sendmmsg from now on");
-                            // Submissions may still be pending: the kernel may read these buffers
-                            // later, so they must never be freed.
-                            if let Some(ring) = self.ring.take() {
-                                Box::leak(ring);
-                            }
-                            fallback(chunk)
-                        }
+        let mut lone: Vec<(RawFd, &[u8], SocketAddr)> = Vec::with_capacity(BATCH);
+        for run in datagrams.chunk_by(|a, b| a.0 == b.0) {
+            match run {
+                [one] if one.1.len() <= SLOT => {
+                    lone.push(*one);
+                    if lone.len() == BATCH {
+                        sent += self.send_lone(&lone);
+                        lone.clear();
                     }
                 }
-                _ => fallback(chunk),
-            };
+                _ => {
+                    // What came before goes first: a socket's datagrams keep their order.
+                    sent += self.send_lone(&lone);
+                    lone.clear();
+                    sent += send_run(run);
+                }
+            }
         }
-        sent
+        sent + self.send_lone(&lone)
+    }
+
+    /// Up to [`BATCH`] datagrams of at most [`SLOT`] bytes, each on its own socket.
+    fn send_lone(&mut self, lone: &[(RawFd, &[u8], SocketAddr)]) -> usize {
+        let one_by_one = |lone: &[(RawFd, &[u8], SocketAddr)]| {
+            lone.iter().map(|d| send_run(std::slice::from_ref(d))).sum()
+        };
+        match self.ring.as_deref_mut() {
+            // One datagram is one system call either way; the ring would only add a copy.
+            Some(ring) if lone.len() > 1 => match ring.send(lone) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "io_uring failed; relaying with sendmmsg from now on");
+                    // Submissions may still be pending: the kernel may read these buffers
+                    // later, so they must never be freed.
+                    if let Some(ring) = self.ring.take() {
+                        Box::leak(ring);
+                    }
+                    one_by_one(lone)
+                }
+            },
+            _ => one_by_one(lone),
+        }
     }
 }
 
@@ -134,15 +156,10 @@ impl Ring {
     }
 }
 
-/// `sendmmsg` per run of datagrams on one socket.
-fn fallback(datagrams: &[(RawFd, &[u8], SocketAddr)]) -> usize {
-    datagrams
-        .chunk_by(|a, b| a.0 == b.0)
-        .map(|run| {
-            let list: Vec<(&[u8], SocketAddr)> = run.iter().map(|(_, p, to)| (*p, *to)).collect();
-            udp_batch::send(run[0].0, &list)
-        })
-        .sum()
+/// Datagrams for one socket through `sendmmsg` (or `sendto` for one).
+fn send_run(run: &[(RawFd, &[u8], SocketAddr)]) -> usize {
+    let list: Vec<(&[u8], SocketAddr)> = run.iter().map(|(_, p, to)| (*p, *to)).collect();
+    udp_batch::send(run[0].0, &list)
 }
 
 #[cfg(test)]
@@ -163,33 +180,46 @@ mod tests {
             .collect()
     }
 
-    /// Datagrams on many sockets in one call arrive whole, each from its own socket, in order.
-    fn many_sockets_in_one_call(mut ring: SendRing) {
+    /// A receiver and a sender on loopback.
+    fn pair() -> (UdpSocket, SocketAddr, UdpSocket) {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
+        (rx, to, UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// Datagrams on many sockets — alone and in runs, more than one submission's worth — arrive
+    /// whole, each from its own socket, in the order given.
+    fn many_sockets_in_one_call(mut ring: SendRing) {
+        let (rx, to, _) = pair();
         let senders: Vec<UdpSocket> = (0..5)
             .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
+        let pattern = [0, 1, 2, 2, 2, 3, 4, 1, 1, 0];
         let payloads: Vec<Vec<u8>> = (0..70u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
-        // Sockets interleaved, more than one submission's worth.
+        let sender = |i: usize| &senders[pattern[i % pattern.len()]];
         let datagrams: Vec<(RawFd, &[u8], SocketAddr)> = payloads
             .iter()
             .enumerate()
-            .map(|(i, p)| (senders[i % 5].as_raw_fd(), p.as_slice(), to))
+            .map(|(i, p)| (sender(i).as_raw_fd(), p.as_slice(), to))
             .collect();
         assert_eq!(ring.send(&datagrams), 70);
         let got = receive_all(&rx, 70);
         let expected: Vec<(Vec<u8>, SocketAddr)> = payloads
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.clone(), senders[i % 5].local_addr().unwrap()))
+            .map(|(i, p)| (p.clone(), sender(i).local_addr().unwrap()))
             .collect();
         assert_eq!(got, expected);
     }
 
     #[test]
     fn io_uring_sends_on_many_sockets() {
-        many_sockets_in_one_call(SendRing::new());
+        let ring = SendRing::new();
+        assert!(
+            ring.ring.is_some(),
+            "io_uring is available on these machines"
+        );
+        many_sockets_in_one_call(ring);
     }
 
     #[test]
@@ -200,16 +230,13 @@ mod tests {
     #[test]
     fn a_failed_send_loses_that_datagram_alone() {
         let mut ring = SendRing::new();
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = rx.local_addr().unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let Ok(v6) = UdpSocket::bind("[::1]:0") else {
-            return; // no IPv6 here
-        };
-        // An IPv4 destination from an IPv6 socket fails.
+        let (rx, to, tx) = pair();
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // An IPv6 destination from an IPv4 socket fails.
+        let v6: SocketAddr = "[::1]:9".parse().unwrap();
         let datagrams: Vec<(RawFd, &[u8], SocketAddr)> = vec![
             (tx.as_raw_fd(), b"one", to),
-            (v6.as_raw_fd(), b"lost", to),
+            (other.as_raw_fd(), b"lost", v6),
             (tx.as_raw_fd(), b"two", to),
         ];
         assert_eq!(ring.send(&datagrams), 2);
@@ -219,13 +246,18 @@ mod tests {
     }
 
     #[test]
-    fn datagrams_longer_than_a_slot_still_go() {
+    fn datagrams_longer_than_a_slot_still_go_in_order() {
         let mut ring = SendRing::new();
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = rx.local_addr().unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (rx, to, tx) = pair();
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
         let long = vec![7u8; SLOT + 100];
-        assert_eq!(ring.send(&[(tx.as_raw_fd(), &long[..], to)]), 1);
-        assert_eq!(receive_all(&rx, 1)[0].0, long);
+        let datagrams: Vec<(RawFd, &[u8], SocketAddr)> = vec![
+            (tx.as_raw_fd(), b"first", to),
+            (other.as_raw_fd(), &long, to),
+            (tx.as_raw_fd(), b"last", to),
+        ];
+        assert_eq!(ring.send(&datagrams), 3);
+        let got: Vec<Vec<u8>> = receive_all(&rx, 3).into_iter().map(|(d, _)| d).collect();
+        assert_eq!(got, [b"first".to_vec(), long, b"last".to_vec()]);
     }
 }

@@ -34,6 +34,25 @@ pub fn header(channel: u16, len: usize) -> [u8; HEADER] {
     [c0, c1, l0, l1]
 }
 
+/// The length of a ChannelData message carrying `payload_len` bytes: padded to a multiple of
+/// four on a stream (RFC 8656 §12.5), as it is over UDP.
+pub fn framed_len(payload_len: usize, stream: bool) -> usize {
+    match stream {
+        true => (HEADER + payload_len).div_ceil(4) * 4,
+        false => HEADER + payload_len,
+    }
+}
+
+/// Completes a ChannelData message around a payload already at `buf[HEADER..][..payload_len]`:
+/// the header in front and, on a stream, zero padding behind. Returns the message's length;
+/// `buf` must hold [`framed_len`] bytes.
+pub fn frame_in_place(buf: &mut [u8], channel: u16, payload_len: usize, stream: bool) -> usize {
+    let len = framed_len(payload_len, stream);
+    buf[..HEADER].copy_from_slice(&header(channel, payload_len));
+    buf[HEADER + payload_len..len].fill(0);
+    len
+}
+
 /// Why a stream cannot be framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -59,7 +78,7 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FramingError> {
             if buf.len() < 4 {
                 return Ok(None);
             }
-            (HEADER + usize::from(u16::from_be_bytes([buf[2], buf[3]]))).div_ceil(4) * 4
+            framed_len(usize::from(u16::from_be_bytes([buf[2], buf[3]])), true)
         }
         _ => return Err(FramingError::Invalid(first)),
     };
@@ -104,6 +123,11 @@ mod tests {
             msg.resize(msg.len().div_ceil(4) * 4, 0);
             prop_assert_eq!(frame_len(&msg).unwrap(), Some(msg.len()));
             prop_assert_eq!(parse(&msg), Some((channel, &payload[..])));
+            let mut built = vec![0xFF; HEADER + payload.len() + 3];
+            built[HEADER..HEADER + payload.len()].copy_from_slice(&payload);
+            let n = frame_in_place(&mut built, channel, payload.len(), true);
+            prop_assert_eq!(&built[..n], &msg[..]);
+            prop_assert_eq!(framed_len(payload.len(), false), HEADER + payload.len());
         }
     }
 }

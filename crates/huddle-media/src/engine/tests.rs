@@ -158,6 +158,22 @@ struct Net {
 }
 
 impl Net {
+    /// Browser 0 sends `frames` video frames (`fake_h264(0..frames)`), one every `interval`
+    /// 90 kHz ticks, a step of the network after each, with `transcode` as the transcoder.
+    fn send_video(
+        &mut self,
+        frames: u8,
+        interval: u64,
+        transcode: &mut dyn FnMut(&TranscodeJob) -> Option<Vec<u8>>,
+    ) {
+        for i in 0..frames {
+            let now = self.now;
+            let time = MediaTime::from_90khz(interval * u64::from(i));
+            self.browsers[0].write(MediaKind::Video, time, &fake_h264(i), now);
+            self.step(transcode);
+        }
+    }
+
     fn step(&mut self, transcode: &mut dyn FnMut(&TranscodeJob) -> Option<Vec<u8>>) {
         let mut to_server = std::mem::take(&mut self.pending);
         for b in &mut self.browsers {
@@ -302,16 +318,9 @@ fn echo_with_transform_hands_video_to_the_transcoder_and_sends_its_output() {
         SessionKind::Echo(Transform::Edges),
         "10.0.0.2:5000",
     );
-    for i in 0..6u8 {
-        let now = net.now;
-        net.browsers[0].write(
-            MediaKind::Video,
-            MediaTime::from_90khz(9000 * u64::from(i)),
-            &fake_h264(i),
-            now,
-        );
-        net.step(&mut |job| Some(vec![0, 0, 0, 1, 0x65, 0x99, job.access_unit[6]]));
-    }
+    net.send_video(6, 9000, &mut |job| {
+        Some(vec![0, 0, 0, 1, 0x65, 0x99, job.access_unit[6]])
+    });
     net.run_until("transcoded frames", |n| {
         n.browsers[0]
             .received
@@ -349,12 +358,7 @@ fn a_browsers_keyframe_request_reaches_the_encoder_of_a_transformed_stream() {
         "10.0.0.2:5000",
     );
     // Frames through the transcoder, so the stream exists on the browser's side.
-    for i in 0..6u8 {
-        let now = net.now;
-        let time = MediaTime::from_90khz(3000 * u64::from(i));
-        net.browsers[0].write(MediaKind::Video, time, &fake_h264(i), now);
-        net.step(&mut |_| Some(vec![0, 0, 0, 1, 0x65, 0x99, 1]));
-    }
+    net.send_video(6, 3000, &mut |_| Some(vec![0, 0, 0, 1, 0x65, 0x99, 1]));
     net.run_until("stream back", |n| !n.browsers[0].received.is_empty());
     let mid = net.browsers[0].video.unwrap();
     let mut writer = net.browsers[0].rtc.writer(mid).unwrap();
@@ -418,16 +422,7 @@ fn whip_publisher_feeds_every_whep_viewer_of_its_room_only() {
         SessionKind::Watch { room: room("b") },
         "10.0.0.5:5000",
     );
-    for i in 0..8u8 {
-        let now = net.now;
-        net.browsers[0].write(
-            MediaKind::Video,
-            MediaTime::from_90khz(3000 * u64::from(i)),
-            &fake_h264(i),
-            now,
-        );
-        net.step(&mut |_| None);
-    }
+    net.send_video(8, 3000, &mut |_| None);
     let got_last = |b: &Browser| b.received.iter().any(|(_, d)| *d == fake_h264(7));
     net.run_until("both viewers", |n| {
         got_last(&n.browsers[1]) && got_last(&n.browsers[2])

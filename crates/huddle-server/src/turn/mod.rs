@@ -207,12 +207,18 @@ impl Turn {
         }
     }
 
-    /// A batch of client datagrams under one lock; what they relay leaves in one `sendmmsg` per
-    /// run of packets for the same relay socket.
+    /// A batch of client datagrams under one lock; what they relay leaves through the
+    /// [`SendRing`]: one `sendmmsg` per run for one relay socket, one io_uring submission for
+    /// datagrams alone on theirs.
     fn handle_client_batch(&self, local: SocketAddr, batch: &RecvBatch, n: usize) {
         let mut st = self.lock();
         let now = Instant::now().into_std();
-        let mut relayed: Vec<(SocketAddr, &[u8], SocketAddr)> = Vec::with_capacity(n);
+        let State {
+            core, relays, ring, ..
+        } = &mut *st;
+        let mut relayed: Vec<(RawFd, &[u8], SocketAddr)> = Vec::with_capacity(n);
+        // Consecutive datagrams of one allocation (a video frame) look its socket up once.
+        let mut last: Option<(SocketAddr, RawFd)> = None;
         for i in 0..n {
             let Some((data, from)) = batch.get(i) else {
                 continue;
@@ -222,28 +228,21 @@ impl Turn {
                 client: from,
                 server: local,
             };
-            if let Some(r) = st.core.handle_client(five, data, now) {
-                relayed.push((r.relay, r.payload, r.peer));
-            }
-        }
-        // Runs for one relay socket leave in one `sendmmsg` (UDP GSO when they can); lone
-        // datagrams — the usual case with many allocations — go together through io_uring.
-        let State { relays, ring, .. } = &mut *st;
-        let mut lone: Vec<(RawFd, &[u8], SocketAddr)> = Vec::with_capacity(relayed.len());
-        for run in relayed.chunk_by(|a, b| a.0 == b.0) {
-            let Some(relay) = relays.get(&run[0].0) else {
+            let Some(r) = core.handle_client(five, data, now) else {
                 continue;
             };
-            if let [(_, payload, peer)] = run {
-                lone.push((relay.fd, payload, *peer));
-            } else {
-                let datagrams: Vec<(&[u8], SocketAddr)> =
-                    run.iter().map(|(_, p, peer)| (*p, *peer)).collect();
-                // Datagrams that do not fit the socket buffer are dropped, as UDP would.
-                batch::send(relay.fd, &datagrams);
-            }
+            let fd = match last {
+                Some((relay, fd)) if relay == r.relay => fd,
+                _ => match relays.get(&r.relay) {
+                    Some(relay) => relay.fd,
+                    None => continue,
+                },
+            };
+            last = Some((r.relay, fd));
+            relayed.push((fd, r.payload, r.peer));
         }
-        ring.send(&lone);
+        // Datagrams that do not fit a socket buffer are dropped, as UDP would.
+        ring.send(&relayed);
         self.drain(&mut st);
     }
 
@@ -311,32 +310,23 @@ impl Turn {
         let st = &mut *guard;
         let n = st.peer_batch.recv(fd)?;
         let now = Instant::now().into_std();
-        // (slot, client, channel, payload length)
-        let mut frames: Vec<(usize, FiveTuple, u16, usize)> = Vec::with_capacity(n);
+        // Each slot's headroom is a ChannelData header: the frame is the slot's start.
+        let mut frames: Vec<(usize, FiveTuple, usize)> = Vec::with_capacity(n);
         for i in 0..n {
             let Some((payload, peer)) = st.peer_batch.get(i) else {
                 continue;
             };
+            let len = payload.len();
             if let Some(to) = st.core.handle_peer(relay, peer, payload, now) {
-                frames.push((i, to.client, to.channel, payload.len()));
-            }
-        }
-        for &(i, client, channel, len) in &frames {
-            let (slot, start) = st.peer_batch.slot_mut(i);
-            let header = channel_data::header(channel, len);
-            slot[start - header.len()..start].copy_from_slice(&header);
-            if client.transport.is_stream() {
-                slot[start + len..start + len.div_ceil(4) * 4].fill(0);
+                let stream = to.client.transport.is_stream();
+                let slot = st.peer_batch.slot_mut(i);
+                let framed = channel_data::frame_in_place(slot, to.channel, len, stream);
+                frames.push((i, to.client, framed));
             }
         }
         let mut udp: Vec<(SocketAddr, &[u8], SocketAddr)> = Vec::with_capacity(frames.len());
-        for &(i, client, _, len) in &frames {
-            let slot = st.peer_batch.slot(i);
-            let start = channel_data::HEADER;
-            let frame = match client.transport.is_stream() {
-                true => &slot[..start + len.div_ceil(4) * 4],
-                false => &slot[..start + len],
-            };
+        for &(i, client, framed) in &frames {
+            let frame = &st.peer_batch.slot(i)[..framed];
             match client.transport {
                 Transport::Udp => udp.push((client.server, frame, client.client)),
                 Transport::Tcp | Transport::Tls => {

@@ -125,7 +125,7 @@ pub struct Relayed<'a> {
 }
 
 /// Send the peer's datagram to `client` behind a ChannelData header for `channel`
-/// ([`channel_data::header`]; padded to four bytes when `client.transport.is_stream()`).
+/// ([`channel_data::frame_in_place`]; padded to four bytes when `client.transport.is_stream()`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ToChannel {
     pub client: FiveTuple,
@@ -389,11 +389,10 @@ impl<R: RngCore> Server<R> {
             return;
         };
         if let Some(to) = self.peer_to_client(client, from, payload, now) {
-            let mut frame = channel_data::header(to.channel, payload.len()).to_vec();
-            frame.extend_from_slice(payload);
-            if client.transport.is_stream() {
-                frame.resize(frame.len().div_ceil(4) * 4, 0);
-            }
+            let stream = client.transport.is_stream();
+            let mut frame = vec![0; channel_data::framed_len(payload.len(), stream)];
+            frame[channel_data::HEADER..][..payload.len()].copy_from_slice(payload);
+            channel_data::frame_in_place(&mut frame, to.channel, payload.len(), stream);
             self.outputs.push_back(Output::ToClient {
                 client,
                 data: frame,
