@@ -12,6 +12,7 @@
 //! ```
 
 mod config;
+mod epoll;
 mod http;
 mod hub;
 mod ice;

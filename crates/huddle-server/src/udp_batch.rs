@@ -57,13 +57,25 @@ impl RecvBatch {
 
     /// Receives up to [`BATCH`] datagrams without blocking; `WouldBlock` when none is queued.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_at(fd, 0)
+    }
+
+    /// Receives into slots `start..`[`BATCH`] without blocking, leaving the slots before `start`
+    /// as they are (a batch filled from several sockets); how many arrived, `WouldBlock` when
+    /// none is queued.
+    pub fn recv_at(&mut self, fd: RawFd, start: usize) -> io::Result<usize> {
         let (stride, headroom, capacity) = (self.stride, self.headroom, self.capacity);
+        let free = BATCH.saturating_sub(start);
+        if free == 0 {
+            return Ok(0);
+        }
         // On the stack: a relay socket often has one datagram queued, and this runs per wakeup.
         let mut iovs = [libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         }; BATCH];
-        for (iov, slot) in iovs.iter_mut().zip(self.buf.chunks_exact_mut(stride)) {
+        let slots = self.buf.chunks_exact_mut(stride).skip(start);
+        for (iov, slot) in iovs.iter_mut().zip(slots) {
             iov.iov_base = slot[headroom..].as_mut_ptr().cast();
             iov.iov_len = capacity;
         }
@@ -73,16 +85,17 @@ impl RecvBatch {
         for ((hdr, iov), addr) in hdrs
             .iter_mut()
             .zip(iovs.iter_mut())
-            .zip(self.addrs.iter_mut())
+            .zip(self.addrs.iter_mut().skip(start))
         {
             *hdr = mmsghdr(iov, addr, len);
         }
-        // SAFETY: `hdrs` holds BATCH initialised headers pointing into buffers owned by `self`.
+        // SAFETY: the first `free` headers are initialised and point into buffers owned by
+        // `self`.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
                 hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                free as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
@@ -90,8 +103,8 @@ impl RecvBatch {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        for (i, h) in hdrs.iter().take(n as usize).enumerate() {
-            self.lens[i] = (h.msg_len as usize).min(capacity);
+        for (len, h) in self.lens[start..].iter_mut().zip(&hdrs[..n as usize]) {
+            *len = (h.msg_len as usize).min(capacity);
         }
         Ok(n as usize)
     }
@@ -285,36 +298,9 @@ pub type ReadableUdp = AsyncFd<std::net::UdpSocket>;
 pub fn readable_only(socket: std::net::UdpSocket) -> io::Result<ReadableUdp> {
     socket.set_nonblocking(true)?;
     // SAFETY: the descriptor belongs to `socket`, moved into the AsyncFd, and is never closed
-    // while the AsyncFd lives. The one twist is [`close_in_place`] (a freed TURN relay): `dup2`
-    // swaps the socket behind the number for an unregistered placeholder in one step, so the
-    // number never names another registered file, the old socket leaves epoll by itself as it is
-    // released, and deregistering the placeholder at drop is a harmless ENOENT.
+    // while the AsyncFd lives.
     unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
-}
-
-/// Closes the socket behind `fd` now, releasing its port, while `fd` itself stays open — pointing
-/// at a fresh, unbound UDP socket — for whoever still holds it (a task that will drop it soon).
-/// `dup2` replaces the descriptor's socket in one step; epoll forgets the old one by itself.
-pub fn close_in_place(fd: RawFd, v6: bool) -> io::Result<()> {
-    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
-    // SAFETY: plain system calls on descriptors we own; `placeholder` is closed on every path.
-    unsafe {
-        let placeholder = libc::socket(
-            family,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        );
-        if placeholder < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let result = libc::dup2(placeholder, fd);
-        libc::close(placeholder);
-        if result < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// One message header of a batch: one buffer, one address. The pointers must stay valid until
@@ -542,17 +528,37 @@ mod tests {
     }
 
     #[test]
-    fn close_in_place_releases_the_port() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = a.local_addr().unwrap();
-        assert!(std::net::UdpSocket::bind(addr).is_err());
-        close_in_place(a.as_raw_fd(), false).unwrap();
-        let b = std::net::UdpSocket::bind(addr).expect("the port is free again");
-        drop(a); // closes the placeholder, not `b`
-        b.send_to(b"x", addr).unwrap();
-        let mut buf = [0u8; 4];
-        b.set_read_timeout(Some(std::time::Duration::from_secs(1)))
-            .unwrap();
-        assert_eq!(b.recv(&mut buf).unwrap(), 1);
+    fn one_batch_fills_from_several_sockets() {
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (a, b) = (
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        );
+        for i in 0..3u8 {
+            tx.send_to(&[b'a', i], a.local_addr().unwrap()).unwrap();
+        }
+        for i in 0..BATCH as u8 {
+            tx.send_to(&[b'b', i], b.local_addr().unwrap()).unwrap();
+        }
+        let mut batch = RecvBatch::new();
+        assert_eq!(batch.recv_at(a.as_raw_fd(), 0).unwrap(), 3);
+        // `b` gets the slots left, and the slots `a` filled stay as they were.
+        assert_eq!(batch.recv_at(b.as_raw_fd(), 3).unwrap(), BATCH - 3);
+        assert_eq!(
+            batch.recv_at(b.as_raw_fd(), BATCH).unwrap(),
+            0,
+            "no room left"
+        );
+        let got: Vec<Vec<u8>> = (0..BATCH)
+            .map(|i| batch.get(i).unwrap().0.to_vec())
+            .collect();
+        let want: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| vec![b'a', i])
+            .chain((0..BATCH as u8 - 3).map(|i| vec![b'b', i]))
+            .collect();
+        assert_eq!(got, want);
+        // What did not fit is still queued on `b`.
+        assert_eq!(batch.recv(b.as_raw_fd()).unwrap(), 3);
+        assert_eq!(batch.get(0).unwrap().0, [b'b', BATCH as u8 - 3]);
     }
 }

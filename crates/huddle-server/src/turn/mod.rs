@@ -1,5 +1,6 @@
 //! The TURN server's I/O around the sans-IO [`huddle_turn_proto::Server`]: UDP, TCP and TLS
-//! listeners, one UDP socket per relayed address, and the timer.
+//! listeners, one UDP socket per relayed address (all served by one task through an epoll set of
+//! their own, [`crate::epoll`]), and the timer.
 //!
 //! The core sits behind one `std::sync::Mutex`, held only for the synchronous handling of one
 //! batch of datagrams and the sends it causes (UDP sends never wait: sockets are non-blocking and
@@ -21,11 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use huddle_turn_proto::{FiveTuple, Output, Server, Transport, channel_data};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::udp_batch::{self as batch, ReadableUdp, RecvBatch};
+use crate::epoll::{self, Epoll};
+use crate::udp_batch::{self as batch, BATCH, ReadableUdp, RecvBatch};
 use crate::udp_ring::SendRing;
 pub use prefixed::Prefixed;
 pub use stream::looks_like_turn;
@@ -58,26 +61,25 @@ struct Shared {
     state: Mutex<State>,
     /// UDP listening sockets by local address: where replies to UDP clients leave from.
     listeners: HashMap<SocketAddr, Arc<ReadableUdp>>,
+    /// Every relay socket, level-triggered: the relay task's wake-up, and its list of sockets to
+    /// read in a round.
+    relay_poll: AsyncFd<Epoll>,
 }
 
 struct State {
     core: Server<StdRng>,
-    /// Looked up for every relayed datagram: foldhash (randomly seeded) rather than SipHash.
-    relays: HashMap<SocketAddr, Relay, foldhash::fast::RandomState>,
+    /// Relay sockets by relayed address, looked up for every relayed datagram: foldhash
+    /// (randomly seeded) rather than SipHash.
+    relays: HashMap<SocketAddr, std::net::UdpSocket, foldhash::fast::RandomState>,
+    /// Relayed address by relay socket descriptor (what the epoll set reports), indexed by the
+    /// descriptor: they are small, dense numbers.
+    relay_by_fd: Vec<Option<SocketAddr>>,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     ring: SendRing,
-    /// Where relay sockets' datagrams arrive, a batch at a time, with room for the ChannelData
-    /// header (and a stream's padding) around each: one buffer for all relays, used under the
-    /// lock, instead of one per allocation.
+    /// Where relay sockets' datagrams arrive, up to a batch per round from all ready relays
+    /// together, with room for the ChannelData header (and a stream's padding) around each:
+    /// one buffer for all relays, used under the lock, instead of one per allocation.
     peer_batch: RecvBatch,
-}
-
-struct Relay {
-    socket: Arc<ReadableUdp>,
-    /// `socket`'s descriptor, kept here so the hot path does not chase the socket's pointers.
-    fd: RawFd,
-    /// Dropping it stops the relay's task (the socket itself is closed in place when freed).
-    _stop: oneshot::Sender<()>,
 }
 
 /// The addresses a started TURN server actually bound (port 0 resolved).
@@ -123,15 +125,23 @@ impl Turn {
             Instant::now().into_std(),
             unix_now,
         );
+        // SAFETY: the epoll descriptor is owned by the `Epoll` moved into the AsyncFd and is
+        // closed only when the AsyncFd drops it.
+        let relay_poll = unsafe {
+            AsyncFd::register_with_interest(Epoll::new()?, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
                 relays: HashMap::default(),
+                relay_by_fd: Vec::new(),
                 streams: HashMap::new(),
                 ring: SendRing::new(),
                 peer_batch: RecvBatch::with_slots(DATAGRAM, channel_data::HEADER, 3),
             }),
             listeners,
+            relay_poll,
         });
         let turn = Turn { shared };
         let mut tasks = tokio::task::JoinSet::new();
@@ -145,6 +155,7 @@ impl Turn {
                     .accept_loop(listener, transport, acceptor.clone()),
             );
         }
+        tasks.spawn(turn.clone().relay_loop());
         tasks.spawn(turn.clone().timer_loop());
         let mut stop = shutdown;
         let stopping = turn.clone();
@@ -152,7 +163,7 @@ impl Turn {
             let _ = stop.wait_for(|s| *s).await;
             tasks.shutdown().await;
             let mut st = stopping.lock();
-            st.relays.clear(); // stops the relay tasks
+            st.relays.clear(); // closes the relay sockets
             st.streams.clear(); // ends the stream writers
         });
         Ok((turn, addrs))
@@ -186,8 +197,7 @@ impl Turn {
                     Ok(Ok(n)) => {
                         self.handle_client_batch(local, &batch, n);
                         // A socket that never runs dry must not starve the other tasks (relay
-                        // sockets, the timer, relay tasks that must exit to free their
-                        // descriptors): every few batches, let them run.
+                        // sockets, the timer): every few batches, let them run.
                         since_yield += 1;
                         if since_yield == YIELD_EVERY {
                             since_yield = 0;
@@ -234,7 +244,7 @@ impl Turn {
             let fd = match last {
                 Some((relay, fd)) if relay == r.relay => fd,
                 _ => match relays.get(&r.relay) {
-                    Some(relay) => relay.fd,
+                    Some(relay) => relay.as_raw_fd(),
                     None => continue,
                 },
             };
@@ -254,42 +264,28 @@ impl Turn {
             && let Some(relay) = st.relays.get(&relayed.relay)
         {
             // A failed send (unreachable peer, full buffer) loses this packet only.
-            let _ = relay
-                .socket
-                .get_ref()
-                .send_to(relayed.payload, relayed.peer);
+            let _ = relay.send_to(relayed.payload, relayed.peer);
         }
         self.drain(&mut st);
     }
 
-    /// Receives from one relay socket until the allocation is freed (`stop` fires).
-    async fn relay_loop(
-        self,
-        socket: Arc<ReadableUdp>,
-        relay: SocketAddr,
-        mut stop: oneshot::Receiver<()>,
-    ) {
-        let fd = socket.as_raw_fd();
+    /// Serves every relay socket: woken when any has data, each round reads the ready ones.
+    async fn relay_loop(self) {
+        let mut events = epoll::events();
         loop {
-            let mut ready = tokio::select! {
-                _ = &mut stop => break,
-                r = socket.readable() => match r {
-                    Ok(ready) => ready,
-                    Err(_) => break,
-                },
+            let Ok(mut ready) = self.shared.relay_poll.readable().await else {
+                return;
             };
-            // Drain a batch at a time; a peer that never pauses lets the other tasks run after
-            // a few batches.
+            // Round after round until none is ready; peers that never pause let the other tasks
+            // run after a few rounds.
             let mut drained = false;
             for _ in 0..YIELD_EVERY {
-                match ready.try_io(|_| self.relay_batch(fd, relay)) {
-                    // An ICMP error for an earlier send surfaces as a failed receive; the
-                    // socket is fine.
-                    Ok(_) => {}
-                    Err(_would_block) => {
-                        drained = true;
-                        break;
-                    }
+                if ready
+                    .try_io(|poll| self.relay_round(poll.get_ref(), &mut events))
+                    .is_err()
+                {
+                    drained = true;
+                    break;
                 }
             }
             if !drained {
@@ -297,22 +293,50 @@ impl Turn {
                 tokio::task::yield_now().await;
             }
         }
-        // Normally the socket was already closed in place when the allocation went (and this
-        // closes the placeholder); at shutdown this is the close.
-        drop(socket);
     }
 
-    /// One batch of a relay socket's datagrams, under one lock, on their way to the clients. The
-    /// ChannelData header is written in place in front of each payload; frames for UDP clients
-    /// leave in one `sendmmsg` per listener (UDP GSO for a video frame's run of equal packets).
-    fn relay_batch(&self, fd: RawFd, relay: SocketAddr) -> io::Result<()> {
+    /// One round, under one lock: up to a batch from each ready relay socket (level-triggered,
+    /// so a socket with more is reported again next round), in batches of [`BATCH`] datagrams
+    /// from any mix of relays. `WouldBlock` when no relay has data.
+    fn relay_round(&self, poll: &Epoll, events: &mut epoll::Events) -> io::Result<()> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        let n = st.peer_batch.recv(fd)?;
+        let ready = poll.ready(events)?;
+        // Which relay each slot of the batch came to.
+        let mut slot_relay = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH];
+        let mut filled = 0;
+        for fd in ready {
+            let Some(relay) = usize::try_from(fd)
+                .ok()
+                .and_then(|i| st.relay_by_fd.get(i).copied().flatten())
+            else {
+                continue;
+            };
+            if filled == BATCH {
+                self.relay_batch(st, &slot_relay);
+                filled = 0;
+            }
+            // An ICMP error for an earlier send surfaces as a failed receive; the socket is
+            // fine, and reported again if it has data.
+            if let Ok(n) = st.peer_batch.recv_at(fd, filled) {
+                slot_relay[filled..filled + n].fill(relay);
+                filled += n;
+            }
+        }
+        self.relay_batch(st, &slot_relay[..filled]);
+        self.drain(st);
+        Ok(())
+    }
+
+    /// The peer datagrams in the first `slot_relay.len()` slots of the shared batch, slot `i`
+    /// having come to relay `slot_relay[i]`, on their way to the clients. The ChannelData header
+    /// is written in place in front of each payload; frames for UDP clients leave in one
+    /// `sendmmsg` per listener (UDP GSO for a video frame's run of equal packets).
+    fn relay_batch(&self, st: &mut State, slot_relay: &[SocketAddr]) {
         let now = Instant::now().into_std();
         // Each slot's headroom is a ChannelData header: the frame is the slot's start.
-        let mut frames: Vec<(usize, FiveTuple, usize)> = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut frames: Vec<(usize, FiveTuple, usize)> = Vec::with_capacity(slot_relay.len());
+        for (i, &relay) in slot_relay.iter().enumerate() {
             let Some((payload, peer)) = st.peer_batch.get(i) else {
                 continue;
             };
@@ -336,6 +360,8 @@ impl Turn {
                 }
             }
         }
+        // Grouped by listener (usually there is one per address family), each group in order.
+        udp.sort_by_key(|(listener, _, _)| *listener);
         for run in udp.chunk_by(|a, b| a.0 == b.0) {
             if let Some(listener) = self.shared.listeners.get(&run[0].0) {
                 let datagrams: Vec<(&[u8], SocketAddr)> =
@@ -344,9 +370,6 @@ impl Turn {
                 batch::send(listener.as_raw_fd(), &datagrams);
             }
         }
-        drop(udp);
-        self.drain(st);
-        Ok(())
     }
 
     async fn timer_loop(self) {
@@ -393,15 +416,16 @@ impl Turn {
                     );
                 }
                 Output::FreeRelay { relay } => {
-                    if let Some(r) = st.relays.remove(&relay) {
-                        // The relay task may still hold the socket for a moment; close it under
-                        // the task's feet so the port is free for the next allocation at once.
-                        match batch::close_in_place(r.fd, relay.is_ipv6()) {
-                            Ok(()) => st.core.handle_relay_closed(relay),
-                            Err(e) => {
-                                tracing::warn!(%relay, error = %e, "cannot close relay socket early")
-                            }
+                    if let Some(socket) = st.relays.remove(&relay) {
+                        let fd = socket.as_raw_fd();
+                        // Out of the set before the number can be reused; the relay task reads
+                        // the set only under this lock, so it never sees a stale report.
+                        let _ = self.shared.relay_poll.get_ref().remove(fd);
+                        if let Some(entry) = st.relay_by_fd.get_mut(fd as usize) {
+                            *entry = None;
                         }
+                        drop(socket); // the port is free for the next allocation at once
+                        st.core.handle_relay_closed(relay);
                     }
                 }
             }
@@ -409,20 +433,19 @@ impl Turn {
     }
 
     fn bind_relay(&self, st: &mut State, addr: SocketAddr) -> io::Result<SocketAddr> {
-        let std_socket = std::net::UdpSocket::bind(addr)?;
-        batch::set_buffers(std_socket.as_raw_fd(), 1 << 20);
-        let socket = Arc::new(batch::readable_only(std_socket)?);
-        let local = socket.get_ref().local_addr()?;
-        let (stop, stopped) = oneshot::channel();
-        tokio::spawn(self.clone().relay_loop(socket.clone(), local, stopped));
-        st.relays.insert(
-            local,
-            Relay {
-                fd: socket.as_raw_fd(),
-                socket,
-                _stop: stop,
-            },
-        );
+        let socket = std::net::UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        let fd = socket.as_raw_fd();
+        batch::set_buffers(fd, 1 << 20);
+        let local = socket.local_addr()?;
+        self.shared.relay_poll.get_ref().add(fd)?;
+        // A descriptor is never negative.
+        let index = fd as usize;
+        if st.relay_by_fd.len() <= index {
+            st.relay_by_fd.resize(index + 1, None);
+        }
+        st.relay_by_fd[index] = Some(local);
+        st.relays.insert(local, socket);
         Ok(local)
     }
 }
