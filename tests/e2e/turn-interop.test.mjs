@@ -41,9 +41,9 @@ before(async () => {
 after(() => lab.teardown());
 
 /** Runs turnutils_uclient and reads its summary: it exits 0 even at 100 % loss. */
-async function uclient(flags, { port = 3478, user = ['-u', 'user1', '-w', 'pass1'], peer = '127.0.0.1' } = {}) {
+async function uclient(flags, { port = 3478, user = ['-u', 'user1', '-w', 'pass1'], peer = '127.0.0.1', clients = 4 } = {}) {
   const { out } = await lab.run('turnutils_uclient', [...flags, ...user, '-e', peer, '-r', '3480',
-    '-n', '40', '-m', '4', '-l', '200', '-p', String(port), '127.0.0.1'], { timeout: 90000 });
+    '-n', '40', '-m', String(clients), '-l', '200', '-p', String(port), '127.0.0.1'], { timeout: 90000 });
   const totals = out.match(/tot_send_msgs=(\d+), tot_recv_msgs=(\d+)\s*$/m);
   const lost = out.match(/Total lost packets (\d+)/);
   return { out, sent: totals ? +totals[1] : 0, received: totals ? +totals[2] : 0, lost: lost ? +lost[1] : null };
@@ -72,6 +72,12 @@ for (const [name, flags, port] of [
     assertAllBack(await uclient(flags, { port }));
   });
 }
+
+test('many allocations at once: 100 clients, every message comes back', async () => {
+  // 100 allocations echoing at the same time: the relay task reads many relay sockets per
+  // round, at times more than one batch's worth.
+  assertAllBack(await uclient([], { clients: 100 }));
+});
 
 test('an IPv6 relay beside the IPv4 one: a client over IPv4 relays to an IPv6 peer', async () => {
   // The peer is IPv6: only an IPv6 relay can reach it (the core answers an IPv4 allocation's

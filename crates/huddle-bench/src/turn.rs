@@ -327,7 +327,7 @@ impl Client {
 pub(crate) struct Sink {
     pub(crate) addr: SocketAddr,
     /// The sink's own socket, to send from it as the peer the channels are bound to.
-    sock: UdpSocket,
+    pub(crate) sock: UdpSocket,
     received: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Vec<u64>>>,
@@ -377,8 +377,62 @@ impl Sink {
     }
 }
 
-fn set_buffers(sock: &UdpSocket) {
+pub(crate) fn set_buffers(sock: &UdpSocket) {
     udp_batch::set_buffers(sock.as_raw_fd(), 8 << 20);
+}
+
+/// The load generator's sockets for one step of the throughput ladder.
+pub(crate) struct Lanes<'a> {
+    /// Client sockets and where their ChannelData goes (the server).
+    pub(crate) to_server: &'a [(RawFd, SocketAddr)],
+    /// What clients send: a ChannelData frame.
+    pub(crate) frame: &'a [u8],
+    /// The peer's socket and the relayed addresses it sends to.
+    pub(crate) to_relays: &'a [(RawFd, SocketAddr)],
+    /// What the peer sends: a plain datagram.
+    pub(crate) datagram: &'a [u8],
+    /// The client sockets, where relayed datagrams arrive.
+    pub(crate) client_fds: &'a [RawFd],
+    /// The peer, where relayed frames arrive.
+    pub(crate) sink: &'a Sink,
+}
+
+impl Lanes<'_> {
+    /// Offers `rate` packets/s in `direction` for `duration`: the loss (%) and the relayed
+    /// packets per CPU-second of `cpu_seconds` (the server's CPU time so far).
+    pub(crate) fn offer(
+        &self,
+        direction: Direction,
+        rate: u64,
+        duration: Duration,
+        cpu_seconds: impl Fn() -> f64,
+    ) -> anyhow::Result<(f64, f64)> {
+        let cpu0 = cpu_seconds();
+        let (sent, got) = match direction {
+            Direction::ToPeer => {
+                let before = self.sink.received.load(Ordering::Relaxed);
+                let sent = offer(self.to_server, self.frame, rate, duration);
+                std::thread::sleep(Duration::from_millis(300));
+                (sent, self.sink.received.load(Ordering::Relaxed) - before)
+            }
+            Direction::ToClient => {
+                let stop = AtomicBool::new(false);
+                std::thread::scope(|scope| {
+                    let counter = scope.spawn(|| count_arrivals(self.client_fds, &stop));
+                    let sent = offer(self.to_relays, self.datagram, rate, duration);
+                    std::thread::sleep(Duration::from_millis(300));
+                    stop.store(true, Ordering::Relaxed);
+                    let got = counter
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("arrival counter panicked"))??;
+                    anyhow::Ok((sent, got))
+                })?
+            }
+        };
+        let cpu = (cpu_seconds() - cpu0).max(0.01);
+        let loss = 100.0 * (1.0 - got as f64 / sent.max(1) as f64);
+        Ok((loss.max(0.0), got as f64 / cpu))
+    }
 }
 
 #[derive(Clone)]
@@ -393,7 +447,7 @@ struct Step {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Direction {
+pub(crate) enum Direction {
     /// ChannelData from clients, relayed as UDP to the peer.
     ToPeer,
     /// UDP from the peer, relayed as ChannelData to the clients.
@@ -401,7 +455,7 @@ enum Direction {
 }
 
 impl Direction {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Direction::ToPeer => "client→peer",
             Direction::ToClient => "peer→client",
@@ -634,41 +688,26 @@ fn measure(server: &Server, args: &Args) -> anyhow::Result<Sample> {
                     Ok((sink.sock.as_raw_fd(), relay))
                 })
                 .collect::<anyhow::Result<Vec<(RawFd, SocketAddr)>>>()?;
-            let datagram = vec![0xCD; size];
+            let lanes = Lanes {
+                to_server: &to_server,
+                frame: &frame,
+                to_relays: &to_relays,
+                datagram: &vec![0xCD; size],
+                client_fds: &client_fds,
+                sink: &sink,
+            };
             for direction in [Direction::ToPeer, Direction::ToClient] {
                 for &rate in &args.rates {
                     let duration = Duration::from_secs(args.seconds);
-                    let cpu0 = cpu_seconds(server.pid);
-                    let (sent, got) = match direction {
-                        Direction::ToPeer => {
-                            let before = sink.received.load(Ordering::Relaxed);
-                            let sent = offer(&to_server, &frame, rate, duration);
-                            std::thread::sleep(Duration::from_millis(300));
-                            (sent, sink.received.load(Ordering::Relaxed) - before)
-                        }
-                        Direction::ToClient => {
-                            let stop = AtomicBool::new(false);
-                            std::thread::scope(|scope| {
-                                let counter = scope.spawn(|| count_arrivals(&client_fds, &stop));
-                                let sent = offer(&to_relays, &datagram, rate, duration);
-                                std::thread::sleep(Duration::from_millis(300));
-                                stop.store(true, Ordering::Relaxed);
-                                let got = counter
-                                    .join()
-                                    .map_err(|_| anyhow::anyhow!("arrival counter panicked"))??;
-                                anyhow::Ok((sent, got))
-                            })?
-                        }
-                    };
-                    let cpu = (cpu_seconds(server.pid) - cpu0).max(0.01);
-                    let loss = 100.0 * (1.0 - got as f64 / sent.max(1) as f64);
+                    let (loss_percent, per_cpu_second) =
+                        lanes.offer(direction, rate, duration, || cpu_seconds(server.pid))?;
                     sample.steps.push(Step {
                         direction,
                         allocs,
                         size,
                         offered_pps: rate,
-                        loss_percent: loss.max(0.0),
-                        per_cpu_second: got as f64 / cpu,
+                        loss_percent,
+                        per_cpu_second,
                     });
                 }
             }

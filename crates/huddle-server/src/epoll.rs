@@ -69,7 +69,7 @@ impl Epoll {
     pub fn ready<'e>(
         &self,
         events: &'e mut Events,
-    ) -> io::Result<impl Iterator<Item = RawFd> + 'e> {
+    ) -> io::Result<impl ExactSizeIterator<Item = RawFd> + 'e> {
         // SAFETY: `events` has room for EVENTS reports; a zero timeout never blocks.
         let n = unsafe {
             libc::epoll_wait(

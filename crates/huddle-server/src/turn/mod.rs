@@ -276,8 +276,8 @@ impl Turn {
             let Ok(mut ready) = self.shared.relay_poll.readable().await else {
                 return;
             };
-            // Round after round until none is ready; peers that never pause let the other tasks
-            // run after a few rounds.
+            // Round after round until every relay is drained; peers that never pause let the
+            // other tasks run after a few rounds.
             let mut drained = false;
             for _ in 0..YIELD_EVERY {
                 if ready
@@ -297,11 +297,18 @@ impl Turn {
 
     /// One round, under one lock: up to a batch from each ready relay socket (level-triggered,
     /// so a socket with more is reported again next round), in batches of [`BATCH`] datagrams
-    /// from any mix of relays. `WouldBlock` when no relay has data.
+    /// from any mix of relays.
+    ///
+    /// `WouldBlock` once every relay is drained — when none is ready, or when this round read
+    /// every ready one dry — so that the runtime waits for the set again. Ending on a drained
+    /// round without asking the set once more is safe: every datagram that arrives on a member
+    /// from then on wakes the set's own waiters, and so the runtime, anew (the level-triggered
+    /// reports of the sockets read dry here are dropped by the set's next `epoll_wait`).
     fn relay_round(&self, poll: &Epoll, events: &mut epoll::Events) -> io::Result<()> {
         let mut guard = self.lock();
         let st = &mut *guard;
         let ready = poll.ready(events)?;
+        let mut drained = ready.len() < epoll::EVENTS;
         // Which relay each slot of the batch came to.
         let mut slot_relay = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH];
         let mut filled = 0;
@@ -316,16 +323,26 @@ impl Turn {
                 self.relay_batch(st, &slot_relay);
                 filled = 0;
             }
-            // An ICMP error for an earlier send surfaces as a failed receive; the socket is
-            // fine, and reported again if it has data.
-            if let Ok(n) = st.peer_batch.recv_at(fd, filled) {
-                slot_relay[filled..filled + n].fill(relay);
-                filled += n;
+            match st.peer_batch.recv_at(fd, filled) {
+                Ok(n) => {
+                    // A full batch may have left more behind.
+                    drained &= filled + n < BATCH;
+                    slot_relay[filled..filled + n].fill(relay);
+                    filled += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // An ICMP error for an earlier send surfaces as a failed receive; the socket is
+                // fine, and may have data behind the error: another round.
+                Err(_) => drained = false,
             }
         }
         self.relay_batch(st, &slot_relay[..filled]);
         self.drain(st);
-        Ok(())
+        if drained {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
     }
 
     /// The peer datagrams in the first `slot_relay.len()` slots of the shared batch, slot `i`
