@@ -79,6 +79,25 @@ test('many allocations at once: 100 clients, every message comes back', async ()
   assertAllBack(await uclient([], { clients: 100 }));
 });
 
+test('a freed relay port is handed out again at once', async () => {
+  // A server with a single relay port: a second allocation must wait for the first to be freed,
+  // and gets the port the moment the first client's Refresh(0) is answered.
+  const one = lab.spawn(HUDDLE, ['turn', '--listen', '127.0.0.1:3490', '--no-tls', '--realm', 'test',
+    '--user', 'user1:pass1', '--relay-ip', '127.0.0.1', '--relay-ports', '52000-52000']);
+  try {
+    await lab.waitFor(one, 'udp  127.0.0.1:3490');
+    const { out } = await lab.run(process.execPath, [join(import.meta.dirname, 'turn-reuse.mjs'), '3490', 'user1',
+      'pass1', 'test']);
+    const r = JSON.parse(out.trim().split('\n').pop());
+    assert.deepEqual(r.first, { code: null, relayPort: 52000 }, out);
+    assert.deepEqual(r.whileTaken, { code: 508 }, out);
+    assert.deepEqual(r.freed, { type: 0x0104, code: null }, out);
+    assert.deepEqual(r.afterFree, { code: null, relayPort: 52000 }, out);
+  } finally {
+    one.kill('SIGTERM');
+  }
+});
+
 test('an IPv6 relay beside the IPv4 one: a client over IPv4 relays to an IPv6 peer', async () => {
   // The peer is IPv6: only an IPv6 relay can reach it (the core answers an IPv4 allocation's
   // permission for it with 443, a unit test shows), so every message back means the IPv6 relay.
