@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::awake::AwakeCpus;
+use crate::median;
 use crate::turn::{Direction, Lanes, Sink, percentile_us, set_buffers, stamped_latency};
 use huddle_server::udp_batch::{BATCH, RecvBatch};
 
@@ -139,11 +140,6 @@ fn throughput_step(
     drop(forwarder);
     drop(sink.finish());
     result
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn measure(args: &Args, name: &str) -> anyhow::Result<()> {

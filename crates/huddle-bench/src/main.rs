@@ -43,6 +43,12 @@ pub(crate) fn alternate<K: Copy>(run: usize, [a, b]: [K; 2]) -> [K; 2] {
     }
 }
 
+/// The median of a benchmark's runs (0 when there were none).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {

@@ -27,6 +27,7 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+use crate::median;
 use crate::pinned::Pinned;
 use crate::procstat::cpu_seconds;
 
@@ -134,11 +135,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     report(&results, &args);
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn report(results: &[(Kind, Sample)], args: &Args) {

@@ -28,6 +28,7 @@ use huddle_turn_proto::stun::{
 };
 
 use crate::awake::AwakeCpus;
+use crate::median;
 use crate::procstat::{cpu_seconds, rss_bytes};
 
 #[derive(clap::Args)]
@@ -527,11 +528,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
     );
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn report(results: &[(Kind, Sample)], other: &str) {
