@@ -115,13 +115,13 @@ type Row = (&'static str, fn(&Sample) -> f64, bool);
 
 fn report(results: &[(Kind, Sample)]) {
     let median = |kind: Kind, f: fn(&Sample) -> f64| {
-        let mut v: Vec<f64> = results
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, s)| f(s))
-            .collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
+        crate::median(
+            results
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, s)| f(s))
+                .collect(),
+        )
     };
     println!("| metric (median) | Huddle | python-socketio | ratio |");
     println!("|---|---:|---:|---:|");
