@@ -236,6 +236,10 @@ struct BatchForwarder {
 
 impl BatchForwarder {
     fn start(cpu: usize, targets: Vec<SocketAddr>) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            targets.iter().all(SocketAddr::is_ipv4),
+            "the floor forwards over IPv4 only"
+        );
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         set_buffers(&sock);
         sock.set_nonblocking(true)?;
@@ -321,7 +325,7 @@ fn send_each(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) {
                     },
                     sin_zero: [0; 8],
                 },
-                SocketAddr::V6(_) => unreachable!("the floor binds IPv4 loopback only"),
+                SocketAddr::V6(_) => unreachable!("checked by BatchForwarder::start"),
             })
             .collect();
         let mut hdrs: Vec<libc::mmsghdr> = iovs
