@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use huddle_server::epoll::{self, Epoll};
 use huddle_server::udp_batch;
 use huddle_turn_proto::auth::long_term_key;
 use huddle_turn_proto::channel_data;
@@ -815,28 +816,20 @@ fn offer(lanes: &[(RawFd, SocketAddr)], payload: &[u8], rate: u64, duration: Dur
 
 /// Counts the datagrams that arrive on any of `fds` (the clients' sockets) until `stop`.
 fn count_arrivals(fds: &[RawFd], stop: &AtomicBool) -> anyhow::Result<u64> {
-    // SAFETY: plain system calls; `epoll` is closed below, every event buffer outlives its call.
-    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if epoll < 0 {
-        return Err(std::io::Error::last_os_error().into());
+    let set = Epoll::new()?;
+    for &fd in fds {
+        set.add(fd)?;
     }
-    for (i, &fd) in fds.iter().enumerate() {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
-        // SAFETY: as above.
-        unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) };
-    }
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut events = epoll::events();
     let mut buf = [0u8; 2048];
     let mut got = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: as above.
-        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 50) };
-        for event in events.iter().take(n.max(0) as usize) {
-            let fd = fds[event.u64 as usize];
-            // SAFETY: as above; MSG_DONTWAIT keeps the blocking sockets from blocking here.
+        let Ok(ready) = set.wait(&mut events, Duration::from_millis(50)) else {
+            continue;
+        };
+        for fd in ready {
+            // SAFETY: `fd` is a live client socket, `buf` is valid for its length; MSG_DONTWAIT
+            // keeps the blocking sockets from blocking here.
             while unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) }
                 >= 0
             {
@@ -844,7 +837,5 @@ fn count_arrivals(fds: &[RawFd], stop: &AtomicBool) -> anyhow::Result<u64> {
             }
         }
     }
-    // SAFETY: as above.
-    unsafe { libc::close(epoll) };
     Ok(got)
 }

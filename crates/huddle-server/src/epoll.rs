@@ -1,5 +1,5 @@
 //! An epoll set of our own, for many sockets that one task serves together (the TURN relay
-//! sockets). The set's descriptor is itself pollable: registered with tokio, it wakes the task
+//! sockets; the TURN benchmark's receiving clients). The set's descriptor is itself pollable: registered with tokio, it wakes the task
 //! when any member has data, and [`Epoll::ready`] then says which.
 //!
 //! Members are level-triggered: a socket the task did not drain in one round is reported again
@@ -7,6 +7,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// Readiness reports fetched per [`Epoll::ready`] call.
 pub const EVENTS: usize = 64;
@@ -70,13 +71,24 @@ impl Epoll {
         &self,
         events: &'e mut Events,
     ) -> io::Result<impl ExactSizeIterator<Item = RawFd> + 'e> {
-        // SAFETY: `events` has room for EVENTS reports; a zero timeout never blocks.
+        self.wait(events, Duration::ZERO)
+    }
+
+    /// The members with data, waiting up to `timeout` for one (a thread of its own, not a task);
+    /// `WouldBlock` when none had data in that time.
+    pub fn wait<'e>(
+        &self,
+        events: &'e mut Events,
+        timeout: Duration,
+    ) -> io::Result<impl ExactSizeIterator<Item = RawFd> + 'e> {
+        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `events` has room for EVENTS reports.
         let n = unsafe {
             libc::epoll_wait(
                 self.0.as_raw_fd(),
                 events.as_mut_ptr(),
                 EVENTS as libc::c_int,
-                0,
+                millis,
             )
         };
         match n {

@@ -12,7 +12,7 @@
 //! ```
 
 mod config;
-mod epoll;
+pub mod epoll;
 mod http;
 mod hub;
 mod ice;

@@ -10,6 +10,7 @@
 //! than making the server buffer for it.
 
 mod prefixed;
+mod relays;
 mod stream;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use crate::epoll::{self, Epoll};
 use crate::udp_batch::{self as batch, BATCH, ReadableUdp, RecvBatch};
 use crate::udp_ring::SendRing;
 pub use prefixed::Prefixed;
+use relays::Relays;
 pub use stream::looks_like_turn;
 
 /// Batches a busy UDP listener handles before letting the runtime's other tasks run: at most
@@ -68,12 +70,7 @@ struct Shared {
 
 struct State {
     core: Server<StdRng>,
-    /// Relay sockets by relayed address, looked up for every relayed datagram: foldhash
-    /// (randomly seeded) rather than SipHash.
-    relays: HashMap<SocketAddr, std::net::UdpSocket, foldhash::fast::RandomState>,
-    /// Relayed address by relay socket descriptor (what the epoll set reports), indexed by the
-    /// descriptor: they are small, dense numbers.
-    relay_by_fd: Vec<Option<SocketAddr>>,
+    relays: Relays,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     ring: SendRing,
     /// Where relay sockets' datagrams arrive, up to a batch per round from all ready relays
@@ -134,8 +131,7 @@ impl Turn {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 core,
-                relays: HashMap::default(),
-                relay_by_fd: Vec::new(),
+                relays: Relays::new(),
                 streams: HashMap::new(),
                 ring: SendRing::new(),
                 peer_batch: RecvBatch::with_slots(DATAGRAM, channel_data::HEADER, 3),
@@ -313,10 +309,7 @@ impl Turn {
         let mut slot_relay = [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH];
         let mut filled = 0;
         for fd in ready {
-            let Some(relay) = usize::try_from(fd)
-                .ok()
-                .and_then(|i| st.relay_by_fd.get(i).copied().flatten())
-            else {
+            let Some(relay) = st.relays.addr_of(fd) else {
                 continue;
             };
             if filled == BATCH {
@@ -370,11 +363,7 @@ impl Turn {
             let frame = &st.peer_batch.slot(i)[..framed];
             match client.transport {
                 Transport::Udp => udp.push((client.server, frame, client.client)),
-                Transport::Tcp | Transport::Tls => {
-                    if let Some(tx) = st.streams.get(&client) {
-                        let _ = tx.try_send(frame.to_vec());
-                    }
-                }
+                Transport::Tcp | Transport::Tls => self.send_to_client(st, client, frame),
             }
         }
         // Grouped by listener (usually there is one per address family), each group in order.
@@ -422,7 +411,7 @@ impl Turn {
             match out {
                 Output::ToClient { client, data } => self.send_to_client(st, client, &data),
                 Output::BindRelay { client, addr } => {
-                    let bound = self.bind_relay(st, addr);
+                    let bound = st.relays.bind(addr, self.shared.relay_poll.get_ref());
                     let now = Instant::now().into_std();
                     st.core.handle_relay_bound(
                         client,
@@ -433,36 +422,14 @@ impl Turn {
                     );
                 }
                 Output::FreeRelay { relay } => {
-                    if let Some(socket) = st.relays.remove(&relay) {
-                        let fd = socket.as_raw_fd();
-                        // Out of the set before the number can be reused; the relay task reads
-                        // the set only under this lock, so it never sees a stale report.
-                        let _ = self.shared.relay_poll.get_ref().remove(fd);
-                        if let Some(entry) = st.relay_by_fd.get_mut(fd as usize) {
-                            *entry = None;
-                        }
-                        drop(socket); // the port is free for the next allocation at once
+                    // The relay task reads the set only under this lock, so it never sees a
+                    // report for the closed descriptor; the port is free for the next
+                    // allocation at once.
+                    if st.relays.close(relay, self.shared.relay_poll.get_ref()) {
                         st.core.handle_relay_closed(relay);
                     }
                 }
             }
         }
-    }
-
-    fn bind_relay(&self, st: &mut State, addr: SocketAddr) -> io::Result<SocketAddr> {
-        let socket = std::net::UdpSocket::bind(addr)?;
-        socket.set_nonblocking(true)?;
-        let fd = socket.as_raw_fd();
-        batch::set_buffers(fd, 1 << 20);
-        let local = socket.local_addr()?;
-        self.shared.relay_poll.get_ref().add(fd)?;
-        // A descriptor is never negative.
-        let index = fd as usize;
-        if st.relay_by_fd.len() <= index {
-            st.relay_by_fd.resize(index + 1, None);
-        }
-        st.relay_by_fd[index] = Some(local);
-        st.relays.insert(local, socket);
-        Ok(local)
     }
 }
