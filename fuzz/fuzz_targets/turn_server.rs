@@ -122,13 +122,14 @@ fuzz_target!(|ops: Vec<Op>| {
                         nonce = Some(n.to_owned());
                     }
                 }
-                Output::BindRelay { client, addr } => {
+                Output::BindRelay { client, addr, .. } => {
                     let result = if bind_ok { Ok(addr) } else { Err(()) };
                     if bind_ok {
                         relays.push(addr);
                     }
                     server.handle_relay_bound(client, result, now);
                 }
+                Output::ReleaseHeld { .. } => {}
                 Output::FreeRelay { relay } => {
                     relays.retain(|r| *r != relay);
                     server.handle_relay_closed(relay);

@@ -23,11 +23,12 @@
 //! while let Some(output) = server.poll_output() {
 //!     match output {
 //!         Output::ToClient { client, data } => { /* send to client */ }
-//!         Output::BindRelay { client, addr } => {
-//!             // bind a UDP socket at addr, then:
+//!         Output::BindRelay { client, addr, hold_next } => {
+//!             // bind a UDP socket at addr (and hold one at the next port if asked), then:
 //!             server.handle_relay_bound(client, Ok(addr), now);
 //!         }
 //!         Output::FreeRelay { relay } => { /* close that socket */ }
+//!         Output::ReleaseHeld { addr } => { /* close the socket held there */ }
 //!     }
 //! }
 //! ```

@@ -410,8 +410,14 @@ impl Turn {
         while let Some(out) = st.core.poll_output() {
             match out {
                 Output::ToClient { client, data } => self.send_to_client(st, client, &data),
-                Output::BindRelay { client, addr } => {
-                    let bound = st.relays.bind(addr, self.shared.relay_poll.get_ref());
+                Output::BindRelay {
+                    client,
+                    addr,
+                    hold_next,
+                } => {
+                    let bound = st
+                        .relays
+                        .bind(addr, hold_next, self.shared.relay_poll.get_ref());
                     let now = Instant::now().into_std();
                     st.core.handle_relay_bound(
                         client,
@@ -421,6 +427,7 @@ impl Turn {
                         now,
                     );
                 }
+                Output::ReleaseHeld { addr } => st.relays.release(addr),
                 Output::FreeRelay { relay } => {
                     // The relay task reads the set only under this lock, so it never sees a
                     // report for the closed descriptor; the port is free for the next

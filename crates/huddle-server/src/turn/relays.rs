@@ -1,6 +1,8 @@
 //! The relay sockets: one UDP socket per allocation, owned here, a member of the relay task's
 //! epoll set for as long as it is open. The set reports descriptors; the core wants relayed
-//! addresses — this keeps the two views of the same sockets in step.
+//! addresses — this keeps the two views of the same sockets in step. Also the sockets held for
+//! reservations (EVEN-PORT with the R bit): bound so that nothing else on the host takes the
+//! port, unused until their allocation comes.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,6 +18,8 @@ pub(super) struct Relays {
     by_addr: HashMap<SocketAddr, UdpSocket, foldhash::fast::RandomState>,
     /// Relayed address by descriptor, indexed by the descriptor: they are small, dense numbers.
     by_fd: Vec<Option<SocketAddr>>,
+    /// Sockets bound for reservations, not yet relays.
+    held: HashMap<SocketAddr, UdpSocket>,
 }
 
 impl Relays {
@@ -23,17 +27,36 @@ impl Relays {
         Self {
             by_addr: HashMap::default(),
             by_fd: Vec::new(),
+            held: HashMap::new(),
         }
     }
 
-    /// Binds a relay socket at `addr` (port 0: any) and adds it to `poll`; the address bound.
-    pub(super) fn bind(&mut self, addr: SocketAddr, poll: &Epoll) -> io::Result<SocketAddr> {
-        let socket = UdpSocket::bind(addr)?;
+    /// Makes `addr` a relay socket — the one held there, or a new one — and adds it to `poll`;
+    /// with `hold_next`, also binds and holds the next port (the whole call fails if either is
+    /// taken). The address bound.
+    pub(super) fn bind(
+        &mut self,
+        addr: SocketAddr,
+        hold_next: bool,
+        poll: &Epoll,
+    ) -> io::Result<SocketAddr> {
+        let socket = match self.held.remove(&addr) {
+            Some(held) => held,
+            None => UdpSocket::bind(addr)?,
+        };
         socket.set_nonblocking(true)?;
         let fd = socket.as_raw_fd();
         udp_batch::set_buffers(fd, 1 << 20);
         let local = socket.local_addr()?;
+        let next = if hold_next {
+            let port = local.port().checked_add(1);
+            let next = SocketAddr::new(local.ip(), port.ok_or(io::ErrorKind::AddrNotAvailable)?);
+            Some((next, UdpSocket::bind(next)?))
+        } else {
+            None
+        };
         poll.add(fd)?;
+        self.held.extend(next);
         let index = slot(fd);
         if self.by_fd.len() <= index {
             self.by_fd.resize(index + 1, None);
@@ -58,10 +81,16 @@ impl Relays {
         true
     }
 
-    /// Closes every relay socket (they leave the set as they close).
+    /// Closes the socket held at `addr` (its reservation expired).
+    pub(super) fn release(&mut self, addr: SocketAddr) {
+        self.held.remove(&addr);
+    }
+
+    /// Closes every relay and held socket (relays leave the set as they close).
     pub(super) fn clear(&mut self) {
         self.by_addr.clear();
         self.by_fd.clear();
+        self.held.clear();
     }
 
     pub(super) fn get(&self, addr: &SocketAddr) -> Option<&UdpSocket> {

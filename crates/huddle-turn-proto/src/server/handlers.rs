@@ -143,17 +143,27 @@ impl<R: RngCore> Server<R> {
     }
 
     pub(super) fn request_bind(&mut self, client: FiveTuple, pending: Pending) {
-        let relay = if pending.v6 {
+        // `handle_allocate` checked that this family has a relay address.
+        let Some(addr) = self.relay_bind_addr(pending.v6, pending.port) else {
+            return;
+        };
+        let hold_next = pending.ports == PortRequest::EvenReserveNext;
+        self.pending.insert(client, pending);
+        self.outputs.push_back(super::Output::BindRelay {
+            client,
+            addr,
+            hold_next,
+        });
+    }
+
+    /// Where a relay socket of this family binds for `port`; `None` if the family has no relay.
+    pub(super) fn relay_bind_addr(&self, v6: bool, port: u16) -> Option<SocketAddr> {
+        let relay = if v6 {
             self.config.relay_v6
         } else {
             self.config.relay_v4
         };
-        // `handle_allocate` checked that this family has a relay address.
-        let Some(relay) = relay else { return };
-        let addr = SocketAddr::new(relay.bind, pending.port);
-        self.pending.insert(client, pending);
-        self.outputs
-            .push_back(super::Output::BindRelay { client, addr });
+        relay.map(|r| SocketAddr::new(r.bind, port))
     }
 
     pub(super) fn finish_allocate(

@@ -136,8 +136,18 @@ pub struct ToChannel {
 pub enum Output {
     /// A STUN message (response or Data indication) for a client.
     ToClient { client: FiveTuple, data: Vec<u8> },
-    /// Bind a UDP relay socket at `addr`, then report with [`Server::handle_relay_bound`].
-    BindRelay { client: FiveTuple, addr: SocketAddr },
+    /// Bind a UDP relay socket at `addr`, then report with [`Server::handle_relay_bound`]. With
+    /// `hold_next`, also bind the next port and hold that socket unused: it is reserved for a
+    /// later allocation (EVEN-PORT with the R bit, RFC 8656 §14.6), and nothing else on the host
+    /// may take the port meanwhile — report `Err` if either port is taken. A later `BindRelay`
+    /// for a held address takes the held socket.
+    BindRelay {
+        client: FiveTuple,
+        addr: SocketAddr,
+        hold_next: bool,
+    },
+    /// Close the socket held at `addr` for a reservation nobody claimed in time.
+    ReleaseHeld { addr: SocketAddr },
     /// Close the relay socket at `relay`: its allocation is gone. Report the socket closed with
     /// [`Server::handle_relay_closed`]; until then its port is not handed out again.
     FreeRelay { relay: SocketAddr },
@@ -459,13 +469,21 @@ impl<R: RngCore> Server<R> {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         let ports = &mut self.ports_in_use;
+        let mut expired = Vec::new();
         self.reservations.retain(|_, r| {
             let keep = r.expires > now;
             if !keep {
                 ports.remove(&(r.v6, r.port));
+                expired.push((r.v6, r.port));
             }
             keep
         });
+        // The held socket closes as the I/O drains this, before any later bind is asked for.
+        for (v6, port) in expired {
+            if let Some(addr) = self.relay_bind_addr(v6, port) {
+                self.outputs.push_back(Output::ReleaseHeld { addr });
+            }
+        }
         while let Some(Reverse((at, client))) = self.timers.peek().copied() {
             if at > now {
                 break;

@@ -82,6 +82,8 @@ struct Lab {
     now: Instant,
     /// Ports the fake I/O refuses to bind.
     taken_ports: Vec<u16>,
+    /// Sockets the I/O holds for reservations.
+    held: Vec<SocketAddr>,
     freed: Vec<SocketAddr>,
     /// Whether the fake I/O reports freed relay sockets closed at once.
     report_closes: bool,
@@ -151,6 +153,7 @@ impl Lab {
             server: Server::new(config, StdRng::seed_from_u64(3), now, UNIX),
             now,
             taken_ports: Vec::new(),
+            held: Vec::new(),
             freed: Vec::new(),
             report_closes: true,
         }
@@ -166,31 +169,59 @@ impl Lab {
         (relayed, self.drain(from))
     }
 
+    fn held_ports(&self) -> Vec<u16> {
+        self.held.iter().map(SocketAddr::port).collect()
+    }
+
+    /// Every output, as the I/O would act on it; what went to clients must all be for `to`.
     fn drain(&mut self, to: FiveTuple) -> Vec<Reply> {
         let mut replies = Vec::new();
         while let Some(out) = self.server.poll_output() {
-            match out {
-                Output::ToClient { client, data } => {
-                    assert_eq!(client, to);
-                    replies.push(Reply { bytes: data });
-                }
-                Output::BindRelay { client, addr } => {
-                    let result = if self.taken_ports.contains(&addr.port()) {
-                        Err(())
-                    } else {
-                        Ok(addr)
-                    };
-                    self.server.handle_relay_bound(client, result, self.now);
-                }
-                Output::FreeRelay { relay } => {
-                    self.freed.push(relay);
-                    if self.report_closes {
-                        self.server.handle_relay_closed(relay);
-                    }
-                }
+            if let Some((client, data)) = self.io(out) {
+                assert_eq!(client, to);
+                replies.push(Reply { bytes: data });
             }
         }
         replies
+    }
+
+    /// What the I/O does with one output; a message for a client is handed back.
+    fn io(&mut self, out: Output) -> Option<(FiveTuple, Vec<u8>)> {
+        match out {
+            Output::ToClient { client, data } => return Some((client, data)),
+            Output::BindRelay {
+                client,
+                addr,
+                hold_next,
+            } => {
+                let next = SocketAddr::new(addr.ip(), addr.port() + 1);
+                let taken = |a: SocketAddr| self.taken_ports.contains(&a.port());
+                let result = if let Some(i) = self.held.iter().position(|h| *h == addr) {
+                    self.held.remove(i); // the held socket becomes the relay
+                    Ok(addr)
+                } else if taken(addr) || (hold_next && taken(next)) {
+                    Err(())
+                } else {
+                    if hold_next {
+                        self.held.push(next);
+                    }
+                    Ok(addr)
+                };
+                self.server.handle_relay_bound(client, result, self.now);
+            }
+            Output::ReleaseHeld { addr } => {
+                let i = self.held.iter().position(|h| *h == addr);
+                assert!(i.is_some(), "released {addr}, which was not held");
+                self.held.retain(|h| *h != addr);
+            }
+            Output::FreeRelay { relay } => {
+                self.freed.push(relay);
+                if self.report_closes {
+                    self.server.handle_relay_closed(relay);
+                }
+            }
+        }
+        None
     }
 
     /// Sends a request as a real client does: on 438 it takes the fresh nonce and retries once.
@@ -253,12 +284,7 @@ impl Lab {
         self.now += by;
         self.server.handle_timeout(self.now);
         while let Some(out) = self.server.poll_output() {
-            if let Output::FreeRelay { relay } = out {
-                self.freed.push(relay);
-                if self.report_closes {
-                    self.server.handle_relay_closed(relay);
-                }
-            }
+            self.io(out);
         }
     }
 }
@@ -957,10 +983,13 @@ fn even_port_with_a_reservation_for_the_next() {
         transport_udp(w);
         w.attr(AttrType::EVEN_PORT, &[0x80]);
     });
-    let port = ok.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap().port();
+    let relay = ok.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap();
+    let port = relay.port();
     assert_eq!(port % 2, 0);
     let token = ok.msg().get(AttrType::RESERVATION_TOKEN).unwrap().to_vec();
     assert_eq!(token.len(), 8);
+    // The I/O holds the next port's socket, so nothing else on the host can take it.
+    assert_eq!(lab.held_ports(), [port + 1]);
     // Another client brings the token and gets the next port.
     let mut b = Client::new(udp("203.0.113.9:2"), "user1", "pass1");
     b.nonce = lab.send(&mut b, Method::ALLOCATE, transport_udp).nonce();
@@ -972,6 +1001,7 @@ fn even_port_with_a_reservation_for_the_next() {
         odd.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap().port(),
         port + 1
     );
+    assert!(lab.held.is_empty(), "the held socket became the relay");
     // A token is good once.
     let mut c = Client::new(udp("203.0.113.9:3"), "user1", "pass1");
     c.nonce = lab.send(&mut c, Method::ALLOCATE, transport_udp).nonce();
@@ -996,11 +1026,33 @@ fn unclaimed_reservations_expire() {
     assert_eq!(ok.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap().port(), 50000);
     let mut b = Client::new(udp("203.0.113.9:2"), "user1", "pass1");
     assert_eq!(lab.allocate(&mut b).error(), Some(508), "50001 is held");
+    assert_eq!(lab.held_ports(), [50001]);
     lab.advance(Duration::from_secs(31));
+    assert!(
+        lab.held.is_empty(),
+        "the unclaimed port's socket is released"
+    );
     assert_eq!(
         lab.send(&mut b, Method::ALLOCATE, transport_udp).class(),
         Class::Success
     );
+}
+
+#[test]
+fn a_reservation_whose_next_port_is_taken_on_the_host_gets_another_pair() {
+    let mut cfg = config();
+    cfg.relay_ports = 50000..=50003;
+    let mut lab = Lab::with(cfg);
+    lab.taken_ports = vec![50001]; // another program's socket
+    let mut a = Client::new(udp("203.0.113.9:1"), "user1", "pass1");
+    a.nonce = lab.send(&mut a, Method::ALLOCATE, transport_udp).nonce();
+    let ok = lab.send(&mut a, Method::ALLOCATE, |w| {
+        transport_udp(w);
+        w.attr(AttrType::EVEN_PORT, &[0x80]);
+    });
+    let relay = ok.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap();
+    assert_eq!(relay.port(), 50002);
+    assert_eq!(lab.held_ports(), [50003]);
 }
 
 #[test]
