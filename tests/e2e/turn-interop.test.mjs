@@ -28,7 +28,7 @@ before(async () => {
     'relay-ip=127.0.0.1', 'relay-ip=::1',
     'min-port=50000', 'max-port=50999', 'realm=test', 'lt-cred-mech', 'user=user1:pass1',
     'use-auth-secret', `static-auth-secret=${SECRET}`, 'fingerprint', 'allow-loopback-peers',
-    `cert=${cert}`, `pkey=${key}`, 'no-cli', 'verbose', 'log-file=/dev/null', '',
+    `cert=${cert}`, `pkey=${key}`, 'prometheus', 'no-cli', 'verbose', 'log-file=/dev/null', '',
   ].join('\n'));
   const turn = lab.spawn(HUDDLE, ['turn', '-c', conf]);
   await lab.waitFor(turn, 'tls  127.0.0.1:5349');
@@ -120,6 +120,17 @@ test('a wrong password gets no allocation', async () => {
   const r = await uclient([], { user: ['-u', 'user1', '-w', 'wrong'] });
   assert.equal(r.received, 0);
   assert.match(r.out, /Cannot complete Allocation/);
+});
+
+test("coturn's prometheus key: metrics at :9641 count what the tests above relayed", async () => {
+  const { out } = await lab.run('curl', ['-s', 'http://127.0.0.1:9641/metrics']);
+  const value = (name) => Number(out.match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1]);
+  assert.ok(value('huddle_turn_allocations_created_total') > 100, out);
+  assert.ok(value('huddle_turn_relayed_to_peer_packets_total') > 1000, out);
+  assert.ok(value('huddle_turn_relayed_to_client_packets_total') > 1000, out);
+  assert.ok(value('huddle_turn_allocations') >= 0, out);
+  const health = await lab.run('curl', ['-s', 'http://127.0.0.1:9641/healthz']);
+  assert.equal(health.out, 'ok\n');
 });
 
 test('huddle serve carries TURN over TLS on its HTTPS port', async () => {

@@ -29,6 +29,9 @@ pub struct AppState {
 /// SDP offers are a few KiB; anything this large is not one.
 const SDP_MAX: usize = 64 * 1024;
 
+/// Prometheus's text exposition format.
+const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { web::asset("index.html") }))
@@ -101,11 +104,25 @@ async fn metrics(State(state): State<AppState>) -> Response {
     {
         text.push_str(&metrics::render_media(&stats, &media.counters));
     }
-    let content_type = "text/plain; version=0.0.4; charset=utf-8";
-    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
 async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let host = request_host(&headers, &state);
     Json(serde_json::json!({ "iceServers": state.ice.for_peer("api", &host) })).into_response()
+}
+
+/// `huddle turn`'s own HTTP surface, plain HTTP as coturn's Prometheus exporter is: the TURN
+/// server's counters at `/metrics`, and `/healthz`.
+pub fn turn_metrics_router(turn: crate::turn::Turn) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(turn_metrics))
+        .with_state(turn)
+}
+
+async fn turn_metrics(State(turn): State<crate::turn::Turn>) -> Response {
+    let (stats, allocations) = turn.stats();
+    let text = metrics::render_turn(&stats, allocations);
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }

@@ -61,6 +61,28 @@ pub enum ServerError {
     },
 }
 
+/// Serves `huddle turn`'s metrics (`/metrics`, `/healthz`, plain HTTP — what coturn's
+/// `prometheus` option gives) on `addr` until `shutdown` flips; returns the bound address.
+pub async fn serve_turn_metrics(
+    addr: SocketAddr,
+    turn: Turn,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<SocketAddr, ServerError> {
+    let bind = |source| ServerError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind)?;
+    let local = listener.local_addr().map_err(bind)?;
+    let serve =
+        axum::serve(listener, http::turn_metrics_router(turn)).with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        });
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "metrics server failed");
+        }
+    });
+    Ok(local)
+}
+
 /// This host's interface addresses (IPv6 link-local ones left out: a URL cannot use them without a
 /// zone), for printing where the server can be reached.
 pub fn interface_addresses() -> Vec<IpAddr> {

@@ -31,6 +31,11 @@ pub struct CoturnConf {
     pub user_quota: Option<usize>,
     pub total_quota: Option<usize>,
     pub max_bps: Option<u64>,
+    /// `prometheus`: serve metrics over HTTP, on `prometheus-address` (default all addresses)
+    /// and `prometheus-port` (default [`PROMETHEUS_PORT`]), as coturn does.
+    pub prometheus: bool,
+    pub prometheus_port: Option<u16>,
+    pub prometheus_address: Option<String>,
     /// Keys present in the file that Huddle does not act on, for the operator to review.
     pub ignored: BTreeSet<String>,
 }
@@ -47,6 +52,9 @@ pub enum ConfError {
     },
 }
 
+/// Where coturn's `prometheus` exporter listens unless `prometheus-port` says otherwise.
+pub const PROMETHEUS_PORT: u16 = 9641;
+
 /// Keys that are implied by how Huddle works and need no action (nor a warning).
 const IMPLIED: &[&str] = &[
     "fingerprint",
@@ -56,6 +64,15 @@ const IMPLIED: &[&str] = &[
     "no-tlsv1",
     "no-tlsv1_1",
 ];
+
+/// `value` as the number type of its key: out of range is an error, never a truncated number.
+fn number<T: std::str::FromStr>(line: usize, key: &str, value: String) -> Result<T, ConfError> {
+    value.parse().map_err(|_| ConfError::BadNumber {
+        line,
+        key: key.to_owned(),
+        value,
+    })
+}
 
 pub fn parse(text: &str) -> Result<CoturnConf, ConfError> {
     let mut conf = CoturnConf::default();
@@ -79,21 +96,14 @@ pub fn parse(text: &str) -> Result<CoturnConf, ConfError> {
                     key: key.to_owned(),
                 })
         };
-        let number = |v: String| -> Result<u64, ConfError> {
-            v.parse().map_err(|_| ConfError::BadNumber {
-                line: lineno,
-                key: key.to_owned(),
-                value: v,
-            })
-        };
         match key {
             "listening-ip" => conf.listening_ips.push(need()?),
-            "listening-port" => conf.listening_port = Some(number(need()?)? as u16),
-            "tls-listening-port" => conf.tls_listening_port = Some(number(need()?)? as u16),
+            "listening-port" => conf.listening_port = Some(number(lineno, key, need()?)?),
+            "tls-listening-port" => conf.tls_listening_port = Some(number(lineno, key, need()?)?),
             "relay-ip" => conf.relay_ips.push(need()?),
             "external-ip" => conf.external_ips.push(need()?),
-            "min-port" => conf.min_port = Some(number(need()?)? as u16),
-            "max-port" => conf.max_port = Some(number(need()?)? as u16),
+            "min-port" => conf.min_port = Some(number(lineno, key, need()?)?),
+            "max-port" => conf.max_port = Some(number(lineno, key, need()?)?),
             "realm" => conf.realm = Some(need()?),
             "user" => conf.users.push(need()?),
             "lt-cred-mech" => conf.lt_cred_mech = true,
@@ -107,9 +117,12 @@ pub fn parse(text: &str) -> Result<CoturnConf, ConfError> {
             "denied-peer-ip" => conf.denied_peer_ips.push(need()?),
             "allowed-peer-ip" => conf.allowed_peer_ips.push(need()?),
             "allow-loopback-peers" => conf.allow_loopback_peers = true,
-            "user-quota" => conf.user_quota = Some(number(need()?)? as usize),
-            "total-quota" => conf.total_quota = Some(number(need()?)? as usize),
-            "max-bps" => conf.max_bps = Some(number(need()?)?),
+            "user-quota" => conf.user_quota = Some(number(lineno, key, need()?)?),
+            "total-quota" => conf.total_quota = Some(number(lineno, key, need()?)?),
+            "max-bps" => conf.max_bps = Some(number(lineno, key, need()?)?),
+            "prometheus" => conf.prometheus = true,
+            "prometheus-port" => conf.prometheus_port = Some(number(lineno, key, need()?)?),
+            "prometheus-address" => conf.prometheus_address = Some(need()?),
             k if IMPLIED.contains(&k) => {}
             other => {
                 conf.ignored.insert(other.to_owned());
@@ -139,6 +152,7 @@ mod tests {
              denied-peer-ip=10.0.0.0-10.255.255.255\nallowed-peer-ip=10.0.5.1\n\
              allow-loopback-peers\nuser-quota=12\ntotal-quota=1200\nmax-bps=64000\n\
              no-tls\ncert=/etc/ssl/turn.pem\npkey=/etc/ssl/turn.key\n\
+             prometheus\nprometheus-port=9642\n\
              verbose\nlog-file=/var/log/turn.log\nno-cli\nmobility\n",
         )
         .unwrap();
@@ -153,6 +167,8 @@ mod tests {
         );
         assert_eq!(conf.static_auth_secret.as_deref(), Some("north"));
         assert_eq!(conf.max_bps, Some(64000));
+        assert!(conf.prometheus);
+        assert_eq!(conf.prometheus_port, Some(9642));
         let ignored: Vec<_> = conf.ignored.iter().map(String::as_str).collect();
         assert_eq!(ignored, vec!["log-file", "mobility", "verbose"]);
     }
@@ -165,6 +181,14 @@ mod tests {
                 line: 2,
                 key: "min-port".into(),
                 value: "lots".into()
+            })
+        );
+        assert_eq!(
+            parse("listening-port=70000\n"),
+            Err(ConfError::BadNumber {
+                line: 1,
+                key: "listening-port".into(),
+                value: "70000".into()
             })
         );
         assert_eq!(

@@ -45,6 +45,11 @@ pub struct TurnArgs {
     #[arg(long)]
     no_tls: bool,
 
+    /// Serve Prometheus metrics and /healthz over plain HTTP here, e.g. 127.0.0.1:9641 (coturn's
+    /// `prometheus` key turns it on at port 9641, or `prometheus-port`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     relay: RelayArgs,
 
@@ -78,6 +83,16 @@ impl TurnArgs {
                 .iter()
                 .map(|ip| SocketAddr::new(*ip, tls_port))
                 .collect();
+        }
+        if self.metrics_listen.is_none() && conf.prometheus {
+            let ip = match &conf.prometheus_address {
+                Some(ip) => ip
+                    .parse()
+                    .with_context(|| format!("prometheus-address={ip}"))?,
+                None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            };
+            let port = conf.prometheus_port.unwrap_or(coturn::PROMETHEUS_PORT);
+            self.metrics_listen = Some(SocketAddr::new(ip, port));
         }
         self.no_udp |= conf.no_udp;
         self.no_tcp |= conf.no_tcp;
@@ -181,12 +196,17 @@ pub async fn run(mut args: TurnArgs) -> anyhow::Result<()> {
         }
         args.merge(conf)?;
     }
+    let metrics_listen = args.metrics_listen;
     let config = args.resolve()?;
     let relays = [config.core.relay_v4, config.core.relay_v6];
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (_turn, addrs) = Turn::start(config, stop_rx)
+    let (turn, addrs) = Turn::start(config, stop_rx.clone())
         .await
         .context("cannot start the TURN server")?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some(huddle_server::serve_turn_metrics(addr, turn, stop_rx).await?),
+        None => None,
+    };
     println!("Huddle TURN is serving.");
     for a in &addrs.udp {
         println!("  udp  {a}");
@@ -199,6 +219,9 @@ pub async fn run(mut args: TurnArgs) -> anyhow::Result<()> {
     }
     for r in relays.into_iter().flatten() {
         println!("  relay {} (advertised as {})", r.bind, r.advertised);
+    }
+    if let Some(addr) = metrics {
+        println!("  metrics http://{addr}/metrics");
     }
     crate::stop_signal().await;
     let _ = stop_tx.send(true);
