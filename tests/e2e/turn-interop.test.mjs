@@ -28,7 +28,7 @@ before(async () => {
     'relay-ip=127.0.0.1', 'relay-ip=::1',
     'min-port=50000', 'max-port=50999', 'realm=test', 'lt-cred-mech', 'user=user1:pass1',
     'use-auth-secret', `static-auth-secret=${SECRET}`, 'fingerprint', 'allow-loopback-peers',
-    `cert=${cert}`, `pkey=${key}`, 'prometheus', 'no-cli', 'verbose', 'log-file=/dev/null', '',
+    `cert=${cert}`, `pkey=${key}`, 'prometheus', 'stale-nonce', 'max-allocate-lifetime=3600', 'no-cli', 'verbose', 'log-file=/dev/null', '',
   ].join('\n'));
   const turn = lab.spawn(HUDDLE, ['turn', '-c', conf]);
   await lab.waitFor(turn, 'tls  127.0.0.1:5349');

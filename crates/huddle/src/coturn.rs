@@ -31,6 +31,11 @@ pub struct CoturnConf {
     pub user_quota: Option<usize>,
     pub total_quota: Option<usize>,
     pub max_bps: Option<u64>,
+    pub max_allocate_lifetime: Option<u64>,
+    /// `stale-nonce` (bare: coturn's 600 s).
+    pub stale_nonce: Option<u64>,
+    pub permission_lifetime: Option<u64>,
+    pub channel_lifetime: Option<u64>,
     /// `prometheus`: serve metrics over HTTP, on `prometheus-address` (default all addresses)
     /// and `prometheus-port` (default [`PROMETHEUS_PORT`]), as coturn does.
     pub prometheus: bool,
@@ -54,6 +59,9 @@ pub enum ConfError {
 
 /// Where coturn's `prometheus` exporter listens unless `prometheus-port` says otherwise.
 pub const PROMETHEUS_PORT: u16 = 9641;
+
+/// coturn's nonce lifetime for a bare `stale-nonce`, in seconds.
+const STALE_NONCE: u64 = 600;
 
 /// Keys that are implied by how Huddle works and need no action (nor a warning).
 const IMPLIED: &[&str] = &[
@@ -120,6 +128,17 @@ pub fn parse(text: &str) -> Result<CoturnConf, ConfError> {
             "user-quota" => conf.user_quota = Some(number(lineno, key, need()?)?),
             "total-quota" => conf.total_quota = Some(number(lineno, key, need()?)?),
             "max-bps" => conf.max_bps = Some(number(lineno, key, need()?)?),
+            "max-allocate-lifetime" => {
+                conf.max_allocate_lifetime = Some(number(lineno, key, need()?)?)
+            }
+            "stale-nonce" => {
+                conf.stale_nonce = Some(match value.filter(|v| !v.is_empty()) {
+                    Some(v) => number(lineno, key, v.to_owned())?,
+                    None => STALE_NONCE,
+                })
+            }
+            "permission-lifetime" => conf.permission_lifetime = Some(number(lineno, key, need()?)?),
+            "channel-lifetime" => conf.channel_lifetime = Some(number(lineno, key, need()?)?),
             "prometheus" => conf.prometheus = true,
             "prometheus-port" => conf.prometheus_port = Some(number(lineno, key, need()?)?),
             "prometheus-address" => conf.prometheus_address = Some(need()?),
@@ -153,6 +172,7 @@ mod tests {
              allow-loopback-peers\nuser-quota=12\ntotal-quota=1200\nmax-bps=64000\n\
              no-tls\ncert=/etc/ssl/turn.pem\npkey=/etc/ssl/turn.key\n\
              prometheus\nprometheus-port=9642\n\
+             max-allocate-lifetime=1800\nstale-nonce\nchannel-lifetime=300\n\
              verbose\nlog-file=/var/log/turn.log\nno-cli\nmobility\n",
         )
         .unwrap();
@@ -168,6 +188,10 @@ mod tests {
         assert_eq!(conf.static_auth_secret.as_deref(), Some("north"));
         assert_eq!(conf.max_bps, Some(64000));
         assert!(conf.prometheus);
+        assert_eq!(conf.max_allocate_lifetime, Some(1800));
+        assert_eq!(conf.stale_nonce, Some(600));
+        assert_eq!(conf.channel_lifetime, Some(300));
+        assert_eq!(parse("stale-nonce=120\n").unwrap().stale_nonce, Some(120));
         assert_eq!(conf.prometheus_port, Some(9642));
         let ignored: Vec<_> = conf.ignored.iter().map(String::as_str).collect();
         assert_eq!(ignored, vec!["log-file", "mobility", "verbose"]);

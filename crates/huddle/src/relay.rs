@@ -1,6 +1,7 @@
 //! The TURN relay's options, shared by `huddle turn` and `huddle serve`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -73,6 +74,25 @@ pub struct RelayArgs {
     /// Bytes per second one allocation may relay.
     #[arg(long, value_name = "BYTES")]
     pub max_bps: Option<u64>,
+
+    /// Longest lifetime a client may ask for an allocation, in seconds [default: 3600].
+    #[arg(long, value_name = "SECONDS")]
+    pub max_allocate_lifetime: Option<u64>,
+
+    /// Seconds a nonce stays good before the client must retry with a fresh one (438 Stale
+    /// Nonce) [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub stale_nonce: Option<u64>,
+
+    /// Seconds a permission lasts unless refreshed [default: 300, what RFC 8656 fixes; other
+    /// values are for tests].
+    #[arg(long, value_name = "SECONDS")]
+    pub permission_lifetime: Option<u64>,
+
+    /// Seconds a channel binding lasts unless refreshed [default: 600, what RFC 8656 fixes;
+    /// other values are for tests].
+    #[arg(long, value_name = "SECONDS")]
+    pub channel_lifetime: Option<u64>,
 }
 
 impl RelayArgs {
@@ -150,6 +170,29 @@ impl RelayArgs {
         config.user_quota = self.user_quota;
         config.total_quota = self.total_quota;
         config.max_bps = self.max_bps;
+        let seconds = |value: Option<u64>, flag: &str, default: Duration| match value {
+            Some(0) => bail!("--{flag} 0: a lifetime must be at least a second"),
+            Some(s) => Ok(Duration::from_secs(s)),
+            None => Ok(default),
+        };
+        config.max_lifetime = seconds(
+            self.max_allocate_lifetime,
+            "max-allocate-lifetime",
+            config.max_lifetime,
+        )?;
+        // A client that names no lifetime gets the default, never more than the maximum.
+        config.default_lifetime = config.default_lifetime.min(config.max_lifetime);
+        config.nonce_lifetime = seconds(self.stale_nonce, "stale-nonce", config.nonce_lifetime)?;
+        config.permission_lifetime = seconds(
+            self.permission_lifetime,
+            "permission-lifetime",
+            config.permission_lifetime,
+        )?;
+        config.channel_lifetime = seconds(
+            self.channel_lifetime,
+            "channel-lifetime",
+            config.channel_lifetime,
+        )?;
         Ok(config)
     }
 
@@ -286,6 +329,31 @@ mod tests {
 
     fn listen() -> Vec<IpAddr> {
         vec!["10.0.0.4".parse().unwrap()]
+    }
+
+    #[test]
+    fn lifetimes_from_flags_the_default_never_above_the_maximum() {
+        let c = RelayArgs {
+            max_allocate_lifetime: Some(120),
+            stale_nonce: Some(30),
+            channel_lifetime: Some(60),
+            ..args(&["10.0.0.4"], &[])
+        }
+        .core_config(&listen(), None)
+        .unwrap();
+        assert_eq!(c.max_lifetime, Duration::from_secs(120));
+        assert_eq!(c.default_lifetime, Duration::from_secs(120));
+        assert_eq!(c.nonce_lifetime, Duration::from_secs(30));
+        assert_eq!(c.channel_lifetime, Duration::from_secs(60));
+        assert_eq!(c.permission_lifetime, Duration::from_secs(300));
+
+        let err = RelayArgs {
+            stale_nonce: Some(0),
+            ..args(&["10.0.0.4"], &[])
+        }
+        .core_config(&listen(), None)
+        .unwrap_err();
+        assert!(err.to_string().contains("--stale-nonce 0"), "{err}");
     }
 
     #[test]

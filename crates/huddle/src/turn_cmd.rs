@@ -135,6 +135,10 @@ impl TurnArgs {
         r.user_quota = r.user_quota.or(conf.user_quota);
         r.total_quota = r.total_quota.or(conf.total_quota);
         r.max_bps = r.max_bps.or(conf.max_bps);
+        r.max_allocate_lifetime = r.max_allocate_lifetime.or(conf.max_allocate_lifetime);
+        r.stale_nonce = r.stale_nonce.or(conf.stale_nonce);
+        r.permission_lifetime = r.permission_lifetime.or(conf.permission_lifetime);
+        r.channel_lifetime = r.channel_lifetime.or(conf.channel_lifetime);
         Ok(())
     }
 
