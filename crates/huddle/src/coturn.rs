@@ -69,6 +69,9 @@ const IMPLIED: &[&str] = &[
     "no-cli",
     "no-dtls",
     "no-multicast-peers",
+    // Huddle relays UDP only (no RFC 6062 TCP relay) and does no RFC 5780 NAT discovery.
+    "no-tcp-relay",
+    "no-rfc5780",
     "no-tlsv1",
     "no-tlsv1_1",
 ];
@@ -139,6 +142,9 @@ pub fn parse(text: &str) -> Result<CoturnConf, ConfError> {
             }
             "permission-lifetime" => conf.permission_lifetime = Some(number(lineno, key, need()?)?),
             "channel-lifetime" => conf.channel_lifetime = Some(number(lineno, key, need()?)?),
+            // The server's total bandwidth: 0, coturn's "no limit", is what Huddle does; a limit
+            // is not acted on, and so named like any other ignored key.
+            "bps-capacity" if value.is_some_and(|v| v.parse() == Ok(0u64)) => {}
             "prometheus" => conf.prometheus = true,
             "prometheus-port" => conf.prometheus_port = Some(number(lineno, key, need()?)?),
             "prometheus-address" => conf.prometheus_address = Some(need()?),
@@ -173,6 +179,7 @@ mod tests {
              no-tls\ncert=/etc/ssl/turn.pem\npkey=/etc/ssl/turn.key\n\
              prometheus\nprometheus-port=9642\n\
              max-allocate-lifetime=1800\nstale-nonce\nchannel-lifetime=300\n\
+             bps-capacity=0\nno-tcp-relay\n\
              verbose\nlog-file=/var/log/turn.log\nno-cli\nmobility\n",
         )
         .unwrap();
@@ -192,6 +199,8 @@ mod tests {
         assert_eq!(conf.stale_nonce, Some(600));
         assert_eq!(conf.channel_lifetime, Some(300));
         assert_eq!(parse("stale-nonce=120\n").unwrap().stale_nonce, Some(120));
+        let capped = parse("bps-capacity=1000000\n").unwrap();
+        assert_eq!(capped.ignored.iter().collect::<Vec<_>>(), ["bps-capacity"]);
         assert_eq!(conf.prometheus_port, Some(9642));
         let ignored: Vec<_> = conf.ignored.iter().map(String::as_str).collect();
         assert_eq!(ignored, vec!["log-file", "mobility", "verbose"]);

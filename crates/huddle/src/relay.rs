@@ -63,15 +63,15 @@ pub struct RelayArgs {
     #[arg(long = "denied-peer-ip", value_name = "RANGE")]
     pub denied_peer_ip: Option<Vec<String>>,
 
-    /// Allocations one user may hold at once.
+    /// Allocations one user may hold at once (0: no limit, as in coturn).
     #[arg(long, value_name = "N")]
     pub user_quota: Option<usize>,
 
-    /// Allocations the server holds at once.
+    /// Allocations the server holds at once (0: no limit, as in coturn).
     #[arg(long, value_name = "N")]
     pub total_quota: Option<usize>,
 
-    /// Bytes per second one allocation may relay.
+    /// Bytes per second one allocation may relay (0: no limit, as in coturn).
     #[arg(long, value_name = "BYTES")]
     pub max_bps: Option<u64>,
 
@@ -167,9 +167,11 @@ impl RelayArgs {
             // `huddle serve` adds its media peer once its sockets are bound.
             services: Vec::new(),
         };
-        config.user_quota = self.user_quota;
-        config.total_quota = self.total_quota;
-        config.max_bps = self.max_bps;
+        // coturn's files say 0 for "no limit" (Nextcloud Talk's guide writes `total-quota=0`);
+        // taken literally it would refuse every allocation.
+        config.user_quota = self.user_quota.filter(|&n| n > 0);
+        config.total_quota = self.total_quota.filter(|&n| n > 0);
+        config.max_bps = self.max_bps.filter(|&n| n > 0);
         let seconds = |value: Option<u64>, flag: &str, default: Duration| match value {
             Some(0) => bail!("--{flag} 0: a lifetime must be at least a second"),
             Some(s) => Ok(Duration::from_secs(s)),
@@ -354,6 +356,23 @@ mod tests {
         .core_config(&listen(), None)
         .unwrap_err();
         assert!(err.to_string().contains("--stale-nonce 0"), "{err}");
+    }
+
+    #[test]
+    fn zero_quotas_and_bandwidth_mean_no_limit_as_in_coturn() {
+        let limits = |n| {
+            let c = RelayArgs {
+                user_quota: Some(n),
+                total_quota: Some(n),
+                max_bps: Some(n as u64),
+                ..args(&["10.0.0.4"], &[])
+            }
+            .core_config(&listen(), None)
+            .unwrap();
+            (c.user_quota, c.total_quota, c.max_bps)
+        };
+        assert_eq!(limits(0), (None, None, None));
+        assert_eq!(limits(12), (Some(12), Some(12), Some(12)));
     }
 
     #[test]
