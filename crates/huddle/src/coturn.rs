@@ -69,6 +69,8 @@ const IMPLIED: &[&str] = &[
     "no-cli",
     "no-dtls",
     "no-multicast-peers",
+    // coturn's old switch for what is now its default, and Huddle's: no loopback peers.
+    "no-loopback-peers",
     // Huddle relays UDP only (no RFC 6062 TCP relay) and does no RFC 5780 NAT discovery.
     "no-tcp-relay",
     "no-rfc5780",
