@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use huddle_turn_proto::auth::{Secret, long_term_key};
 use huddle_turn_proto::stun::{AttrType, Class, IntegrityAlg, Message, MessageWriter, Method};
-use huddle_turn_proto::{Config, FiveTuple, Output, RelayAddr, Server, Transport, channel_data};
+use huddle_turn_proto::{
+    AllocationEvent, Config, FiveTuple, Output, RelayAddr, Server, Transport, channel_data,
+};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
@@ -54,6 +56,8 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut txid = 0u64;
     let mut relays: Vec<SocketAddr> = Vec::new();
     let mut bind_ok = true;
+    // Allocations the log says began and have not ended.
+    let mut logged = 0i64;
 
     for op in ops.into_iter().take(64) {
         match op {
@@ -134,8 +138,15 @@ fuzz_target!(|ops: Vec<Op>| {
                     relays.retain(|r| *r != relay);
                     server.handle_relay_closed(relay);
                 }
+                Output::Allocation(AllocationEvent::Created { .. }) => logged += 1,
+                Output::Allocation(AllocationEvent::Ended { .. }) => logged -= 1,
             }
         }
         assert!(server.allocation_count() <= 8, "more allocations than relay ports");
+        assert_eq!(
+            logged,
+            server.allocation_count() as i64,
+            "the operator's log tells every allocation's start and end"
+        );
     }
 });

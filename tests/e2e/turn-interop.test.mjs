@@ -12,6 +12,8 @@ import { Lab, HUDDLE } from './harness.mjs';
 
 const lab = new Lab('turn');
 const SECRET = 'north-wind';
+/** `huddle turn -c turnserver.conf`, for its log. */
+let turn;
 
 before(async () => {
   lab.setup();
@@ -30,9 +32,9 @@ before(async () => {
     'use-auth-secret', `static-auth-secret=${SECRET}`, 'fingerprint', 'allow-loopback-peers',
     `cert=${cert}`, `pkey=${key}`, 'prometheus', 'stale-nonce', 'max-allocate-lifetime=3600', 'no-cli', 'verbose', 'log-file=/dev/null', '',
   ].join('\n'));
-  const turn = lab.spawn(HUDDLE, ['turn', '-c', conf]);
+  turn = lab.spawn(HUDDLE, ['turn', '-c', conf]);
   await lab.waitFor(turn, 'tls  127.0.0.1:5349');
-  assert.match(turn.log, /ignored: log-file, verbose/, 'names every key it did not act on');
+  assert.match(turn.log, /keys ignored: log-file\n/, 'names every key it did not act on');
   const peer = lab.spawn('turnutils_peer', ['-L', '127.0.0.1', '-L', '::1', '-p', '3480']);
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(peer.exitCode, null, peer.log);
@@ -131,6 +133,14 @@ test("coturn's prometheus key: metrics at :9641 count what the tests above relay
   assert.ok(value('huddle_turn_allocations') >= 0, out);
   const health = await lab.run('curl', ['-s', 'http://127.0.0.1:9641/healthz']);
   assert.equal(health.out, 'ok\n');
+});
+
+test("coturn's verbose key: a log line as each allocation begins and ends, and why it ended", () => {
+  assert.match(turn.log, /allocation created user=user1 client=127\.0\.0\.1:\d+ transport=Udp relay=127\.0\.0\.1:\d+ lifetime_s=\d+/);
+  assert.match(turn.log, /allocation created user=user1 client=127\.0\.0\.1:\d+ transport=Tcp relay=/);
+  // uclient refreshes its allocations to 0 as it leaves (why else one ends: the core's tests).
+  assert.match(turn.log, /allocation ended user=user1 client=127\.0\.0\.1:\d+ transport=Udp relay=127\.0\.0\.1:\d+ reason="released"/);
+  assert.doesNotMatch(turn.log, /\x1b\[/, 'no terminal colours in a log that is not a terminal');
 });
 
 test('huddle serve carries TURN over TLS on its HTTPS port', async () => {

@@ -29,6 +29,7 @@
 //!         }
 //!         Output::FreeRelay { relay } => { /* close that socket */ }
 //!         Output::ReleaseHeld { addr } => { /* close the socket held there */ }
+//!         Output::Allocation(event) => { /* a line in the operator's log */ }
 //!     }
 //! }
 //! ```
@@ -39,6 +40,6 @@ mod server;
 pub mod stun;
 
 pub use server::{
-    BadRange, Config, FiveTuple, IpRange, Output, PeerPolicy, RelayAddr, Relayed, Server, Stats,
-    ToChannel, Transport,
+    AllocationEvent, BadRange, Config, EndReason, FiveTuple, IpRange, Output, PeerPolicy,
+    RelayAddr, Relayed, Server, Stats, ToChannel, Transport,
 };

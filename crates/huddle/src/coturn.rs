@@ -41,6 +41,8 @@ pub struct CoturnConf {
     pub prometheus: bool,
     pub prometheus_port: Option<u16>,
     pub prometheus_address: Option<String>,
+    /// `verbose` (or `Verbose`): log every allocation.
+    pub verbose: bool,
     /// Keys present in the file that Huddle does not act on, for the operator to review.
     pub ignored: BTreeSet<String>,
 }
@@ -147,6 +149,7 @@ pub fn parse(text: &str) -> Result<CoturnConf, ConfError> {
             // The server's total bandwidth: 0, coturn's "no limit", is what Huddle does; a limit
             // is not acted on, and so named like any other ignored key.
             "bps-capacity" if value.is_some_and(|v| v.parse() == Ok(0u64)) => {}
+            "verbose" | "Verbose" => conf.verbose = true,
             "prometheus" => conf.prometheus = true,
             "prometheus-port" => conf.prometheus_port = Some(number(lineno, key, need()?)?),
             "prometheus-address" => conf.prometheus_address = Some(need()?),
@@ -205,7 +208,8 @@ mod tests {
         assert_eq!(capped.ignored.iter().collect::<Vec<_>>(), ["bps-capacity"]);
         assert_eq!(conf.prometheus_port, Some(9642));
         let ignored: Vec<_> = conf.ignored.iter().map(String::as_str).collect();
-        assert_eq!(ignored, vec!["log-file", "mobility", "verbose"]);
+        assert_eq!(ignored, vec!["log-file", "mobility"]);
+        assert!(conf.verbose);
     }
 
     #[test]

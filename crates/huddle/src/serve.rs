@@ -288,7 +288,7 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.with_file()?;
-    crate::init_logging(args.log_format.unwrap_or_default());
+    crate::init_logging(args.log_format.unwrap_or_default(), "info");
     let config = args.resolve()?;
     let server = Server::bind(config).await?;
     announce(&server);

@@ -56,7 +56,14 @@ pub struct TurnArgs {
     /// Log output format.
     #[arg(long, value_enum, default_value_t)]
     log_format: LogFormat,
+
+    /// Log every allocation as it begins and ends (coturn's `verbose`); `RUST_LOG` overrides.
+    #[arg(short, long)]
+    verbose: bool,
 }
+
+/// The log filter of `--verbose`: the allocation log on top of the usual lines.
+const VERBOSE: &str = "info,huddle_server::turn=debug";
 
 impl TurnArgs {
     /// Folds the coturn file in: anything the command line left unset comes from it.
@@ -184,11 +191,19 @@ impl TurnArgs {
 }
 
 pub async fn run(mut args: TurnArgs) -> anyhow::Result<()> {
-    crate::init_logging(args.log_format);
-    if let Some(path) = args.coturn_config.clone() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let conf = coturn::parse(&text).with_context(|| format!("in {}", path.display()))?;
+    // The file is read before logging starts: its `verbose` key sets the level.
+    let file = match args.coturn_config.clone() {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let conf = coturn::parse(&text).with_context(|| format!("in {}", path.display()))?;
+            Some((path, conf))
+        }
+        None => None,
+    };
+    let verbose = args.verbose || file.as_ref().is_some_and(|(_, conf)| conf.verbose);
+    crate::init_logging(args.log_format, if verbose { VERBOSE } else { "info" });
+    if let Some((path, conf)) = file {
         if !conf.ignored.is_empty() {
             let keys: Vec<&str> = conf.ignored.iter().map(String::as_str).collect();
             tracing::warn!(

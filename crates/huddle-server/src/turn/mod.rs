@@ -20,7 +20,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use huddle_turn_proto::{FiveTuple, Output, Server, Transport, channel_data};
+use huddle_turn_proto::{AllocationEvent, FiveTuple, Output, Server, Transport, channel_data};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::io::unix::AsyncFd;
@@ -428,6 +428,7 @@ impl Turn {
                     );
                 }
                 Output::ReleaseHeld { addr } => st.relays.release(addr),
+                Output::Allocation(event) => log_allocation(&event),
                 Output::FreeRelay { relay } => {
                     // The relay task reads the set only under this lock, so it never sees a
                     // report for the closed descriptor; the port is free for the next
@@ -438,5 +439,39 @@ impl Turn {
                 }
             }
         }
+    }
+}
+
+/// One line per allocation begun or ended, as coturn logs its sessions: at debug level, since a
+/// busy server makes thousands a second (`RUST_LOG=huddle_server::turn=debug`, or coturn's
+/// `verbose` key, shows them).
+fn log_allocation(event: &AllocationEvent) {
+    match event {
+        AllocationEvent::Created {
+            client,
+            username,
+            relay,
+            lifetime,
+        } => tracing::debug!(
+            user = %username,
+            client = %client.client,
+            transport = ?client.transport,
+            %relay,
+            lifetime_s = lifetime.as_secs(),
+            "allocation created"
+        ),
+        AllocationEvent::Ended {
+            client,
+            username,
+            relay,
+            reason,
+        } => tracing::debug!(
+            user = %username,
+            client = %client.client,
+            transport = ?client.transport,
+            %relay,
+            reason = reason.as_str(),
+            "allocation ended"
+        ),
     }
 }

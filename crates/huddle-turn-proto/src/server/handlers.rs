@@ -8,7 +8,8 @@ use rand::RngCore;
 
 use super::allocation::{Allocation, BindConflict, ByteBucket};
 use super::{
-    Authed, FiveTuple, Pending, PortRequest, RESERVATION_LIFETIME, Reject, Reservation, Server,
+    AllocationEvent, Authed, EndReason, FiveTuple, Output, Pending, PortRequest,
+    RESERVATION_LIFETIME, Reject, Reservation, Server,
 };
 use crate::auth::NonceCheck;
 use crate::channel_data::CHANNEL_RANGE;
@@ -194,6 +195,7 @@ impl<R: RngCore> Server<R> {
             );
             token
         });
+        let username = p.username.clone();
         let mut alloc = Allocation::new(
             relay,
             advertised,
@@ -230,6 +232,13 @@ impl<R: RngCore> Server<R> {
         self.timers.push(std::cmp::Reverse((expires, client)));
         self.stats.allocations_created += 1;
         self.send(client, response);
+        self.outputs
+            .push_back(Output::Allocation(AllocationEvent::Created {
+                client,
+                username,
+                relay: advertised,
+                lifetime: p.lifetime,
+            }));
     }
 
     pub(super) fn fail_pending(&mut self, client: FiveTuple, p: Pending) {
@@ -276,7 +285,7 @@ impl<R: RngCore> Server<R> {
         }
         let lifetime = self.lifetime(req)?;
         if lifetime.is_zero() {
-            self.delete_allocation(&from);
+            self.delete_allocation(&from, EndReason::Released);
         } else if let Some(alloc) = self.allocations.get_mut(&from) {
             alloc.expires = now + lifetime;
             alloc.forget_expired(now);

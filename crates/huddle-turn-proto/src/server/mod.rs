@@ -151,6 +151,48 @@ pub enum Output {
     /// Close the relay socket at `relay`: its allocation is gone. Report the socket closed with
     /// [`Server::handle_relay_closed`]; until then its port is not handed out again.
     FreeRelay { relay: SocketAddr },
+    /// An allocation began or ended: for the operator's log (coturn logs each session), nothing
+    /// to do.
+    Allocation(AllocationEvent),
+}
+
+/// An allocation's life, as the operator's log tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllocationEvent {
+    Created {
+        client: FiveTuple,
+        username: String,
+        /// The relayed address the client was given.
+        relay: SocketAddr,
+        lifetime: Duration,
+    },
+    Ended {
+        client: FiveTuple,
+        username: String,
+        relay: SocketAddr,
+        reason: EndReason,
+    },
+}
+
+/// Why an allocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client refreshed it with a lifetime of 0.
+    Released,
+    /// Its lifetime ran out without a refresh.
+    Expired,
+    /// Its TCP or TLS connection closed.
+    ConnectionClosed,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Released => "released",
+            EndReason::Expired => "expired",
+            EndReason::ConnectionClosed => "connection closed",
+        }
+    }
 }
 
 /// Counters for metrics and benchmarks.
@@ -464,7 +506,7 @@ impl<R: RngCore> Server<R> {
         if let Some(pending) = self.pending.remove(&client) {
             self.ports_in_use.remove(&(pending.v6, pending.port));
         }
-        self.delete_allocation(&client);
+        self.delete_allocation(&client, EndReason::ConnectionClosed);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -493,7 +535,7 @@ impl<R: RngCore> Server<R> {
                 continue;
             };
             if alloc.expires <= now {
-                self.delete_allocation(&client);
+                self.delete_allocation(&client, EndReason::Expired);
             } else {
                 alloc.forget_expired(now);
                 // Wake again at expiry, or sooner to sweep permissions of a long-lived allocation.
@@ -664,7 +706,7 @@ impl<R: RngCore> Server<R> {
         req.verify_integrity(&key).then_some((key, alg))
     }
 
-    fn delete_allocation(&mut self, client: &FiveTuple) {
+    fn delete_allocation(&mut self, client: &FiveTuple, reason: EndReason) {
         let Some(alloc) = self.allocations.remove(client) else {
             return;
         };
@@ -676,6 +718,13 @@ impl<R: RngCore> Server<R> {
                 self.per_user.remove(&alloc.username);
             }
         }
+        self.outputs
+            .push_back(Output::Allocation(AllocationEvent::Ended {
+                client: *client,
+                username: alloc.username,
+                relay: alloc.advertised,
+                reason,
+            }));
         self.outputs
             .push_back(Output::FreeRelay { relay: alloc.relay });
     }

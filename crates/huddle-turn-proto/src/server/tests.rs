@@ -85,6 +85,8 @@ struct Lab {
     /// Sockets the I/O holds for reservations.
     held: Vec<SocketAddr>,
     freed: Vec<SocketAddr>,
+    /// What the operator's log would say.
+    events: Vec<AllocationEvent>,
     /// Whether the fake I/O reports freed relay sockets closed at once.
     report_closes: bool,
 }
@@ -155,6 +157,7 @@ impl Lab {
             taken_ports: Vec::new(),
             held: Vec::new(),
             freed: Vec::new(),
+            events: Vec::new(),
             report_closes: true,
         }
     }
@@ -220,6 +223,7 @@ impl Lab {
                     self.server.handle_relay_closed(relay);
                 }
             }
+            Output::Allocation(event) => self.events.push(event),
         }
         None
     }
@@ -561,6 +565,24 @@ fn refresh_extends_deletes_and_checks_owner() {
     assert_eq!(gone.lifetime(), Some(0));
     assert_eq!(lab.freed.len(), 1);
     assert_eq!(lab.freed[0].port(), relay.port());
+    assert_eq!(
+        lab.events,
+        [
+            AllocationEvent::Created {
+                client: c.from,
+                username: "user1".into(),
+                relay,
+                lifetime: Duration::from_secs(600),
+            },
+            AllocationEvent::Ended {
+                client: c.from,
+                username: "user1".into(),
+                relay,
+                reason: EndReason::Released,
+            },
+        ],
+        "the operator's log: who, from where, which relay, and why it ended"
+    );
     assert_eq!(lab.send(&mut c, Method::REFRESH, |_| {}).error(), Some(437));
 }
 
@@ -575,6 +597,13 @@ fn allocations_expire() {
     assert_eq!(lab.server.allocation_count(), 0);
     assert_eq!(lab.freed.len(), 1);
     assert_eq!(lab.server.poll_timeout(), None);
+    assert!(matches!(
+        lab.events.last(),
+        Some(AllocationEvent::Ended {
+            reason: EndReason::Expired,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -821,6 +850,13 @@ fn a_closed_tcp_connection_takes_its_allocation() {
     lab.allocate(&mut c);
     lab.server.handle_client_closed(from);
     assert_eq!(lab.server.allocation_count(), 0);
+    assert!(matches!(
+        lab.server.poll_output(),
+        Some(Output::Allocation(AllocationEvent::Ended {
+            reason: EndReason::ConnectionClosed,
+            ..
+        }))
+    ));
     assert!(matches!(
         lab.server.poll_output(),
         Some(Output::FreeRelay { .. })
