@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::awake::AwakeCpus;
 use crate::median;
 use crate::turn::{Direction, Lanes, Sink, percentile_us, set_buffers, stamped_latency};
-use huddle_server::udp_batch::{BATCH, RecvBatch};
+use huddle_server::udp_batch::{self, RecvBatch};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -236,10 +236,6 @@ struct BatchForwarder {
 
 impl BatchForwarder {
     fn start(cpu: usize, targets: Vec<SocketAddr>) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            targets.iter().all(SocketAddr::is_ipv4),
-            "the floor forwards over IPv4 only"
-        );
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         set_buffers(&sock);
         sock.set_nonblocking(true)?;
@@ -267,7 +263,7 @@ impl BatchForwarder {
                             (data, targets[next % targets.len()])
                         })
                         .collect();
-                    send_each(fd, &datagrams);
+                    udp_batch::send_each(fd, &datagrams);
                 }
             }
         });
@@ -301,57 +297,5 @@ impl Drop for BatchForwarder {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// One `sendmmsg` per [`BATCH`] datagrams, one message each (no GSO).
-fn send_each(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) {
-    for chunk in datagrams.chunks(BATCH) {
-        let mut iovs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|(p, _)| libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            })
-            .collect();
-        let mut addrs: Vec<libc::sockaddr_in> = chunk
-            .iter()
-            .map(|(_, to)| match to {
-                SocketAddr::V4(v4) => libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: v4.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*v4.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                },
-                SocketAddr::V6(_) => unreachable!("checked by BatchForwarder::start"),
-            })
-            .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .zip(addrs.iter_mut())
-            .map(|(iov, addr)| {
-                // SAFETY: all-zero is a valid, empty msghdr; the fields below fill it in.
-                let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-                hdr.msg_name = (addr as *mut libc::sockaddr_in).cast();
-                hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                hdr.msg_iov = iov;
-                hdr.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: hdr,
-                    msg_len: 0,
-                }
-            })
-            .collect();
-        // SAFETY: the headers' buffers and addresses outlive the call.
-        unsafe {
-            libc::sendmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                hdrs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
     }
 }

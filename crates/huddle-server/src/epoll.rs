@@ -1,6 +1,7 @@
 //! An epoll set of our own, for many sockets that one task serves together (the TURN relay
-//! sockets; the TURN benchmark's receiving clients). The set's descriptor is itself pollable: registered with tokio, it wakes the task
-//! when any member has data, and [`Epoll::ready`] then says which.
+//! sockets; the TURN benchmark's receiving clients). The set's descriptor is itself pollable:
+//! registered with tokio, it wakes the task when any member has data, and [`Epoll::ready`] then
+//! says which.
 //!
 //! Members are level-triggered: a socket the task did not drain in one round is reported again
 //! in the next, so a round may take a bounded share from each socket without losing track.

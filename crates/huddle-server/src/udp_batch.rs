@@ -184,6 +184,20 @@ fn runs(datagrams: &[(&[u8], SocketAddr)], gso: bool) -> Vec<Run> {
 /// same-size datagrams to one destination as UDP GSO messages; returns how many datagrams went
 /// out, in order (a full socket buffer stops early: the rest are dropped, as UDP may).
 pub fn send(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) -> usize {
+    send_with(
+        fd,
+        datagrams,
+        GSO.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// As [`send`], but one message per datagram, never a GSO run: what a relay with many
+/// allocations does, each datagram on its own socket (the benchmark's throughput floor).
+pub fn send_each(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) -> usize {
+    send_with(fd, datagrams, false)
+}
+
+fn send_with(fd: RawFd, datagrams: &[(&[u8], SocketAddr)], gso: bool) -> usize {
     if let [(payload, to)] = datagrams {
         // One datagram: a plain `sendto`, none of a batch's bookkeeping.
         let (addr, len) = to_storage(to);
@@ -200,7 +214,6 @@ pub fn send(fd: RawFd, datagrams: &[(&[u8], SocketAddr)]) -> usize {
         };
         return usize::from(sent >= 0);
     }
-    let gso = GSO.load(std::sync::atomic::Ordering::Relaxed);
     let all = runs(datagrams, gso);
     let mut sent = 0;
     for chunk in all.chunks(BATCH) {

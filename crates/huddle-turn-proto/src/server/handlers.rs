@@ -9,7 +9,7 @@ use rand::RngCore;
 use super::allocation::{Allocation, BindConflict, ByteBucket};
 use super::{
     AllocationEvent, Authed, EndReason, FiveTuple, Output, Pending, PortRequest,
-    RESERVATION_LIFETIME, Reject, Reservation, Server,
+    RESERVATION_LIFETIME, Reject, RelayAddr, Reservation, Server,
 };
 use crate::auth::NonceCheck;
 use crate::channel_data::CHANNEL_RANGE;
@@ -96,12 +96,7 @@ impl<R: RngCore> Server<R> {
         if token.is_some() && req.get(AttrType::REQUESTED_ADDRESS_FAMILY).is_some() {
             return Err(ErrorCode::BAD_REQUEST.into());
         }
-        let has_relay = if v6 {
-            self.config.relay_v6.is_some()
-        } else {
-            self.config.relay_v4.is_some()
-        };
-        if !has_relay {
+        if self.relay_of(v6).is_none() {
             return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED.into());
         }
         let held = self.per_user.get(&auth.username).copied().unwrap_or(0);
@@ -159,12 +154,16 @@ impl<R: RngCore> Server<R> {
 
     /// Where a relay socket of this family binds for `port`; `None` if the family has no relay.
     pub(super) fn relay_bind_addr(&self, v6: bool, port: u16) -> Option<SocketAddr> {
-        let relay = if v6 {
+        self.relay_of(v6).map(|r| SocketAddr::new(r.bind, port))
+    }
+
+    /// The configured relay address of one family.
+    fn relay_of(&self, v6: bool) -> Option<RelayAddr> {
+        if v6 {
             self.config.relay_v6
         } else {
             self.config.relay_v4
-        };
-        relay.map(|r| SocketAddr::new(r.bind, port))
+        }
     }
 
     pub(super) fn finish_allocate(
@@ -174,13 +173,10 @@ impl<R: RngCore> Server<R> {
         relay: SocketAddr,
         now: Instant,
     ) {
-        let cfg_relay = if p.v6 {
-            self.config.relay_v6
-        } else {
-            self.config.relay_v4
-        };
-        let advertised =
-            SocketAddr::new(cfg_relay.map_or(relay.ip(), |r| r.advertised), relay.port());
+        let advertised = SocketAddr::new(
+            self.relay_of(p.v6).map_or(relay.ip(), |r| r.advertised),
+            relay.port(),
+        );
         let expires = now + p.lifetime;
         let token = (p.ports == PortRequest::EvenReserveNext).then(|| {
             let mut token = [0u8; 8];

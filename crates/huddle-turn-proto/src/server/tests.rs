@@ -268,6 +268,15 @@ impl Lab {
         self.send(c, Method::ALLOCATE, transport_udp)
     }
 
+    /// Allocate an even port and reserve the next (EVEN-PORT with the R bit), after the 401.
+    fn allocate_reserving_next(&mut self, c: &mut Client) -> Reply {
+        c.nonce = self.send(c, Method::ALLOCATE, transport_udp).nonce();
+        self.send(c, Method::ALLOCATE, |w| {
+            transport_udp(w);
+            w.attr(AttrType::EVEN_PORT, &[0x80]);
+        })
+    }
+
     fn permit(&mut self, c: &mut Client, peer: SocketAddr) -> Reply {
         self.send(c, Method::CREATE_PERMISSION, |w| {
             w.xor_address(AttrType::XOR_PEER_ADDRESS, peer);
@@ -1014,11 +1023,7 @@ fn relay_to_relay_stays_inside_the_server() {
 fn even_port_with_a_reservation_for_the_next() {
     let mut lab = Lab::new();
     let mut a = Client::new(udp("203.0.113.9:1"), "user1", "pass1");
-    a.nonce = lab.send(&mut a, Method::ALLOCATE, transport_udp).nonce();
-    let ok = lab.send(&mut a, Method::ALLOCATE, |w| {
-        transport_udp(w);
-        w.attr(AttrType::EVEN_PORT, &[0x80]);
-    });
+    let ok = lab.allocate_reserving_next(&mut a);
     let relay = ok.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap();
     let port = relay.port();
     assert_eq!(port % 2, 0);
@@ -1054,11 +1059,7 @@ fn unclaimed_reservations_expire() {
     cfg.relay_ports = 50000..=50001;
     let mut lab = Lab::with(cfg);
     let mut a = Client::new(udp("203.0.113.9:1"), "user1", "pass1");
-    a.nonce = lab.send(&mut a, Method::ALLOCATE, transport_udp).nonce();
-    let ok = lab.send(&mut a, Method::ALLOCATE, |w| {
-        transport_udp(w);
-        w.attr(AttrType::EVEN_PORT, &[0x80]);
-    });
+    let ok = lab.allocate_reserving_next(&mut a);
     assert_eq!(ok.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap().port(), 50000);
     let mut b = Client::new(udp("203.0.113.9:2"), "user1", "pass1");
     assert_eq!(lab.allocate(&mut b).error(), Some(508), "50001 is held");
@@ -1081,11 +1082,7 @@ fn a_reservation_whose_next_port_is_taken_on_the_host_gets_another_pair() {
     let mut lab = Lab::with(cfg);
     lab.taken_ports = vec![50001]; // another program's socket
     let mut a = Client::new(udp("203.0.113.9:1"), "user1", "pass1");
-    a.nonce = lab.send(&mut a, Method::ALLOCATE, transport_udp).nonce();
-    let ok = lab.send(&mut a, Method::ALLOCATE, |w| {
-        transport_udp(w);
-        w.attr(AttrType::EVEN_PORT, &[0x80]);
-    });
+    let ok = lab.allocate_reserving_next(&mut a);
     let relay = ok.xor(AttrType::XOR_RELAYED_ADDRESS).unwrap();
     assert_eq!(relay.port(), 50002);
     assert_eq!(lab.held_ports(), [50003]);
