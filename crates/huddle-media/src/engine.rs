@@ -71,7 +71,15 @@ pub enum OfferError {
     Full(usize),
     #[error("room {0:?} already has a publisher")]
     RoomTaken(String),
+    #[error(
+        "the offer has {0} media sections (m= lines); at most {MAX_MEDIA_SECTIONS} are accepted"
+    )]
+    TooManyMedia(usize),
 }
+
+/// Media sections (m= lines) an offer may have. A browser sends a handful; each one costs the
+/// session state and answer text, so hundreds would turn a small offer into megabytes held.
+pub const MAX_MEDIA_SECTIONS: usize = 16;
 
 /// A transformed session's encoded video frame, to decode → transform → encode off the loop.
 #[derive(Debug, Clone)]
@@ -174,6 +182,11 @@ impl Engine {
     ) -> Result<(SessionId, String), OfferError> {
         if self.sessions.len() >= self.config.max_sessions {
             return Err(OfferError::Full(self.sessions.len()));
+        }
+        // Counted before parsing: the parse itself is what a huge offer would make expensive.
+        let sections = offer.lines().filter(|l| l.starts_with("m=")).count();
+        if sections > MAX_MEDIA_SECTIONS {
+            return Err(OfferError::TooManyMedia(sections));
         }
         let parsed =
             SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(e.to_string()))?;

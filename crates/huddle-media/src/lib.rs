@@ -14,7 +14,10 @@ mod session;
 mod timers;
 pub mod transform;
 
-pub use engine::{Engine, EngineConfig, LocalAddr, OfferError, Output, ReceiveError, TranscodeJob};
+pub use engine::{
+    Engine, EngineConfig, LocalAddr, MAX_MEDIA_SECTIONS, OfferError, Output, ReceiveError,
+    TranscodeJob,
+};
 pub use session::{CloseReason, SessionId, SessionKind};
 pub use str0m::config::DtlsCert;
 pub use str0m::media::MediaTime;

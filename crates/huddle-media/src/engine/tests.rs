@@ -474,6 +474,17 @@ fn offers_that_cannot_work_are_refused_with_a_reason() {
         e.accept(echo.clone(), &audio, now),
         Err(OfferError::NoVideo)
     ));
+    // Hundreds of media sections: refused before parsing, naming the count.
+    let sendrecv = fixture("chromium-sendrecv.sdp");
+    let (head, first) = sendrecv.split_at(sendrecv.find("m=").unwrap());
+    let bloated = format!("{head}{}", first.repeat(300));
+    let err = e.accept(echo.clone(), &bloated, now).unwrap_err();
+    let sections = 300 * first.lines().filter(|l| l.starts_with("m=")).count();
+    assert!(
+        matches!(err, OfferError::TooManyMedia(n) if n == sections),
+        "{err}"
+    );
+    assert_eq!(e.session_count(), 0);
     // Transformed video needs H.264: a VP8-only offer cannot be transformed…
     let (_, vp8_only, _) = {
         let mut rtc = Rtc::builder().clear_codecs().enable_vp8(true).build(now);

@@ -68,6 +68,15 @@ pub struct MediaStats {
     pub watch: usize,
 }
 
+/// Requests from the HTTP handlers waiting for the media thread. A full queue answers 503
+/// rather than queueing without bound.
+const COMMANDS: usize = 256;
+
+/// Encoded frames and keyframe requests from the transcoders waiting for the media thread; a
+/// transcoder that finds it full drops that frame (its encoder then starts afresh with a
+/// keyframe).
+const RESULTS: usize = 1024;
+
 enum Command {
     Accept {
         kind: SessionKind,
@@ -91,7 +100,7 @@ enum Command {
 /// Handle to the media task. Cheap to clone.
 #[derive(Clone)]
 pub struct Media {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     addrs: Arc<Vec<LocalAddr>>,
     pub(crate) config: Arc<MediaConfig>,
     pub(crate) counters: Arc<MediaCounters>,
@@ -105,10 +114,24 @@ pub struct Accepted {
     pub resource: Option<String>,
 }
 
-/// The media task is gone (the server is shutting down).
+/// The media thread cannot take a request now.
 #[derive(Debug, thiserror::Error)]
-#[error("the media server is shutting down")]
-pub struct MediaGone;
+#[non_exhaustive]
+pub enum MediaUnavailable {
+    #[error("the media server is shutting down")]
+    ShuttingDown,
+    #[error("the media server has too many requests waiting; try again")]
+    Busy,
+}
+
+impl<T> From<mpsc::error::TrySendError<T>> for MediaUnavailable {
+    fn from(e: mpsc::error::TrySendError<T>) -> Self {
+        match e {
+            mpsc::error::TrySendError::Full(_) => Self::Busy,
+            mpsc::error::TrySendError::Closed(_) => Self::ShuttingDown,
+        }
+    }
+}
 
 impl Media {
     /// Binds the sockets and starts the media thread.
@@ -136,8 +159,9 @@ impl Media {
         engine_config.max_sessions = config.max_sessions;
         let engine = Engine::new(engine_config, Engine::generate_cert());
         let counters = Arc::new(MediaCounters::default());
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let transcoders = Transcoders::new(commands.clone(), counters.clone());
+        let (commands, command_rx) = mpsc::channel(COMMANDS);
+        let (results, result_rx) = mpsc::channel(RESULTS);
+        let transcoders = Transcoders::new(results, counters.clone());
         let std_sockets = sockets
             .into_iter()
             .map(|s| s.into_std())
@@ -170,7 +194,7 @@ impl Media {
                         counters: thread_counters,
                         resources: HashMap::new(),
                     };
-                    runner.run(command_rx, stop).await;
+                    runner.run(command_rx, result_rx, stop).await;
                 });
             })?;
         tracing::info!(addrs = ?addrs, "media peer listening (UDP)");
@@ -200,26 +224,24 @@ impl Media {
         &self,
         kind: SessionKind,
         offer: String,
-    ) -> Result<Result<Accepted, OfferError>, MediaGone> {
+    ) -> Result<Result<Accepted, OfferError>, MediaUnavailable> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Accept { kind, offer, reply })
-            .map_err(|_| MediaGone)?;
-        rx.await.map_err(|_| MediaGone)
+            .try_send(Command::Accept { kind, offer, reply })?;
+        rx.await.map_err(|_| MediaUnavailable::ShuttingDown)
     }
 
     /// Ends the session behind `resource`; whether there was one.
-    pub async fn delete(&self, resource: String) -> Result<bool, MediaGone> {
+    pub async fn delete(&self, resource: String) -> Result<bool, MediaUnavailable> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Command::Delete { resource, reply })
-            .map_err(|_| MediaGone)?;
-        rx.await.map_err(|_| MediaGone)
+            .try_send(Command::Delete { resource, reply })?;
+        rx.await.map_err(|_| MediaUnavailable::ShuttingDown)
     }
 
     pub async fn stats(&self) -> Option<MediaStats> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Stats(reply)).ok()?;
+        self.commands.try_send(Command::Stats(reply)).ok()?;
         rx.await.ok()
     }
 }
@@ -274,7 +296,8 @@ struct Runner {
 impl Runner {
     async fn run(
         mut self,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut commands: mpsc::Receiver<Command>,
+        mut results: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; 2048];
@@ -297,6 +320,7 @@ impl Runner {
                     Some(c) => self.command(c),
                     None => break,
                 },
+                Some(c) = results.recv() => self.command(c),
                 () = readable(&self.sockets) => self.receive(&mut buf),
                 () = &mut sleep => {}
             }

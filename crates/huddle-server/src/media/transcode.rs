@@ -12,7 +12,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use huddle_media::codec::Transcoder;
 use huddle_media::{SessionId, TranscodeJob, Transform};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError as ToLoop;
 
 use super::{Command, MediaCounters};
 
@@ -27,12 +28,12 @@ enum Job {
 
 pub(super) struct Transcoders {
     workers: HashMap<SessionId, SyncSender<Job>>,
-    back: UnboundedSender<Command>,
+    back: Sender<Command>,
     counters: Arc<MediaCounters>,
 }
 
 impl Transcoders {
-    pub(super) fn new(back: UnboundedSender<Command>, counters: Arc<MediaCounters>) -> Self {
+    pub(super) fn new(back: Sender<Command>, counters: Arc<MediaCounters>) -> Self {
         Transcoders {
             workers: HashMap::new(),
             back,
@@ -50,7 +51,7 @@ impl Transcoders {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                let _ = self.back.send(Command::NeedKeyframe(session));
+                let _ = self.back.try_send(Command::NeedKeyframe(session));
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.workers.remove(&session);
@@ -97,7 +98,7 @@ fn work(
     session: SessionId,
     transform: Transform,
     jobs: Receiver<Job>,
-    back: UnboundedSender<Command>,
+    back: Sender<Command>,
     counters: Arc<MediaCounters>,
 ) {
     let mut transcoder = match Transcoder::new(transform) {
@@ -124,19 +125,26 @@ fn work(
                     match transcoder.process(&frame.access_unit, frame.elapsed, emit) {
                         Ok(Some(encoded)) => {
                             counters.frames_transcoded.fetch_add(1, Ordering::Relaxed);
-                            let sent = back.send(Command::Encoded {
+                            let sent = back.try_send(Command::Encoded {
                                 session,
                                 media_time: frame.media_time,
                                 frame: encoded.data,
                             });
-                            if sent.is_err() {
-                                return;
+                            match sent {
+                                Ok(()) => {}
+                                // The media thread is behind: this frame is lost, so the next
+                                // one the browser gets must not depend on it.
+                                Err(ToLoop::Full(_)) => {
+                                    counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                                    transcoder.request_keyframe();
+                                }
+                                Err(ToLoop::Closed(_)) => return,
                             }
                         }
                         Ok(None) => {}
                         Err(e) => {
                             tracing::debug!(%session, error = %e, "frame not transcoded");
-                            let _ = back.send(Command::NeedKeyframe(session));
+                            let _ = back.try_send(Command::NeedKeyframe(session));
                         }
                     }
                 }
