@@ -100,7 +100,9 @@ impl<R: RngCore> Server<R> {
             return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED.into());
         }
         let held = self.per_user.get(&auth.username).copied().unwrap_or(0);
+        let from_ip = self.per_ip.get(&from.client.ip()).copied().unwrap_or(0);
         if self.config.user_quota.is_some_and(|q| held >= q)
+            || self.config.ip_quota.is_some_and(|q| from_ip >= q)
             || self
                 .config
                 .total_quota
@@ -123,6 +125,7 @@ impl<R: RngCore> Server<R> {
                 .ok_or(ErrorCode::INSUFFICIENT_CAPACITY)?,
         };
         *self.per_user.entry(auth.username.clone()).or_default() += 1;
+        *self.per_ip.entry(from.client.ip()).or_default() += 1;
         let pending = Pending {
             txid: req.transaction_id(),
             username: auth.username,
@@ -241,9 +244,7 @@ impl<R: RngCore> Server<R> {
         if p.ports == PortRequest::EvenReserveNext {
             self.ports_in_use.remove(&(p.v6, p.port + 1));
         }
-        if let Some(n) = self.per_user.get_mut(&p.username) {
-            *n = n.saturating_sub(1);
-        }
+        self.release_quota(&p.username, client.client.ip());
         let mut buf = Vec::with_capacity(96);
         crate::stun::MessageWriter::new(
             &mut buf,

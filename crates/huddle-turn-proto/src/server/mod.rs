@@ -85,6 +85,9 @@ pub struct Config {
     pub user_quota: Option<usize>,
     /// Allocations the server holds at once (486 beyond).
     pub total_quota: Option<usize>,
+    /// Allocations (so relay ports) one client IP address may hold at once (486 beyond): TURN
+    /// REST credentials are minted per page, so a per-user quota alone does not bound a client.
+    pub ip_quota: Option<usize>,
     /// Bytes per second one allocation may relay, each direction counted; beyond it packets drop.
     pub max_bps: Option<u64>,
     /// Permissions one allocation may hold (508 beyond): each is state a client makes us keep.
@@ -110,6 +113,7 @@ impl Default for Config {
             peers: PeerPolicy::default(),
             user_quota: None,
             total_quota: None,
+            ip_quota: None,
             max_bps: None,
             max_permissions: 256,
         }
@@ -294,6 +298,7 @@ pub struct Server<R> {
     ports_in_use: HashSet<(bool, u16)>,
     reservations: HashMap<[u8; 8], Reservation>,
     per_user: HashMap<String, usize>,
+    per_ip: HashMap<IpAddr, usize>,
     timers: BinaryHeap<Reverse<(Instant, FiveTuple)>>,
     outputs: VecDeque<Output>,
     stats: Stats,
@@ -320,6 +325,7 @@ impl<R: RngCore> Server<R> {
             ports_in_use: HashSet::new(),
             reservations: HashMap::new(),
             per_user: HashMap::new(),
+            per_ip: HashMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -505,6 +511,7 @@ impl<R: RngCore> Server<R> {
     pub fn handle_client_closed(&mut self, client: FiveTuple) {
         if let Some(pending) = self.pending.remove(&client) {
             self.ports_in_use.remove(&(pending.v6, pending.port));
+            self.release_quota(&pending.username, client.client.ip());
         }
         self.delete_allocation(&client, EndReason::ConnectionClosed);
     }
@@ -706,18 +713,29 @@ impl<R: RngCore> Server<R> {
         req.verify_integrity(&key).then_some((key, alg))
     }
 
+    /// An allocation of `username` from `ip` ended or never came to be.
+    pub(super) fn release_quota(&mut self, username: &str, ip: IpAddr) {
+        if let Some(n) = self.per_user.get_mut(username) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_user.remove(username);
+            }
+        }
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+
     fn delete_allocation(&mut self, client: &FiveTuple, reason: EndReason) {
         let Some(alloc) = self.allocations.remove(client) else {
             return;
         };
         self.by_relay.remove(&alloc.relay);
         self.by_advertised.remove(&alloc.advertised);
-        if let Some(n) = self.per_user.get_mut(&alloc.username) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_user.remove(&alloc.username);
-            }
-        }
+        self.release_quota(&alloc.username, client.client.ip());
         self.outputs
             .push_back(Output::Allocation(AllocationEvent::Ended {
                 client: *client,

@@ -521,6 +521,33 @@ fn quotas() {
 }
 
 #[test]
+fn ip_quota_bounds_a_client_whatever_credentials_it_mints() {
+    let mut cfg = config();
+    cfg.ip_quota = Some(2);
+    let mut lab = Lab::with(cfg);
+    // Each credential fresh, as `GET /api/ice-servers` hands out one per call.
+    let mut clients: Vec<Client> = (0..3)
+        .map(|i| {
+            let (user, pass) = mint_rest_credentials(b"rest-secret", &format!("p{i}"), UNIX + 60);
+            Client::new(udp(&format!("203.0.113.9:{}", i + 1)), &user, &pass)
+        })
+        .collect();
+    assert_eq!(lab.allocate(&mut clients[0]).class(), Class::Success);
+    assert_eq!(lab.allocate(&mut clients[1]).class(), Class::Success);
+    assert_eq!(lab.allocate(&mut clients[2]).error(), Some(486), "IP quota");
+    // Another address is not affected.
+    let (user, pass) = mint_rest_credentials(b"rest-secret", "other", UNIX + 60);
+    let mut other = Client::new(udp("198.51.100.7:1"), &user, &pass);
+    assert_eq!(lab.allocate(&mut other).class(), Class::Success);
+    // Releasing one gives its slot back.
+    let released = lab.send(&mut clients[0], Method::REFRESH, |w| {
+        w.u32(AttrType::LIFETIME, 0);
+    });
+    assert_eq!(released.lifetime(), Some(0));
+    assert_eq!(lab.allocate(&mut clients[2]).class(), Class::Success);
+}
+
+#[test]
 fn rest_credentials_and_their_expiry() {
     let mut lab = Lab::new();
     let (user, pass) = mint_rest_credentials(b"rest-secret", "alice", UNIX + 100);
