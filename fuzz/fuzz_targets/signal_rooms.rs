@@ -50,7 +50,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 let kind = if clean { CloseKind::Clean } else { CloseKind::Abrupt };
                 rooms.handle_close(ConnId(u64::from(conn % 8)), kind, now);
             }
-            Op::Pong(c) => rooms.handle_activity(ConnId(u64::from(c % 8)), now),
+            Op::Pong(c) => rooms.handle_frame(ConnId(u64::from(c % 8)), now),
             Op::Advance(ms) => {
                 now += Duration::from_millis(u64::from(ms) * 10);
                 rooms.handle_timeout(now);

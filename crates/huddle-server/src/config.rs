@@ -30,6 +30,41 @@ pub struct Config {
     pub turn: Option<ServeTurn>,
     /// The server-side media peer (`/offer`, `/echo`, WHIP/WHEP).
     pub media: Option<crate::MediaConfig>,
+    /// What one client may hold or ask for before it is cut off or refused.
+    pub limits: Limits,
+}
+
+/// Bounds on what one client can make the server hold, wait for or do. The defaults are nginx's
+/// where nginx has one; a real call stays far below each.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A new connection must send its first request head within this (hyper's header-read
+    /// timeout on HTTP/1.1; on HTTP/2 the time to its first request).
+    pub request_head: Duration,
+    /// A connection with no request in progress is closed after this (nginx `keepalive_timeout`).
+    pub idle: Duration,
+    /// Open TCP connections to the HTTPS port from one IP address; more are closed at accept.
+    pub connections_per_ip: usize,
+    /// A WebSocket frame that cannot be written within this ends the connection
+    /// (nginx `send_timeout`).
+    pub ws_write: Duration,
+    /// `POST /offer`, WHIP, WHEP and `GET /api/ice-servers` per client IP: sustained per second,
+    /// and at once. Beyond it: 429.
+    pub api_per_second: u32,
+    pub api_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_head: Duration::from_secs(30),
+            idle: Duration::from_secs(75),
+            connections_per_ip: 256,
+            ws_write: Duration::from_secs(60),
+            api_per_second: 2,
+            api_burst: 30,
+        }
+    }
 }
 
 /// TURN inside `huddle serve`: clients get short-lived REST credentials minted with `secret`.
@@ -66,6 +101,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(3),
             turn: None,
             media: None,
+            limits: Limits::default(),
         }
     }
 }

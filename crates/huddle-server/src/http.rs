@@ -1,12 +1,21 @@
 //! The HTTP surface: pages, `/ws`, health, metrics and the ICE-server API.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Extension, Path, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, delete, get, post};
+use http_body_util::BodyExt;
+use huddle_signal_proto::TokenBucket;
 
+use crate::connections::Activity;
 use crate::hub::Hub;
 use crate::ice::IceServers;
 use crate::media::routes;
@@ -24,15 +33,27 @@ pub struct AppState {
     pub local_host: String,
     pub turn: Option<crate::turn::Turn>,
     pub media: Option<crate::media::Media>,
+    pub api_rate: ApiRate,
 }
 
 /// SDP offers are a few KiB; anything this large is not one.
-const SDP_MAX: usize = 64 * 1024;
+pub const SDP_MAX: usize = 64 * 1024;
+
+/// How much of a body over the limit is read and thrown away before the 413 goes out, so that
+/// the client, still sending, reads the answer instead of a reset (nginx's lingering close).
+const DRAIN_MAX: usize = 4 << 20;
 
 /// Prometheus's text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub fn router(state: AppState) -> Router {
+    // What costs a media session or TURN credentials: rate-limited per client IP.
+    let rated = Router::new()
+        .route("/api/ice-servers", get(ice_servers))
+        .route("/offer", post(routes::offer))
+        .route("/whip/{room}", post(routes::whip).options(routes::options))
+        .route("/whep/{room}", post(routes::whep).options(routes::options))
+        .route_layer(middleware::from_fn_with_state(state.clone(), api_rate));
     Router::new()
         .route("/", get(|| async { web::asset("index.html") }))
         .route("/r/{room}", get(|| async { web::asset("index.html") }))
@@ -44,11 +65,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", any(ws))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .route("/api/ice-servers", get(ice_servers))
         .route("/echo", get(|| async { web::asset("echo.html") }))
-        .route("/offer", post(routes::offer))
-        .route("/whip/{room}", post(routes::whip).options(routes::options))
-        .route("/whep/{room}", post(routes::whep).options(routes::options))
+        .merge(rated)
         .route(
             "/whip/{room}/{resource}",
             delete(routes::delete)
@@ -61,16 +79,125 @@ pub fn router(state: AppState) -> Router {
                 .patch(routes::patch)
                 .options(routes::options),
         )
-        .layer(DefaultBodyLimit::max(SDP_MAX))
         .with_state(state)
+}
+
+/// Requests per client IP to the rated endpoints: a token bucket each.
+#[derive(Clone)]
+pub struct ApiRate(Arc<Mutex<RateTable>>);
+
+struct RateTable {
+    buckets: HashMap<IpAddr, TokenBucket>,
+    per_second: u32,
+    burst: u32,
+}
+
+/// Addresses tracked at once; past it, those whose bucket has refilled are forgotten.
+const RATE_TRACKED: usize = 65_536;
+
+impl ApiRate {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self(Arc::new(Mutex::new(RateTable {
+            buckets: HashMap::new(),
+            per_second,
+            burst,
+        })))
+    }
+
+    fn admit(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if table.buckets.len() >= RATE_TRACKED {
+            table.buckets.retain(|_, b| !b.is_full(now));
+            if table.buckets.len() >= RATE_TRACKED {
+                // Tens of thousands of addresses all busy at once: start afresh rather than
+                // grow without bound.
+                table.buckets.clear();
+            }
+        }
+        let (per_second, burst) = (table.per_second, table.burst);
+        table
+            .buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(per_second, burst, now))
+            .take(now)
+    }
+}
+
+async fn api_rate(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.api_rate.admit(peer.ip(), Instant::now()) {
+        return next.run(request).await;
+    }
+    let message = "too many requests from this address; try again in a few seconds";
+    let whip = ["/whip/", "/whep/"]
+        .iter()
+        .any(|p| request.uri().path().starts_with(p));
+    let mut r = if whip {
+        routes::with_cors(routes::text(StatusCode::TOO_MANY_REQUESTS, message.into()))
+    } else {
+        routes::json_error(StatusCode::TOO_MANY_REQUESTS, message.into())
+    };
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    r
+}
+
+/// A request body over its limit.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is over {} KiB", .0 / 1024)]
+    TooLarge(usize),
+    #[error("the body could not be read: {0}")]
+    Broken(axum::Error),
+}
+
+impl BodyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Broken(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes. One that is larger is read on (and thrown away) up
+/// to [`DRAIN_MAX`] before the error, so that the client gets to read the 413.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    let mut body = body;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Broken)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        seen += data.len();
+        if seen > DRAIN_MAX {
+            break;
+        }
+        if seen <= limit {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > limit {
+        return Err(BodyError::TooLarge(limit));
+    }
+    Ok(Bytes::from(kept))
 }
 
 async fn ws(
     State(state): State<AppState>,
+    activity: Option<Extension<Arc<Activity>>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let host = request_host(&headers, &state);
+    // The connection stays busy while the socket is open (an HTTP/2 one carries it as a stream).
+    let busy = activity.map(|Extension(a)| a.begin());
     upgrade
         // tungstenite's default is a 128 KiB read buffer per socket; signaling frames are small,
         // the buffer grows for a large one, and idle rooms of thousands stay cheap.
@@ -78,7 +205,10 @@ async fn ws(
         .write_buffer_size(0)
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
-        .on_upgrade(move |socket| state.hub.serve_socket(socket, host))
+        .on_upgrade(move |socket| async move {
+            state.hub.serve_socket(socket, host).await;
+            drop(busy);
+        })
 }
 
 /// The host the client used to reach us, for URLs it can reach back; our address without one.

@@ -1,5 +1,5 @@
 //! The signaling hub: one task owns the sans-IO [`Rooms`] core; every WebSocket task feeds it
-//! inputs over a channel and receives its outputs on a bounded channel of its own.
+//! inputs over a bounded channel and receives its outputs on a bounded channel of its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use huddle_signal_proto::{CloseKind, ConnId, Output, Rooms, ServerMessage, Stats};
+use std::time::Duration;
+
+use huddle_signal_proto::{CloseKind, ConnId, Output, Rooms, ServerMessage, Stats, close_code};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -18,17 +21,27 @@ use crate::ice::IceServers;
 /// Messages queued for one socket before it counts as too slow and is dropped.
 const OUTBOX: usize = 512;
 
+/// Inputs waiting for the hub across all sockets. A socket task that finds it full waits — and
+/// so stops reading its client — instead of queueing more: a flooding client holds at most one
+/// waiting input, and the hub's channel is FIFO, so everyone else still gets a turn.
+const INBOX: usize = 4096;
+
+/// How long a clean close waits to deliver our reply to the client's close frame.
+const CLOSE_REPLY: Duration = Duration::from_secs(1);
+
 enum Input {
     Connect {
         conn: ConnId,
         outbox: mpsc::Sender<Outbound>,
+        kick: oneshot::Sender<()>,
         host: String,
     },
     Text {
         conn: ConnId,
         text: Utf8Bytes,
     },
-    Activity {
+    /// A frame that is not text (binary, ping, pong): counted like any other.
+    Frame {
         conn: ConnId,
     },
     Closed {
@@ -47,96 +60,158 @@ enum Outbound {
 /// A handle to the hub task, cheap to clone into request handlers.
 #[derive(Clone)]
 pub struct Hub {
-    inputs: mpsc::UnboundedSender<Input>,
+    inputs: mpsc::Sender<Input>,
     next_conn: Arc<AtomicU64>,
+    write_timeout: Duration,
 }
 
 impl Hub {
-    /// Starts the hub. When `shutdown` flips, every client is told and disconnected.
+    /// Starts the hub. When `shutdown` flips, every client is told and disconnected. A frame that
+    /// cannot be written to a socket within `write_timeout` ends that socket.
     pub fn spawn(
         config: huddle_signal_proto::Config,
         ice: IceServers,
+        write_timeout: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (inputs, rx) = mpsc::unbounded_channel();
+        let (inputs, rx) = mpsc::channel(INBOX);
         let rooms = Rooms::new(config, StdRng::from_os_rng());
         let task = tokio::spawn(run(rooms, ice, rx, shutdown));
         let hub = Self {
             inputs,
             next_conn: Arc::new(AtomicU64::new(1)),
+            write_timeout,
         };
         (hub, task)
     }
 
     pub async fn stats(&self) -> Option<Stats> {
         let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::Stats(tx)).ok()?;
+        self.inputs.send(Input::Stats(tx)).await.ok()?;
         rx.await.ok()
     }
 
-    /// Serves one WebSocket until either side closes it. `host` is the host the client reached
-    /// us by, for the TURN URLs in its `welcome`.
+    /// Serves one WebSocket until either side closes it, or the hub drops it. `host` is the host
+    /// the client reached us by, for the TURN URLs in its `welcome`.
     pub async fn serve_socket(self, socket: WebSocket, host: String) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (outbox, mut outbound) = mpsc::channel(OUTBOX);
-        if self
-            .inputs
-            .send(Input::Connect { conn, outbox, host })
-            .is_err()
-        {
+        let (kick, kicked) = oneshot::channel();
+        let connect = Input::Connect {
+            conn,
+            outbox,
+            kick,
+            host,
+        };
+        if self.inputs.send(connect).await.is_err() {
             return; // shutting down
         }
         let (mut sink, mut stream) = socket.split();
+        let write_timeout = self.write_timeout;
         let writer = async {
             while let Some(out) = outbound.recv().await {
-                let frame = match out {
-                    Outbound::Msg(msg) => Message::Text(msg.to_json().into()),
-                    Outbound::Ping => Message::Ping(Default::default()),
+                let (frame, last) = match out {
+                    Outbound::Msg(msg) => (Message::Text(msg.to_json().into()), false),
+                    Outbound::Ping => (Message::Ping(Default::default()), false),
                     Outbound::Close(code, reason) => {
                         let frame = CloseFrame {
                             code,
                             reason: reason.into(),
                         };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                        break;
+                        (Message::Close(Some(frame)), true)
                     }
                 };
-                if sink.send(frame).await.is_err() {
-                    break;
+                match tokio::time::timeout(write_timeout, sink.send(frame)).await {
+                    Ok(Ok(())) if !last => {}
+                    Ok(Ok(())) => return Ended::Closed,
+                    Ok(Err(_)) => return Ended::Broken,
+                    Err(_) => {
+                        tracing::info!(?conn, "client stopped reading; closing its socket");
+                        return Ended::Broken;
+                    }
                 }
             }
+            // The hub forgot this connection (shutdown, or it closed it).
+            Ended::Closed
         };
         let reader = async {
             while let Some(frame) = stream.next().await {
                 let input = match frame {
                     Ok(Message::Text(text)) => Input::Text { conn, text },
-                    Ok(Message::Close(_)) => return CloseKind::Clean,
-                    Ok(_) => Input::Activity { conn },
-                    Err(e) => {
-                        tracing::debug!(?conn, error = %e, "websocket read failed");
-                        return CloseKind::Abrupt;
-                    }
+                    Ok(Message::Close(_)) => return Ended::ClosedByClient,
+                    Ok(_) => Input::Frame { conn },
+                    Err(e) => return Ended::from_read_error(conn, e),
                 };
-                if self.inputs.send(input).is_err() {
+                if self.inputs.send(input).await.is_err() {
                     break;
                 }
             }
-            CloseKind::Abrupt
+            Ended::Broken
         };
-        // Whichever ends first ends the connection: the writer after a close the core asked for,
-        // the reader when the client goes away.
-        let kind = tokio::select! {
-            () = writer => CloseKind::Clean,
-            kind = reader => kind,
+        // Whichever ends first ends the connection: the writer after a close the core asked for
+        // or a write that timed out, the reader when the client goes away, or the hub when it cut
+        // the connection off as too slow.
+        let ended = tokio::select! {
+            ended = writer => ended,
+            ended = reader => ended,
+            Ok(()) = kicked => Ended::Broken,
         };
-        let _ = self.inputs.send(Input::Closed { conn, kind });
+        let kind = match ended {
+            Ended::Closed => CloseKind::Clean,
+            Ended::ClosedByClient => {
+                // Our answering close frame (RFC 6455 §5.5.1), queued by the WebSocket layer.
+                let _ = tokio::time::timeout(CLOSE_REPLY, sink.close()).await;
+                CloseKind::Clean
+            }
+            Ended::Refused(code, reason) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let close = sink.send(Message::Close(Some(frame)));
+                let _ = tokio::time::timeout(CLOSE_REPLY, close).await;
+                CloseKind::Abrupt
+            }
+            Ended::Broken => CloseKind::Abrupt,
+        };
+        let _ = self.inputs.send(Input::Closed { conn, kind }).await;
+    }
+}
+
+/// How a socket's task ended.
+enum Ended {
+    /// We sent a close frame (the core asked), or the hub forgot the connection.
+    Closed,
+    /// The client sent a close frame: it left.
+    ClosedByClient,
+    /// The client broke the protocol: we close with this code and reason.
+    Refused(u16, &'static str),
+    /// The stream broke, a write timed out, or the hub cut the client off.
+    Broken,
+}
+
+impl Ended {
+    /// RFC 6455 §7.4.1's codes for what the WebSocket layer refused to read.
+    fn from_read_error(conn: ConnId, e: axum::Error) -> Self {
+        use tungstenite::error::{CapacityError, Error};
+        tracing::debug!(?conn, error = %e, "websocket read failed");
+        match e.into_inner().downcast_ref::<Error>() {
+            Some(Error::Capacity(CapacityError::MessageTooLong { .. })) => {
+                Self::Refused(close_code::TOO_BIG, "frame too large")
+            }
+            Some(Error::Capacity(_) | Error::Protocol(_)) => {
+                Self::Refused(close_code::PROTOCOL, "WebSocket protocol error")
+            }
+            Some(Error::Utf8(_)) => Self::Refused(close_code::INVALID_DATA, "text is not UTF-8"),
+            _ => Self::Broken,
+        }
     }
 }
 
 async fn run(
     mut rooms: Rooms<StdRng>,
     ice: IceServers,
-    mut inputs: mpsc::UnboundedReceiver<Input>,
+    mut inputs: mpsc::Receiver<Input>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
@@ -153,12 +228,12 @@ async fn run(
                 let Some(input) = input else { return };
                 let now = Instant::now().into_std();
                 match input {
-                    Input::Connect { conn, outbox, host } => {
-                        outboxes.insert(conn, Outbox { tx: outbox, host });
+                    Input::Connect { conn, outbox, kick, host } => {
+                        outboxes.insert(conn, Outbox { tx: outbox, kick, host });
                         rooms.handle_connect(conn, now);
                     }
                     Input::Text { conn, text } => rooms.handle_text(conn, text.as_str(), now),
-                    Input::Activity { conn } => rooms.handle_activity(conn, now),
+                    Input::Frame { conn } => rooms.handle_frame(conn, now),
                     Input::Closed { conn, kind } => {
                         outboxes.remove(&conn);
                         rooms.handle_close(conn, kind, now);
@@ -184,6 +259,8 @@ async fn sleep_until(at: Option<Instant>) {
 /// Where one connection's messages go, and the host it reached us by.
 struct Outbox {
     tx: mpsc::Sender<Outbound>,
+    /// Ends the socket's task at once, even while its writer waits on a full socket.
+    kick: oneshot::Sender<()>,
     host: String,
 }
 
@@ -211,10 +288,12 @@ fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, ice:
                 }
             };
             if let Some(outbox) = outboxes.get(&conn)
-                && outbox.tx.try_send(outbound).is_err()
+                && let Err(TrySendError::Full(_)) = outbox.tx.try_send(outbound)
             {
                 too_slow.push(conn);
             }
+            // `Closed`: the socket's task has ended and its `Closed` input, which says how, is
+            // on its way — a clean leave must not be taken for a slow client.
         }
         if too_slow.is_empty() {
             return;
@@ -223,7 +302,9 @@ fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, ice:
         // gets the resume grace like any dropped connection.
         for conn in too_slow {
             tracing::warn!(?conn, "client too slow; dropping its connection");
-            outboxes.remove(&conn);
+            if let Some(outbox) = outboxes.remove(&conn) {
+                let _ = outbox.kick.send(());
+            }
             rooms.handle_close(conn, CloseKind::Abrupt, Instant::now().into_std());
         }
     }

@@ -12,6 +12,8 @@
 //! ```
 
 mod config;
+mod connections;
+mod descriptors;
 pub mod epoll;
 mod http;
 mod hub;
@@ -28,7 +30,8 @@ mod web;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
-pub use config::{Config, ServeTurn, TlsSource};
+pub use config::{Config, Limits, ServeTurn, TlsSource};
+pub use descriptors::raise_limit;
 pub use media::{Media, MediaConfig};
 pub use tls::{Identity, TlsError};
 pub use turn::{Turn, TurnAddrs, TurnConfig};
@@ -205,7 +208,10 @@ impl Server {
         let turn = self.turn.as_ref().map(|(turn, _)| turn.clone());
         let on_https = tls.is_some() && self.config.turn.as_ref().is_some_and(|t| t.on_https);
         let sniffing = turn.clone().filter(|_| on_https);
-        let listener = HttpListener::spawn(self.tcp, tls, sniffing).map_err(ServerError::Serve)?;
+        let limits = self.config.limits.clone();
+        let per_ip = connections::PerIp::new(limits.connections_per_ip);
+        let listener =
+            HttpListener::spawn(self.tcp, tls, sniffing, per_ip).map_err(ServerError::Serve)?;
         let ice = IceServers {
             static_servers: self.config.ice_servers.clone(),
             turn: self
@@ -227,7 +233,12 @@ impl Server {
                 }),
         };
         let (stop_tx, stop_rx) = self.stop;
-        let (hub, hub_task) = Hub::spawn(self.config.rooms.clone(), ice.clone(), stop_rx.clone());
+        let (hub, hub_task) = Hub::spawn(
+            self.config.rooms.clone(),
+            ice.clone(),
+            limits.ws_write,
+            stop_rx.clone(),
+        );
         let local_host = match local.ip() {
             ip if ip.is_unspecified() => "localhost".to_owned(),
             IpAddr::V6(v6) => format!("[{v6}]"),
@@ -239,19 +250,16 @@ impl Server {
             local_host,
             turn,
             media: self.media.clone(),
+            api_rate: http::ApiRate::new(limits.api_per_second, limits.api_burst),
         });
 
-        let mut stopped = stop_rx.clone();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        });
-        let serve = tokio::spawn(async move { serve.await });
+        let serve = tokio::spawn(connections::serve(listener, app, limits, stop_rx.clone()));
         shutdown.await;
         tracing::info!("shutting down: telling clients");
         let _ = stop_tx.send(true);
         let _ = hub_task.await;
         match tokio::time::timeout(self.config.shutdown_grace, serve).await {
-            Ok(Ok(result)) => result.map_err(ServerError::Serve),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(join)) => Err(ServerError::Serve(std::io::Error::other(join))),
             Err(_) => {
                 tracing::info!("connections still open after the grace period; exiting anyway");

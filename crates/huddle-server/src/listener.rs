@@ -1,5 +1,5 @@
 //! The HTTPS listener: TCP accept, then the TLS handshake off the accept loop, so one slow client
-//! never holds up the next. Implements axum's `Listener` so `axum::serve` drives the connections.
+//! never holds up the next. `connections::serve` takes the connections from here.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
+use crate::connections::{Held, PerIp};
 use crate::turn::{Prefixed, Turn, looks_like_turn};
 
 /// Handshakes that take longer than this are dropped.
@@ -22,17 +23,18 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 pub struct HttpListener {
     ready: mpsc::Receiver<(Box<dyn Io>, SocketAddr)>,
-    local: SocketAddr,
 }
 
 impl HttpListener {
     /// Starts accepting on `tcp`; with `tls`, every connection is a TLS one, and with `turn` as
     /// well, a TLS connection whose first bytes are STUN goes to the TURN server instead of HTTP
-    /// (TURN on 443 for networks that allow nothing else).
+    /// (TURN on 443 for networks that allow nothing else). A client address with `per_ip`'s
+    /// share of connections open already has the next one closed at once.
     pub fn spawn(
         tcp: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
         turn: Option<Turn>,
+        per_ip: Arc<PerIp>,
     ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(256);
@@ -40,6 +42,11 @@ impl HttpListener {
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = accept(&tcp).await;
+                let Some(slot) = per_ip.take(peer.ip()) else {
+                    tracing::debug!(%peer, "too many connections from this address; closed");
+                    continue;
+                };
+                let stream = Held::new(stream, slot);
                 let tx = tx.clone();
                 let acceptor = acceptor.clone();
                 let turn = turn.clone();
@@ -72,7 +79,7 @@ impl HttpListener {
                 });
             }
         });
-        Ok(Self { ready, local })
+        Ok(Self { ready })
     }
 }
 
@@ -124,19 +131,13 @@ where
     Some(Box::new(stream))
 }
 
-impl axum::serve::Listener for HttpListener {
-    type Io = Box<dyn Io>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+impl HttpListener {
+    /// The next connection, handshake done.
+    pub async fn accept(&mut self) -> (Box<dyn Io>, SocketAddr) {
         match self.ready.recv().await {
             Some(conn) => conn,
             // The accept task never ends while the listener lives; if it somehow did, park.
             None => std::future::pending().await,
         }
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

@@ -24,6 +24,13 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket would be full at `now`: its owner has been quiet long enough that
+    /// forgetting the bucket changes nothing.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.tokens + elapsed.as_secs_f64() * self.per_second >= self.burst
+    }
+
     /// Takes one token; `false` when the bucket is empty.
     pub fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
@@ -42,6 +49,17 @@ impl TokenBucket {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn full_again_after_a_quiet_spell() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(2, 10, t0);
+        assert!(b.is_full(t0));
+        assert!(b.take(t0));
+        assert!(!b.is_full(t0));
+        assert!(!b.is_full(t0 + Duration::from_millis(400)));
+        assert!(b.is_full(t0 + Duration::from_millis(500)));
+    }
 
     #[test]
     fn burst_then_sustained_rate() {

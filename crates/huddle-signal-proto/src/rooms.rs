@@ -34,6 +34,10 @@ pub enum CloseKind {
 pub mod close_code {
     /// The server is going away (shutdown, keepalive timeout).
     pub const GOING_AWAY: u16 = 1001;
+    /// A frame that breaks the WebSocket protocol.
+    pub const PROTOCOL: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// Policy violation: flooding.
     pub const POLICY: u16 = 1008;
     /// A message over the size limit.
@@ -88,7 +92,7 @@ pub enum Output {
         conn: ConnId,
         msg: ServerMessage,
     },
-    /// Send a WebSocket ping frame; its pong comes back as [`Rooms::handle_activity`].
+    /// Send a WebSocket ping frame; its pong comes back as [`Rooms::handle_frame`].
     Ping {
         conn: ConnId,
     },
@@ -202,21 +206,17 @@ impl<R: RngCore> Rooms<R> {
         )));
     }
 
-    /// Any sign of life that is not a text frame (a pong, a binary frame).
-    pub fn handle_activity(&mut self, conn: ConnId, now: Instant) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.last_rx = now;
-            c.pinged = false;
-        }
+    /// A frame that is not text (a pong, a ping, a binary frame): a sign of life, and one more
+    /// frame against the same flood budget as text — every frame costs the server work.
+    pub fn handle_frame(&mut self, conn: ConnId, now: Instant) {
+        self.count_frame(conn, now);
     }
 
     /// One text frame from a connection: size and rate limits, decoding, then the message itself.
     pub fn handle_text(&mut self, conn: ConnId, text: &str, now: Instant) {
-        let Some(c) = self.conns.get_mut(&conn) else {
+        if !self.count_frame(conn, now) {
             return;
-        };
-        c.last_rx = now;
-        c.pinged = false;
+        }
         if text.len() > self.config.max_message_bytes {
             let limit = self.config.max_message_bytes;
             let why = format!(
@@ -224,14 +224,6 @@ impl<R: RngCore> Rooms<R> {
                 text.len()
             );
             self.kick(conn, ErrorCode::TooLarge, close_code::TOO_BIG, why);
-            return;
-        }
-        if !c.bucket.take(now) {
-            let why = format!(
-                "more than {} messages per second; closing",
-                self.config.rate_per_second
-            );
-            self.kick(conn, ErrorCode::Flood, close_code::POLICY, why);
             return;
         }
         let msg = match ClientMessage::decode(text) {
@@ -242,6 +234,25 @@ impl<R: RngCore> Rooms<R> {
         if let Err((code, why)) = self.handle_message(conn, msg) {
             self.send_error(conn, code, why);
         }
+    }
+
+    /// Notes a frame from `conn` against its flood budget; `false` (and the connection closed)
+    /// when the budget is spent or the connection is unknown.
+    fn count_frame(&mut self, conn: ConnId, now: Instant) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        c.last_rx = now;
+        c.pinged = false;
+        if c.bucket.take(now) {
+            return true;
+        }
+        let why = format!(
+            "more than {} frames per second; closing",
+            self.config.rate_per_second
+        );
+        self.kick(conn, ErrorCode::Flood, close_code::POLICY, why);
+        false
     }
 
     /// The transport connection is gone.

@@ -70,6 +70,15 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Raises the descriptor limit to the hard limit (each TURN allocation and connection holds
+/// one) and logs what is in force; call once logging is set up.
+pub fn raise_descriptor_limit() {
+    match huddle_server::raise_limit() {
+        Ok((soft, hard)) => tracing::info!(limit = soft, hard, "file descriptors"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the file descriptor limit"),
+    }
+}
+
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
 pub async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};

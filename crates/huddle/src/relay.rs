@@ -71,6 +71,11 @@ pub struct RelayArgs {
     #[arg(long, value_name = "N")]
     pub total_quota: Option<usize>,
 
+    /// Allocations (relay ports) one client IP address may hold at once (0: no limit)
+    /// [default: 256 in `huddle serve`, no limit in `huddle turn`].
+    #[arg(long, value_name = "N")]
+    pub ip_quota: Option<usize>,
+
     /// Bytes per second one allocation may relay (0: no limit, as in coturn).
     #[arg(long, value_name = "BYTES")]
     pub max_bps: Option<u64>,
@@ -171,6 +176,7 @@ impl RelayArgs {
         // taken literally it would refuse every allocation.
         config.user_quota = self.user_quota.filter(|&n| n > 0);
         config.total_quota = self.total_quota.filter(|&n| n > 0);
+        config.ip_quota = self.ip_quota.filter(|&n| n > 0);
         config.max_bps = self.max_bps.filter(|&n| n > 0);
         let seconds = |value: Option<u64>, flag: &str, default: Duration| match value {
             Some(0) => bail!("--{flag} 0: a lifetime must be at least a second"),

@@ -110,6 +110,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_MEDIA_MAX_SESSIONS", value_name = "N")]
     media_max_sessions: Option<usize>,
 
+    /// Open connections to the HTTPS port from one IP address; more are closed at once
+    /// [default: 256].
+    #[arg(long, env = "HUDDLE_CONNECTIONS_PER_IP", value_name = "N")]
+    connections_per_ip: Option<usize>,
+
     #[command(flatten)]
     #[serde(flatten)]
     relay: RelayArgs,
@@ -118,6 +123,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
 }
+
+/// TURN allocations one credential may hold in `huddle serve` unless configured.
+const DEFAULT_USER_QUOTA: usize = 32;
+/// TURN allocations one client IP may hold in `huddle serve` unless configured: a few dozen
+/// people behind one NAT, each with a call's worth.
+const DEFAULT_IP_QUOTA: usize = 256;
 
 macro_rules! fill_from {
     ($target:expr, $source:expr, $($field:ident),+ $(,)?) => {
@@ -167,6 +178,7 @@ impl ServeArgs {
             public_ip,
             whip_token,
             media_max_sessions,
+            connections_per_ip,
             no_turn,
             turn_listen,
             turn_tls_listen,
@@ -187,6 +199,7 @@ impl ServeArgs {
             denied_peer_ip,
             user_quota,
             total_quota,
+            ip_quota,
             max_bps,
         );
         Ok(self)
@@ -235,7 +248,15 @@ impl ServeArgs {
                 .auth_secret
                 .clone()
                 .map_or(secret, String::into_bytes);
-            let core = self.relay.core_config(&listen_ips, Some(secret.clone()))?;
+            let mut core = self.relay.core_config(&listen_ips, Some(secret.clone()))?;
+            // Quotas a real call never reaches (a page's peer connections allocate once per
+            // TURN URL each), so that one anonymous client cannot hold the relay's ports.
+            if self.relay.user_quota.is_none() {
+                core.user_quota = Some(DEFAULT_USER_QUOTA);
+            }
+            if self.relay.ip_quota.is_none() {
+                core.ip_quota = Some(DEFAULT_IP_QUOTA);
+            }
             Some(ServeTurn {
                 config: TurnConfig {
                     core,
@@ -259,6 +280,11 @@ impl ServeArgs {
                 credential: None,
             })
             .collect();
+        let mut limits = huddle_server::Limits::default();
+        if let Some(n) = self.connections_per_ip {
+            anyhow::ensure!(n >= 1, "--connections-per-ip must be at least 1");
+            limits.connections_per_ip = n;
+        }
         let media = if self.no_media.unwrap_or(false) {
             None
         } else {
@@ -282,6 +308,7 @@ impl ServeArgs {
             shutdown_grace: Duration::from_secs(3),
             turn,
             media,
+            limits,
         })
     }
 }
@@ -289,6 +316,7 @@ impl ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let args = args.with_file()?;
     crate::init_logging(args.log_format.unwrap_or_default(), "info");
+    crate::raise_descriptor_limit();
     let config = args.resolve()?;
     let server = Server::bind(config).await?;
     announce(&server);

@@ -203,6 +203,7 @@ pub async fn run(mut args: TurnArgs) -> anyhow::Result<()> {
     };
     let verbose = args.verbose || file.as_ref().is_some_and(|(_, conf)| conf.verbose);
     crate::init_logging(args.log_format, if verbose { VERBOSE } else { "info" });
+    crate::raise_descriptor_limit();
     if let Some((path, conf)) = file {
         if !conf.ignored.is_empty() {
             let keys: Vec<&str> = conf.ignored.iter().map(String::as_str).collect();

@@ -1,7 +1,7 @@
 //! HTTP entry points of the media peer: aiortc's `POST /offer`, WHIP (RFC 9725) ingest and WHEP
 //! playback. Every refusal says what was wrong in its body.
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -10,7 +10,7 @@ use huddle_signal_proto::RoomName;
 use serde::Deserialize;
 
 use super::{Accepted, Media};
-use crate::http::AppState;
+use crate::http::{AppState, SDP_MAX, read_body};
 
 /// aiortc's `examples/server` request body.
 #[derive(Deserialize)]
@@ -23,9 +23,13 @@ struct OfferRequest {
 }
 
 /// `POST /offer`: `{"sdp", "type": "offer", "video_transform"}` → `{"sdp", "type": "answer"}`.
-pub async fn offer(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn offer(State(state): State<AppState>, body: Body) -> Response {
     let Some(media) = state.media else {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, OFF.to_owned());
+    };
+    let body = match read_body(body, SDP_MAX).await {
+        Ok(body) => body,
+        Err(e) => return json_error(e.status(), e.to_string()),
     };
     let request: OfferRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -59,7 +63,7 @@ pub async fn offer(State(state): State<AppState>, body: Bytes) -> Response {
             Json(serde_json::json!({ "sdp": answer, "type": "answer" })).into_response()
         }
         Ok(Err(e)) => json_error(offer_status(&e), offer_message(&e)),
-        Err(gone) => json_error(StatusCode::SERVICE_UNAVAILABLE, gone.to_string()),
+        Err(unavailable) => json_error(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
     }
 }
 
@@ -68,7 +72,7 @@ pub async fn whip(
     state: State<AppState>,
     room: Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     ingest_or_playback(state, room, headers, body, Direction::Whip).await
 }
@@ -78,7 +82,7 @@ pub async fn whep(
     state: State<AppState>,
     room: Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     ingest_or_playback(state, room, headers, body, Direction::Whep).await
 }
@@ -93,7 +97,7 @@ async fn ingest_or_playback(
     State(state): State<AppState>,
     Path(room): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
     direction: Direction,
 ) -> Response {
     let Some(media) = state.media else {
@@ -116,6 +120,10 @@ async fn ingest_or_playback(
             format!("the offer must be sent as Content-Type: application/sdp, not {sdp_type:?}"),
         ));
     }
+    let body = match read_body(body, SDP_MAX).await {
+        Ok(body) => body,
+        Err(e) => return with_cors(text(e.status(), e.to_string())),
+    };
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return with_cors(text(
             StatusCode::BAD_REQUEST,
@@ -143,7 +151,10 @@ async fn ingest_or_playback(
             with_cors(r)
         }
         Ok(Err(e)) => with_cors(text(offer_status(&e), offer_message(&e))),
-        Err(gone) => with_cors(text(StatusCode::SERVICE_UNAVAILABLE, gone.to_string())),
+        Err(unavailable) => with_cors(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            unavailable.to_string(),
+        )),
     }
 }
 
@@ -165,7 +176,7 @@ pub async fn delete(
             StatusCode::NOT_FOUND,
             "no such session (it may have ended already)".into(),
         ),
-        Err(gone) => text(StatusCode::SERVICE_UNAVAILABLE, gone.to_string()),
+        Err(unavailable) => text(StatusCode::SERVICE_UNAVAILABLE, unavailable.to_string()),
     };
     with_cors(r)
 }
@@ -245,7 +256,7 @@ fn off() -> Response {
     text(StatusCode::SERVICE_UNAVAILABLE, OFF.into())
 }
 
-fn text(status: StatusCode, message: String) -> Response {
+pub(crate) fn text(status: StatusCode, message: String) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -254,12 +265,12 @@ fn text(status: StatusCode, message: String) -> Response {
         .into_response()
 }
 
-fn json_error(status: StatusCode, message: String) -> Response {
+pub(crate) fn json_error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
 /// WHIP/WHEP clients are often pages on other origins (players, dashboards).
-fn with_cors(mut r: Response) -> Response {
+pub(crate) fn with_cors(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,

@@ -22,6 +22,18 @@ pub(super) struct Relays {
     held: HashMap<SocketAddr, UdpSocket>,
 }
 
+/// `socket`, unless its descriptor reaches into the reserve kept for the listeners (then it is
+/// closed, and the allocation refused).
+fn admitted(socket: UdpSocket) -> io::Result<UdpSocket> {
+    if crate::descriptors::admits(socket.as_raw_fd()) {
+        Ok(socket)
+    } else {
+        Err(io::Error::other(
+            "relay socket refused: descriptors are kept for the listeners",
+        ))
+    }
+}
+
 impl Relays {
     pub(super) fn new() -> Self {
         Self {
@@ -42,7 +54,7 @@ impl Relays {
     ) -> io::Result<SocketAddr> {
         let socket = match self.held.remove(&addr) {
             Some(held) => held,
-            None => UdpSocket::bind(addr)?,
+            None => admitted(UdpSocket::bind(addr)?)?,
         };
         socket.set_nonblocking(true)?;
         let fd = socket.as_raw_fd();
@@ -51,7 +63,7 @@ impl Relays {
         let next = if hold_next {
             let port = local.port().checked_add(1);
             let next = SocketAddr::new(local.ip(), port.ok_or(io::ErrorKind::AddrNotAvailable)?);
-            Some((next, UdpSocket::bind(next)?))
+            Some((next, admitted(UdpSocket::bind(next)?)?))
         } else {
             None
         };

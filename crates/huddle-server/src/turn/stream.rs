@@ -1,6 +1,7 @@
 //! TURN over TCP and TLS (RFC 8656 §3.1, §12.5): frames are STUN messages and padded ChannelData
 //! back to back; the allocation lives as long as the connection.
 
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use huddle_turn_proto::channel_data::frame_len;
@@ -39,6 +40,10 @@ impl Turn {
         };
         loop {
             let (tcp, peer) = crate::listener::accept(&listener).await;
+            if !crate::descriptors::admits(tcp.as_raw_fd()) {
+                tracing::debug!(%peer, "TURN connection refused: descriptors are kept for the listeners");
+                continue;
+            }
             let five = FiveTuple {
                 transport,
                 client: peer,

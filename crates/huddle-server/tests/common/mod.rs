@@ -182,3 +182,75 @@ impl Client {
         }
     }
 }
+
+/// The kernel's TCP states of the server's end of each connection from `client_port` to
+/// `server` (`/proc/net/tcp{,6}`; `0x01` is ESTABLISHED). Tells from outside whether the server
+/// still holds a connection, without reading from it.
+pub fn server_side_states(server: SocketAddr, client_port: u16) -> Vec<u8> {
+    tcp_table()
+        .into_iter()
+        .filter(|&(local, remote, _)| local == server.port() && remote == client_port)
+        .map(|(_, _, state)| state)
+        .collect()
+}
+
+/// Connections to `server`'s port that the server holds ESTABLISHED.
+pub fn established_to(server: SocketAddr) -> usize {
+    tcp_table()
+        .into_iter()
+        .filter(|&(local, _, state)| local == server.port() && state == 1)
+        .count()
+}
+
+/// (local port, remote port, state) of every TCP socket of this network namespace.
+fn tcp_table() -> Vec<(u16, u16, u8)> {
+    let mut rows = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let port = |addr: &str| {
+                addr.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if let (Some(local), Some(remote), Some(state)) = (
+                cols.get(1).and_then(|a| port(a)),
+                cols.get(2).and_then(|a| port(a)),
+                cols.get(3).and_then(|s| u8::from_str_radix(s, 16).ok()),
+            ) {
+                rows.push((local, remote, state));
+            }
+        }
+    }
+    rows
+}
+
+/// Waits up to `within` for `done`, checking every 50 ms; whether it came true.
+pub async fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the server closes `tcp` within `within` (a read sees the end, or a reset).
+pub async fn closed_by_server(tcp: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // a response (408, or the one asked for): read on
+            Err(_) => return false,
+        }
+    }
+}

@@ -281,6 +281,28 @@ fn flooding_closes_with_1008_but_bursts_pass() {
 }
 
 #[test]
+fn frames_that_are_not_text_count_against_the_same_budget() {
+    let mut h = Harness::new();
+    let (a, _) = h.join("r", "A");
+    let (b, _) = h.join("r", "B");
+    h.drain();
+    // Empty binary frames (or pings) in a tight loop: closed within the burst, as text would be.
+    let mut closed_after = None;
+    for i in 0..10_000 {
+        h.rooms.handle_frame(a, h.now);
+        let out = h.drain();
+        if closed(&out, a) == Some(close_code::POLICY) {
+            assert_eq!(error_code(&out, a), Some(ErrorCode::Flood));
+            closed_after = Some(i);
+            break;
+        }
+    }
+    assert!(closed_after.is_some_and(|i| i <= 200), "{closed_after:?}");
+    // The other member is untouched and still gets through.
+    assert!(closed(&h.text(b, r#"{"type":"ping"}"#), b).is_none());
+}
+
+#[test]
 fn room_capacity() {
     let mut h = Harness::with(Config {
         capacity: 2,
@@ -332,7 +354,7 @@ fn silent_connection_is_pinged_then_dropped_within_30s() {
         // B stays alive by answering pings; A is silent.
         let out = h.advance(Duration::from_secs(1));
         if out.contains(&Output::Ping { conn: b }) {
-            h.rooms.handle_activity(b, h.now);
+            h.rooms.handle_frame(b, h.now);
         }
         pinged |= out.contains(&Output::Ping { conn: a });
         if sent_to(&out, b)
@@ -357,7 +379,7 @@ fn pong_keeps_a_connection_alive() {
         let out = h.advance(Duration::from_secs(1));
         assert_eq!(closed(&out, a), None);
         if out.contains(&Output::Ping { conn: a }) {
-            h.rooms.handle_activity(a, h.now);
+            h.rooms.handle_frame(a, h.now);
         }
     }
     assert_eq!(h.rooms.stats().participants, 1);
