@@ -113,7 +113,10 @@ async fn frames_that_are_not_text_count_against_the_flood_limit() {
         };
         // Cut off. The close frame usually arrives; a reset may overtake it, since the flooder's
         // unread frames are still in the server's receive buffer when it closes.
-        assert!(matches!(code, Some(CloseCode::Policy) | None), "{flood:?}: {code:?}");
+        assert!(
+            matches!(code, Some(CloseCode::Policy) | None),
+            "{flood:?}: {code:?}"
+        );
     }
     // Someone in another room was never held up for long.
     bystander.send_json(json!({"type": "ping"})).await;

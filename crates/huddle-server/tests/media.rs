@@ -15,7 +15,12 @@ fn fixture(name: &str) -> String {
 }
 
 async fn server(token: Option<&str>) -> TestServer {
+    server_with(token, huddle_server::Limits::default()).await
+}
+
+async fn server_with(token: Option<&str>, limits: huddle_server::Limits) -> TestServer {
     let mut config = Config::plain("127.0.0.1:0".parse().unwrap());
+    config.limits = limits;
     let mut media = MediaConfig::new("127.0.0.1:0".parse().unwrap());
     media.whip_token = token.map(str::to_owned);
     media.max_sessions = 3;
@@ -265,4 +270,78 @@ async fn without_the_media_peer_the_endpoints_say_so() {
     let r = s.request("POST", "/whip/stage", &[SDP], b"v=0").await;
     assert_eq!(r.status, 503);
     assert!(r.body.contains("turned off"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn oversize_bodies_get_the_413_not_a_reset_on_http1_and_http2() {
+    // Forty requests from one address: past the default rate budget, which is not the subject.
+    let limits = huddle_server::Limits {
+        api_burst: 100,
+        ..huddle_server::Limits::default()
+    };
+    let s = server_with(None, limits).await;
+    let big = offer_json(&"v=0\r\n".repeat(60_000), "offer", "none");
+    assert!(big.len() > 256 * 1024);
+    for _ in 0..20 {
+        let r = s.request("POST", "/offer", &[JSON], &big).await;
+        assert_eq!(r.status, 413);
+        let err: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert!(
+            err["error"].as_str().unwrap().contains("64 KiB"),
+            "{}",
+            r.body
+        );
+    }
+    // HTTP/2 (prior knowledge), all on one connection.
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..20 {
+        let req = hyper::Request::post(format!("http://{}/offer", s.addr))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(big.clone())))
+            .unwrap();
+        let response = h2.send_request(req).await.expect("an answer, not a reset");
+        assert_eq!(response.status(), 413);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(err["error"].as_str().unwrap().contains("64 KiB"));
+    }
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_offer_of_hundreds_of_media_sections_is_refused_naming_the_limit() {
+    let s = server(None).await;
+    let sendrecv = fixture("chromium-sendrecv.sdp");
+    let (head, _) = sendrecv.split_at(sendrecv.find("m=").unwrap());
+    let mut bloated = head.to_owned();
+    for mid in 0..550 {
+        bloated.push_str(&format!(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n"
+        ));
+    }
+    assert!(bloated.len() < 64 * 1024);
+    let r = s
+        .request("POST", "/whip/stage", &[SDP], bloated.as_bytes())
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("550 media sections"), "{}", r.body);
+    assert!(r.body.contains("at most 16"), "{}", r.body);
+    // Nothing was kept: a real offer still gets the one slot left of three.
+    assert_eq!(
+        post_sdp(&s, "/whip/stage", "chromium-sendonly.sdp")
+            .await
+            .status,
+        201
+    );
+    s.shutdown().await.unwrap();
 }

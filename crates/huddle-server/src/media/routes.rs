@@ -24,12 +24,12 @@ struct OfferRequest {
 
 /// `POST /offer`: `{"sdp", "type": "offer", "video_transform"}` → `{"sdp", "type": "answer"}`.
 pub async fn offer(State(state): State<AppState>, body: Body) -> Response {
-    let Some(media) = state.media else {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, OFF.to_owned());
-    };
     let body = match read_body(body, SDP_MAX).await {
         Ok(body) => body,
         Err(e) => return json_error(e.status(), e.to_string()),
+    };
+    let Some(media) = state.media else {
+        return json_error(StatusCode::SERVICE_UNAVAILABLE, OFF.to_owned());
     };
     let request: OfferRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

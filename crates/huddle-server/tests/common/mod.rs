@@ -17,6 +17,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The TURN server's UDP listener, when the config runs one.
+    pub turn_udp: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), huddle_server::ServerError>>,
 }
@@ -29,12 +31,14 @@ impl TestServer {
     pub async fn with(config: Config) -> Self {
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr();
+        let turn_udp = server.turn_addrs().and_then(|a| a.udp.first().copied());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            turn_udp,
             stop: Some(stop),
             task,
         }
