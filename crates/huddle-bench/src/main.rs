@@ -1,8 +1,10 @@
 //! `huddle-bench`: side-by-side benchmarks of Huddle against the stacks it replaces.
 //! Results are printed as Markdown rows for docs/benchmarks.md.
 
+mod attack;
 mod awake;
 mod floor;
+mod http1;
 mod media;
 mod pinned;
 mod procstat;
@@ -31,6 +33,8 @@ enum Command {
     Media(media::Args),
     /// The relay latency floor of this machine: a bare UDP forwarder on the server's CPU.
     Floor(floor::Args),
+    /// What one anonymous client can do to the server: each hardening case, measured.
+    Attack(attack::Args),
 }
 
 /// The order of the two servers in run `run`: alternating, so drift on a noisy machine (thermal,
@@ -56,5 +60,6 @@ fn main() -> anyhow::Result<()> {
         Command::Turn(args) => turn::run(args),
         Command::Media(args) => media::run(args),
         Command::Floor(args) => floor::run(args),
+        Command::Attack(args) => attack::run(args),
     }
 }

@@ -24,8 +24,7 @@ use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 
 use crate::median;
 use crate::pinned::Pinned;
@@ -409,42 +408,10 @@ async fn session(
 
 /// POSTs JSON over HTTP/1.1 and returns the body of a 200 response.
 async fn post_json(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<String> {
-    let mut tcp = TcpStream::connect(addr).await?;
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tcp.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("{}: {body}", head.lines().next().unwrap_or(""));
+    let json = [("Content-Type", "application/json")];
+    let (status, body) = crate::http1::request(addr, "POST", path, &json, body.as_bytes()).await?;
+    if status != 200 {
+        bail!("{status}: {body}");
     }
-    // aiohttp may answer chunked or with a length; both bodies here are one JSON document.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
     Ok(body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }

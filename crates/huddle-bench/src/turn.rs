@@ -182,10 +182,12 @@ impl Drop for Server {
 }
 
 /// A TURN client on one UDP socket: the 401 dance, then signed requests.
-struct Client {
+pub(crate) struct Client {
     sock: UdpSocket,
     server: SocketAddr,
     nonce: Option<String>,
+    user: String,
+    realm: String,
     key: [u8; 16],
     txid: u64,
     relay: Option<SocketAddr>,
@@ -193,13 +195,25 @@ struct Client {
 
 impl Client {
     fn new(server: SocketAddr) -> anyhow::Result<Self> {
+        Self::with_credentials(server, USER, REALM, PASS)
+    }
+
+    /// A client of `server` that signs as `user` of `realm`.
+    pub(crate) fn with_credentials(
+        server: SocketAddr,
+        user: &str,
+        realm: &str,
+        pass: &str,
+    ) -> anyhow::Result<Self> {
         let sock = UdpSocket::bind("127.0.0.1:0")?;
         sock.set_read_timeout(Some(Duration::from_millis(500)))?;
         Ok(Self {
             sock,
             server,
             nonce: None,
-            key: long_term_key(USER, REALM, PASS),
+            user: user.to_owned(),
+            realm: realm.to_owned(),
+            key: long_term_key(user, realm, pass),
             txid: 0,
             relay: None,
         })
@@ -207,7 +221,7 @@ impl Client {
 
     /// Sends a request (signed once a nonce is known) and returns the response; retries once on
     /// 401/438 with the new nonce, and on timeouts.
-    fn request(
+    pub(crate) fn request(
         &mut self,
         method: Method,
         attrs: impl Fn(&mut MessageWriter),
@@ -225,8 +239,8 @@ impl Client {
             let mut w = MessageWriter::new(&mut buf, Class::Request, method, id);
             attrs(&mut w);
             if let Some(nonce) = &self.nonce {
-                w.attr(AttrType::USERNAME, USER.as_bytes())
-                    .attr(AttrType::REALM, REALM.as_bytes())
+                w.attr(AttrType::USERNAME, self.user.as_bytes())
+                    .attr(AttrType::REALM, self.realm.as_bytes())
                     .attr(AttrType::NONCE, nonce.as_bytes())
                     .integrity(IntegrityAlg::Sha1, &self.key);
             }
@@ -265,7 +279,7 @@ impl Client {
         bail!("no answer to {method:?}")
     }
 
-    fn allocate(&mut self) -> anyhow::Result<SocketAddr> {
+    pub(crate) fn allocate(&mut self) -> anyhow::Result<SocketAddr> {
         let resp = self.request(Method::ALLOCATE, |w| {
             w.attr(AttrType::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
         })?;

@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use std::time::Duration;
-
 use huddle_signal_proto::{CloseKind, ConnId, Output, Rooms, ServerMessage, Stats, close_code};
 use rand::SeedableRng;
 use rand::rngs::StdRng;

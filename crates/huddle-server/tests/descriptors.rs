@@ -74,11 +74,13 @@ async fn turn_allocations_never_take_the_listeners_descriptors() {
     };
     // SAFETY: setrlimit reads the struct we pass.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
-    let mut core = huddle_turn_proto::Config::default();
-    core.relay_v4 = Some(RelayAddr {
-        bind: [127, 0, 0, 1].into(),
-        advertised: [127, 0, 0, 1].into(),
-    });
+    let mut core = huddle_turn_proto::Config {
+        relay_v4: Some(RelayAddr {
+            bind: [127, 0, 0, 1].into(),
+            advertised: [127, 0, 0, 1].into(),
+        }),
+        ..huddle_turn_proto::Config::default()
+    };
     core.credentials.rest_secret = Some(SECRET.to_vec());
     let mut config = Config::plain("127.0.0.1:0".parse().unwrap());
     config.turn = Some(ServeTurn {
