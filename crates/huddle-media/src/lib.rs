@@ -9,6 +9,7 @@
 pub mod codec;
 mod engine;
 pub mod frame;
+mod offer_request;
 pub mod relay;
 mod session;
 mod timers;
@@ -18,6 +19,7 @@ pub use engine::{
     Engine, EngineConfig, LocalAddr, MAX_MEDIA_SECTIONS, OfferError, Output, ReceiveError,
     TranscodeJob,
 };
+pub use offer_request::{OfferRequest, OfferRequestError};
 pub use session::{CloseReason, SessionId, SessionKind};
 pub use str0m::config::DtlsCert;
 pub use str0m::media::MediaTime;

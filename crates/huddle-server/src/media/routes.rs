@@ -5,22 +5,11 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use huddle_media::{OfferError, SessionKind, Transform};
+use huddle_media::{OfferError, OfferRequest, SessionKind};
 use huddle_signal_proto::RoomName;
-use serde::Deserialize;
 
 use super::{Accepted, Media};
 use crate::http::{AppState, SDP_MAX, read_body};
-
-/// aiortc's `examples/server` request body.
-#[derive(Deserialize)]
-struct OfferRequest {
-    sdp: String,
-    #[serde(rename = "type")]
-    kind: String,
-    /// aiortc's client always sends it; a missing one means `none`.
-    video_transform: Option<String>,
-}
 
 /// `POST /offer`: `{"sdp", "type": "offer", "video_transform"}` → `{"sdp", "type": "answer"}`.
 pub async fn offer(State(state): State<AppState>, body: Body) -> Response {
@@ -31,32 +20,12 @@ pub async fn offer(State(state): State<AppState>, body: Body) -> Response {
     let Some(media) = state.media else {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, OFF.to_owned());
     };
-    let request: OfferRequest = match serde_json::from_slice(&body) {
+    let request = match OfferRequest::decode(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not an offer in JSON: {e}"),
-            );
-        }
-    };
-    if request.kind != "offer" {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            format!("\"type\" must be \"offer\", not {:?}", request.kind),
-        );
-    }
-    let transform = match request
-        .video_transform
-        .as_deref()
-        .unwrap_or("none")
-        .parse::<Transform>()
-    {
-        Ok(t) => t,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     match media
-        .accept(SessionKind::Echo(transform), request.sdp)
+        .accept(SessionKind::Echo(request.transform), request.sdp)
         .await
     {
         Ok(Ok(Accepted { answer, .. })) => {
