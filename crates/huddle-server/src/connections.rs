@@ -255,7 +255,9 @@ impl Connection {
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
+        // Set once the connection was told to finish because it is idle: it gets `CLOSING`.
         let mut closing: Option<Instant> = None;
+        let mut stopping = false;
         loop {
             let wake = closing
                 .or_else(|| activity.deadline(&self.limits))
@@ -267,17 +269,19 @@ impl Connection {
                     }
                     return;
                 }
-                _ = self.stop.wait_for(|s| *s), if closing.is_none() => {
+                // Shutdown: finish what is in progress; the server's grace bounds the wait, and
+                // WebSockets close as the hub tells them.
+                _ = self.stop.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
                     conn.as_mut().graceful_shutdown();
-                    // Shutdown's own grace bounds what is left; WebSockets close as the hub
-                    // tells them.
-                    closing = Some(Instant::now() + Duration::from_secs(3600));
                 }
                 () = tokio::time::sleep_until(wake) => {
                     if closing.is_some_and(|at| at <= Instant::now()) {
                         return; // did not finish in time: drop it
                     }
-                    if activity.deadline(&self.limits).is_some_and(|at| at <= Instant::now()) {
+                    if closing.is_none()
+                        && activity.deadline(&self.limits).is_some_and(|at| at <= Instant::now())
+                    {
                         tracing::debug!(%peer, "closing an idle HTTP connection");
                         conn.as_mut().graceful_shutdown();
                         closing = Some(Instant::now() + CLOSING);
