@@ -23,7 +23,8 @@ enum Op {
 
 fuzz_target!(|ops: Vec<Op>| {
     let mut now = Instant::now();
-    let mut rooms = Rooms::new(Config { capacity: 3, ..Config::default() }, StdRng::seed_from_u64(0));
+    let config = Config { capacity: 3, ..Config::default() };
+    let mut rooms = Rooms::new(config, StdRng::seed_from_u64(0), now, 1_800_000_000);
     let mut ids: Vec<Option<String>> = vec![None; 8];
     let mut tokens: Vec<Option<String>> = vec![None; 8];
     for op in ops.into_iter().take(128) {

@@ -74,7 +74,15 @@ impl Hub {
         shutdown: watch::Receiver<bool>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (inputs, rx) = mpsc::channel(INBOX);
-        let rooms = Rooms::new(config, StdRng::from_os_rng());
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let rooms = Rooms::new(
+            config,
+            StdRng::from_os_rng(),
+            Instant::now().into_std(),
+            unix,
+        );
         let task = tokio::spawn(run(rooms, ice, rx, shutdown));
         let hub = Self {
             inputs,

@@ -11,8 +11,9 @@
 //! use huddle_signal_proto::{CloseKind, ConnId, Config, Output, Rooms};
 //! use rand::{SeedableRng, rngs::StdRng};
 //!
-//! let mut rooms = Rooms::new(Config::default(), StdRng::seed_from_u64(7));
 //! let now = Instant::now();
+//! let unix_now = 1_800_000_000; // what tokens' expiry is read against
+//! let mut rooms = Rooms::new(Config::default(), StdRng::seed_from_u64(7), now, unix_now);
 //! rooms.handle_connect(ConnId(1), now);
 //! rooms.handle_text(ConnId(1), r#"{"type":"join","v":1,"room":"demo","name":"Ada"}"#, now);
 //! while let Some(out) = rooms.poll_output() {
@@ -37,5 +38,5 @@ pub use rate::TokenBucket;
 pub use rooms::{CloseKind, Config, ConnId, Output, Rooms, Stats, close_code};
 pub use wire::{
     ClientMessage, DecodeError, ErrorCode, IceServer, LeaveReason, MediaState, PROTOCOL_VERSION,
-    PeerId, PeerInfo, ServerMessage, SessionDescription, Welcome,
+    PeerId, PeerInfo, Permissions, ServerMessage, SessionDescription, Source, Welcome,
 };

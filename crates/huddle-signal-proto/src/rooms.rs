@@ -1,7 +1,7 @@
 //! The signaling state machine: connections, peers, rooms, routing, limits and keepalive.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
@@ -12,7 +12,10 @@ use crate::wire::{
     ClientMessage, ErrorCode, LeaveReason, MediaState, PROTOCOL_VERSION, PeerId, PeerInfo,
     ServerMessage, SessionDescription, Welcome,
 };
+use crate::wire::{Permissions, Source};
 
+mod access;
+mod moderation;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +47,14 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     /// A newer connection resumed this peer.
     pub const REPLACED: u16 = 4000;
+    /// No access token, or one that cannot be accepted.
+    pub const UNAUTHORIZED: u16 = 4001;
+    /// The token does not let its holder in (another room, no roomJoin, removed).
+    pub const FORBIDDEN: u16 = 4003;
+    /// An admin removed this participant.
+    pub const REMOVED: u16 = 4004;
+    /// An admin ended the room.
+    pub const ENDED: u16 = 4005;
 }
 
 /// Limits and timers. Every field has a default that suits a mesh call.
@@ -67,6 +78,8 @@ pub struct Config {
     pub max_chat_chars: usize,
     /// Messages held for a peer that is away (between an abrupt close and its resume).
     pub max_pending: usize,
+    /// Keys of access tokens. Empty: rooms are open to anyone. Any key: a join needs a token.
+    pub access: huddle_access::Keys,
 }
 
 impl Default for Config {
@@ -81,6 +94,7 @@ impl Default for Config {
             resume_grace: Duration::from_secs(10),
             max_chat_chars: 2000,
             max_pending: 256,
+            access: huddle_access::Keys::default(),
         }
     }
 }
@@ -141,6 +155,9 @@ struct Peer {
     detached_at: Option<Instant>,
     /// What arrived for the peer while away, delivered on resume.
     pending: VecDeque<ServerMessage>,
+    permissions: Permissions,
+    /// Its token's revocation id and expiry: what a removal refuses, and until when.
+    token: Option<(String, u64)>,
 }
 
 impl Peer {
@@ -149,6 +166,7 @@ impl Peer {
             id: id.clone(),
             name: self.name.as_str().to_owned(),
             state: self.state.clone(),
+            hidden: self.permissions.hidden,
         }
     }
 }
@@ -164,13 +182,22 @@ pub struct Rooms<R> {
     /// Members of each room in join order; a room exists while it has members.
     rooms: HashMap<RoomName, Vec<PeerId>>,
     resume_index: HashMap<String, PeerId>,
+    /// Rooms an admin locked; forgotten with the room.
+    locked: HashSet<RoomName>,
+    /// Tokens removed from each room (revocation id → expiry, Unix seconds): refused there
+    /// until they expire, even after the room has emptied.
+    revoked: HashMap<RoomName, HashMap<String, u64>>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     outputs: VecDeque<Output>,
     stats: Stats,
+    /// `now` and the Unix time at that instant: tokens expire by the wall clock.
+    clock: (Instant, u64),
 }
 
 impl<R: RngCore> Rooms<R> {
-    pub fn new(config: Config, rng: R) -> Self {
+    /// A core for `config`; `now` and `unix_now` (seconds) anchor the wall clock that access
+    /// tokens are checked against.
+    pub fn new(config: Config, rng: R, now: Instant, unix_now: u64) -> Self {
         Self {
             config,
             rng,
@@ -178,10 +205,18 @@ impl<R: RngCore> Rooms<R> {
             peers: HashMap::new(),
             rooms: HashMap::new(),
             resume_index: HashMap::new(),
+            locked: HashSet::new(),
+            revoked: HashMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
+            clock: (now, unix_now),
         }
+    }
+
+    /// Unix seconds at `now`.
+    fn unix(&self, now: Instant) -> u64 {
+        self.clock.1 + now.saturating_duration_since(self.clock.0).as_secs()
     }
 
     pub fn config(&self) -> &Config {
@@ -231,7 +266,7 @@ impl<R: RngCore> Rooms<R> {
             Err(e) => return self.send_error(conn, e.code(), e.to_string()),
         };
         *self.stats.messages_in.entry(msg.kind()).or_default() += 1;
-        if let Err((code, why)) = self.handle_message(conn, msg) {
+        if let Err((code, why)) = self.handle_message(conn, msg, now) {
             self.send_error(conn, code, why);
         }
     }
@@ -330,16 +365,30 @@ impl<R: RngCore> Rooms<R> {
         }
     }
 
-    fn handle_message(&mut self, conn: ConnId, msg: ClientMessage) -> Result<(), Failure> {
+    fn handle_message(
+        &mut self,
+        conn: ConnId,
+        msg: ClientMessage,
+        now: Instant,
+    ) -> Result<(), Failure> {
         if let ClientMessage::Join {
             v,
             room,
             name,
             state,
             resume,
+            token,
         } = msg
         {
-            return self.handle_join(conn, v, &room, &name, state, resume);
+            let join = Join {
+                v,
+                room: &room,
+                name: &name,
+                state,
+                resume,
+                token,
+            };
+            return self.handle_join(conn, join, now);
         }
         if matches!(msg, ClientMessage::Ping) {
             self.send(conn, ServerMessage::Pong);
@@ -368,37 +417,43 @@ impl<R: RngCore> Rooms<R> {
                 self.remove_peer(&pid, LeaveReason::Left);
                 Ok(())
             }
+            ClientMessage::Mute { id, source } => self.handle_mute(&pid, &id, source),
+            ClientMessage::Remove { id } => self.handle_remove(&pid, &id, now),
+            ClientMessage::Lock { locked } => self.handle_lock(&pid, locked),
+            ClientMessage::End => self.handle_end(&pid),
             ClientMessage::Join { .. } | ClientMessage::Ping => unreachable!("handled above"),
         }
     }
 
-    fn handle_join(
-        &mut self,
-        conn: ConnId,
-        v: u32,
-        room: &str,
-        name: &str,
-        state: MediaState,
-        resume: Option<String>,
-    ) -> Result<(), Failure> {
+    fn handle_join(&mut self, conn: ConnId, join: Join<'_>, now: Instant) -> Result<(), Failure> {
         if self.conns.get(&conn).is_some_and(|c| c.peer.is_some()) {
             return Err((
                 ErrorCode::AlreadyJoined,
                 "this connection already joined a room; send 'leave' first".into(),
             ));
         }
-        if v != PROTOCOL_VERSION {
+        if join.v != PROTOCOL_VERSION {
             return Err((
                 ErrorCode::UnsupportedVersion,
-                format!("server speaks protocol v{PROTOCOL_VERSION}, client sent v{v}"),
+                format!(
+                    "server speaks protocol v{PROTOCOL_VERSION}, client sent v{}",
+                    join.v
+                ),
             ));
         }
-        let room = RoomName::parse(room)
+        let room = RoomName::parse(join.room)
             .map_err(|e| (ErrorCode::BadRoomName, format!("room name {e}")))?;
+        let Some(admitted) = self.admit(conn, &room, join.token.as_deref(), now) else {
+            return Ok(()); // refused and closed
+        };
+        // A token's name wins over the one the page sends.
+        let name = admitted.name.as_deref().unwrap_or(join.name);
         let name = DisplayName::parse(name)
             .map_err(|e| (ErrorCode::BadName, format!("display name {e}")))?;
+        let state = join.state;
         check_state(&state)?;
-
+        check_publish(&admitted.permissions, &state)?;
+        let resume = join.resume;
         let resumable = resume
             .and_then(|token| self.resume_index.get(&token).cloned())
             .filter(|pid| self.peers.get(pid).is_some_and(|p| p.room == room));
@@ -407,6 +462,12 @@ impl<R: RngCore> Rooms<R> {
             return Ok(());
         }
 
+        if self.locked.contains(&room) && !admitted.permissions.admin {
+            return Err((
+                ErrorCode::RoomLocked,
+                format!("room '{room}' is locked: no one else may join"),
+            ));
+        }
         let members = self.rooms.get(&room).map_or(0, Vec::len);
         if members >= self.config.capacity {
             return Err((
@@ -430,6 +491,8 @@ impl<R: RngCore> Rooms<R> {
                 conn: Some(conn),
                 detached_at: None,
                 pending: VecDeque::new(),
+                permissions: admitted.permissions,
+                token: admitted.token,
             },
         );
         self.rooms
@@ -514,6 +577,12 @@ impl<R: RngCore> Rooms<R> {
     }
 
     fn handle_chat(&mut self, from: &PeerId, text: String) -> Result<(), Failure> {
+        if !self.peers[from].permissions.publish_data {
+            return Err((
+                ErrorCode::Forbidden,
+                "your token does not allow chat (canPublishData)".into(),
+            ));
+        }
         if text.trim().is_empty() {
             return Err((ErrorCode::BadMessage, "chat text is empty".into()));
         }
@@ -544,6 +613,7 @@ impl<R: RngCore> Rooms<R> {
         let Some(p) = self.peers.get_mut(pid) else {
             return Ok(());
         };
+        check_publish(&p.permissions, &state)?;
         p.state = state;
         let info = p.info(pid);
         self.broadcast(pid, ServerMessage::PeerUpdated { peer: info });
@@ -609,6 +679,7 @@ impl<R: RngCore> Rooms<R> {
             members.retain(|m| m != pid);
             if members.is_empty() {
                 self.rooms.remove(&peer.room);
+                self.locked.remove(&peer.room);
                 return;
             }
         }
@@ -673,6 +744,8 @@ impl<R: RngCore> Rooms<R> {
             ice_servers: Vec::new(),
             resume,
             resumed,
+            permissions: self.peers[pid].permissions.clone(),
+            locked: self.locked.contains(&self.peers[pid].room),
             capacity: self.config.capacity,
         })
     }
@@ -703,6 +776,35 @@ impl<R: RngCore> Rooms<R> {
         let mut bytes = [0u8; 16];
         self.rng.fill_bytes(&mut bytes);
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A `join` as it arrived, its fields still unchecked.
+struct Join<'a> {
+    v: u32,
+    room: &'a str,
+    name: &'a str,
+    state: MediaState,
+    resume: Option<String>,
+    token: Option<String>,
+}
+
+/// Refuses a state that claims a source the participant may not publish.
+fn check_publish(permissions: &Permissions, state: &MediaState) -> Result<(), Failure> {
+    let claimed = [
+        (state.audio, Source::Microphone),
+        (state.video, Source::Camera),
+        (state.screen.is_some(), Source::ScreenShare),
+    ];
+    match claimed
+        .into_iter()
+        .find(|(on, source)| *on && !permissions.may_publish(*source))
+    {
+        Some((_, source)) => Err((
+            ErrorCode::Forbidden,
+            format!("your token does not allow publishing {}", source.name()),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -2,8 +2,10 @@
 //!
 //! Every message is one WebSocket text frame holding one JSON object whose `type` names it.
 
-use serde::{Deserialize, Serialize};
 use std::fmt;
+
+pub use huddle_access::Source;
+use serde::{Deserialize, Serialize};
 
 /// The protocol version a client names in `join`; bumped on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -67,6 +69,9 @@ pub enum ClientMessage {
         state: MediaState,
         #[serde(default)]
         resume: Option<String>,
+        /// An access token (a LiveKit-compatible JWT), needed when the server has keys.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// An SDP description or an ICE candidate for one peer of the same room.
     Signal {
@@ -86,6 +91,14 @@ pub enum ClientMessage {
     /// Application-level keepalive: browsers cannot see WebSocket pings, so this is how a page
     /// notices a server that went silent.
     Ping,
+    /// (Admins) turn off someone's microphone, camera or screen share.
+    Mute { id: PeerId, source: Source },
+    /// (Admins) remove someone; their token is refused in this room until it expires.
+    Remove { id: PeerId },
+    /// (Admins) let no one else join, or open the room again.
+    Lock { locked: bool },
+    /// (Admins) end the room for everyone.
+    End,
 }
 
 impl ClientMessage {
@@ -98,6 +111,10 @@ impl ClientMessage {
             Self::State(_) => "state",
             Self::Leave => "leave",
             Self::Ping => "ping",
+            Self::Mute { .. } => "mute",
+            Self::Remove { .. } => "remove",
+            Self::Lock { .. } => "lock",
+            Self::End => "end",
         }
     }
 
@@ -156,6 +173,55 @@ pub struct PeerInfo {
     pub id: PeerId,
     pub name: String,
     pub state: MediaState,
+    /// Receives, and is to be shown to nobody (a recorder, an observer). In a mesh the others
+    /// still send it their media, so they must know it is there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+/// What a participant may do, from its access token (everything but moderation when the server
+/// has no keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Permissions {
+    /// The sources it may publish (empty: none, joins receive-only).
+    pub sources: Vec<Source>,
+    pub subscribe: bool,
+    /// Chat.
+    pub publish_data: bool,
+    /// May mute, remove, lock and end.
+    pub admin: bool,
+    pub hidden: bool,
+}
+
+impl Permissions {
+    /// Everyone's, on a server without keys.
+    pub fn open() -> Self {
+        Self {
+            sources: Source::ALL.to_vec(),
+            subscribe: true,
+            publish_data: true,
+            admin: false,
+            hidden: false,
+        }
+    }
+
+    pub fn from_grant(grant: &huddle_access::VideoGrant) -> Self {
+        Self {
+            sources: Source::ALL
+                .into_iter()
+                .filter(|s| grant.can_publish_source(*s))
+                .collect(),
+            subscribe: grant.can_subscribe(),
+            publish_data: grant.can_publish_data(),
+            admin: grant.is_admin(),
+            hidden: grant.is_hidden(),
+        }
+    }
+
+    pub fn may_publish(&self, source: Source) -> bool {
+        self.sources.contains(&source)
+    }
 }
 
 /// The answer to a successful `join`.
@@ -173,6 +239,11 @@ pub struct Welcome {
     /// True when this join took over an earlier session of the same peer.
     pub resumed: bool,
     pub capacity: usize,
+    /// What this participant may do.
+    pub permissions: Permissions,
+    /// No one else may join (an admin locked the room).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,6 +257,10 @@ pub enum LeaveReason {
     Timeout,
     /// Closed by the server for oversize messages or flooding.
     Kicked,
+    /// An admin removed them.
+    Removed,
+    /// An admin ended the room.
+    Ended,
 }
 
 /// Every error a client can be sent; the `code` of an `error` message.
@@ -206,10 +281,16 @@ pub enum ErrorCode {
     TooLarge,
     Flood,
     ServerShutdown,
+    /// No access token, or one this server cannot accept (the message says why).
+    Unauthorized,
+    /// The token is good but does not allow this (the message says why).
+    Forbidden,
+    /// An admin locked the room.
+    RoomLocked,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 16] = [
         Self::BadJson,
         Self::UnknownType,
         Self::BadMessage,
@@ -223,6 +304,9 @@ impl ErrorCode {
         Self::TooLarge,
         Self::Flood,
         Self::ServerShutdown,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::RoomLocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -240,6 +324,9 @@ impl ErrorCode {
             Self::TooLarge => "too-large",
             Self::Flood => "flood",
             Self::ServerShutdown => "server-shutdown",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::RoomLocked => "room-locked",
         }
     }
 }
@@ -276,6 +363,24 @@ pub enum ServerMessage {
         message: String,
     },
     Pong,
+    /// An admin turned off one of your sources; the page stops sending it.
+    Muted {
+        source: Source,
+        by: PeerId,
+    },
+    /// An admin removed you; the connection closes next.
+    Removed {
+        by: PeerId,
+    },
+    /// The room was locked or opened again.
+    RoomLocked {
+        locked: bool,
+        by: PeerId,
+    },
+    /// An admin ended the room; the connection closes next.
+    RoomEnded {
+        by: PeerId,
+    },
 }
 
 impl ServerMessage {
@@ -375,7 +480,8 @@ mod tests {
                     room,
                     name,
                     state,
-                    resume
+                    resume,
+                    token: None,
                 }),
             (".{0,10}", ".{0,200}").prop_map(|(to, sdp)| ClientMessage::Signal {
                 to: PeerId(to),
@@ -389,6 +495,13 @@ mod tests {
             arb_state().prop_map(ClientMessage::State),
             Just(ClientMessage::Leave),
             Just(ClientMessage::Ping),
+            (".{0,10}", 0..Source::ALL.len()).prop_map(|(id, s)| ClientMessage::Mute {
+                id: PeerId(id),
+                source: Source::ALL[s]
+            }),
+            ".{0,10}".prop_map(|id| ClientMessage::Remove { id: PeerId(id) }),
+            any::<bool>().prop_map(|locked| ClientMessage::Lock { locked }),
+            Just(ClientMessage::End),
         ]
     }
 

@@ -1,8 +1,10 @@
 //! `huddle`: self-hosted video rooms in one binary.
 
+mod access;
 mod coturn;
 mod relay;
 mod serve;
+mod token_cmd;
 mod turn_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -24,6 +26,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Run only the STUN/TURN server (a coturn replacement; reads coturn's config with -c).
     Turn(Box<turn_cmd::TurnArgs>),
+    /// Make and check access tokens (LiveKit-compatible JWTs) for this server's keys.
+    Token(Box<token_cmd::TokenArgs>),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
         .and_then(|runtime| match cli.command {
             Command::Serve(args) => runtime.block_on(serve::run(*args)),
             Command::Turn(args) => runtime.block_on(turn_cmd::run(*args)),
+            Command::Token(args) => token_cmd::run(*args),
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

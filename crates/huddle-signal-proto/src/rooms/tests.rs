@@ -5,6 +5,9 @@ use crate::wire::ClientMessage;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+/// The wall clock at the harness's start.
+const UNIX: u64 = 1_800_000_000;
+
 struct Harness {
     rooms: Rooms<StdRng>,
     now: Instant,
@@ -17,9 +20,10 @@ impl Harness {
     }
 
     fn with(config: Config) -> Self {
+        let now = Instant::now();
         Self {
-            rooms: Rooms::new(config, StdRng::seed_from_u64(1)),
-            now: Instant::now(),
+            rooms: Rooms::new(config, StdRng::seed_from_u64(1), now, UNIX),
+            now,
             next_conn: 0,
         }
     }
@@ -73,6 +77,7 @@ fn join(room: &str, name: &str, resume: Option<String>) -> ClientMessage {
         name: name.into(),
         state: MediaState::default(),
         resume,
+        token: None,
     }
 }
 
@@ -548,4 +553,331 @@ fn an_away_peer_that_falls_too_far_behind_is_dropped() {
             .any(|m| matches!(m, ServerMessage::PeerLeft { .. }));
     }
     assert!(left);
+}
+
+/// Access tokens and moderation: a server with a key.
+mod access {
+    use super::*;
+    use huddle_access::{Claims, Keys};
+
+    const KEY: &str = "main:0123456789abcdef0123456789abcdef";
+
+    fn keyed() -> Harness {
+        Harness::with(Config {
+            access: Keys::parse_list(&[KEY]).unwrap(),
+            ..Config::default()
+        })
+    }
+
+    fn token(edit: impl FnOnce(&mut Claims)) -> String {
+        let mut claims = Claims::for_room("alice", "r", UNIX, 3600);
+        edit(&mut claims);
+        Keys::parse_list(&[KEY])
+            .unwrap()
+            .mint("main", &claims)
+            .unwrap()
+    }
+
+    fn join_with(
+        room: &str,
+        name: &str,
+        token: Option<String>,
+        state: MediaState,
+    ) -> ClientMessage {
+        ClientMessage::Join {
+            v: PROTOCOL_VERSION,
+            room: room.into(),
+            name: name.into(),
+            state,
+            resume: None,
+            token,
+        }
+    }
+
+    impl Harness {
+        /// Joins `r` with a token for `identity`; the connection and the welcome.
+        fn join_as(&mut self, identity: &str, edit: impl FnOnce(&mut Claims)) -> (ConnId, Welcome) {
+            let conn = self.connect();
+            let t = token(|c| {
+                c.sub = identity.into();
+                edit(c);
+            });
+            let out = self.send(
+                conn,
+                &join_with("r", identity, Some(t), MediaState::default()),
+            );
+            (conn, welcome_of(&out, conn).expect("welcome"))
+        }
+    }
+
+    fn error_text(out: &[Output], to: ConnId) -> String {
+        sent_to(out, to)
+            .into_iter()
+            .find_map(|m| match m {
+                ServerMessage::Error { message, .. } => Some(message),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn without_a_good_token_the_join_is_refused_with_its_reason_and_closed() {
+        let mut h = keyed();
+        let cases = [
+            (
+                None,
+                ErrorCode::Unauthorized,
+                close_code::UNAUTHORIZED,
+                "needs an access token",
+            ),
+            (
+                Some("junk".to_owned()),
+                ErrorCode::Unauthorized,
+                close_code::UNAUTHORIZED,
+                "not a JWT",
+            ),
+            (
+                Some(token(|c| c.exp = Some(UNIX - 120))),
+                ErrorCode::Unauthorized,
+                close_code::UNAUTHORIZED,
+                "expired",
+            ),
+            (
+                Some(token(|c| c.video.room = Some("elsewhere".into()))),
+                ErrorCode::Forbidden,
+                close_code::FORBIDDEN,
+                "not \"r\"",
+            ),
+            (
+                Some(token(|c| c.video.room_join = Some(false))),
+                ErrorCode::Forbidden,
+                close_code::FORBIDDEN,
+                "roomJoin",
+            ),
+        ];
+        for (t, code, close, words) in cases {
+            let conn = h.connect();
+            let out = h.send(conn, &join_with("r", "A", t, MediaState::default()));
+            assert_eq!(error_code(&out, conn), Some(code), "{words}");
+            assert_eq!(closed(&out, conn), Some(close), "{words}");
+            assert!(
+                error_text(&out, conn).contains(words),
+                "{}",
+                error_text(&out, conn)
+            );
+        }
+        assert_eq!(h.rooms.stats().participants, 0);
+    }
+
+    #[test]
+    fn the_tokens_name_and_grant_come_with_the_welcome() {
+        let mut h = keyed();
+        let (_, w) = h.join_as("alice", |c| {
+            c.name = Some("Alice Liddell".into());
+            c.video.room_admin = Some(true);
+        });
+        assert!(w.permissions.admin);
+        assert_eq!(w.permissions.sources, Source::ALL.to_vec());
+        let (_, w2) = h.join_as("bob", |c| {
+            c.video.can_publish_sources = Some(vec![Source::Microphone]);
+        });
+        assert_eq!(w2.peers[0].name, "Alice Liddell");
+        assert_eq!(w2.permissions.sources, vec![Source::Microphone]);
+        assert!(!w2.permissions.admin);
+    }
+
+    #[test]
+    fn what_the_grant_does_not_allow_is_refused() {
+        let mut h = keyed();
+        // Receive-only: may join with nothing on, not turn the camera on.
+        let conn = h.connect();
+        let t = token(|c| c.video.can_publish = Some(false));
+        let on = MediaState {
+            audio: true,
+            ..MediaState::default()
+        };
+        let out = h.send(conn, &join_with("r", "A", Some(t.clone()), on.clone()));
+        assert_eq!(error_code(&out, conn), Some(ErrorCode::Forbidden));
+        assert!(error_text(&out, conn).contains("microphone"));
+        let out = h.send(conn, &join_with("r", "A", Some(t), MediaState::default()));
+        assert!(welcome_of(&out, conn).is_some());
+        let out = h.send(conn, &ClientMessage::State(on));
+        assert_eq!(error_code(&out, conn), Some(ErrorCode::Forbidden));
+        // No data: no chat.
+        let (quiet, _) = h.join_as("q", |c| c.video.can_publish_data = Some(false));
+        let out = h.send(quiet, &ClientMessage::Chat { text: "hi".into() });
+        assert_eq!(error_code(&out, quiet), Some(ErrorCode::Forbidden));
+        // Not an admin: no moderation.
+        let out = h.send(quiet, &ClientMessage::Lock { locked: true });
+        assert_eq!(error_code(&out, quiet), Some(ErrorCode::Forbidden));
+        assert!(error_text(&out, quiet).contains("roomAdmin"));
+    }
+
+    #[test]
+    fn an_admin_mutes_someone_who_is_told_and_the_others_see_it() {
+        let mut h = keyed();
+        let (admin, _) = h.join_as("admin", |c| c.video.room_admin = Some(true));
+        let (bob, wb) = h.join_as("bob", |_| {});
+        let (carol, _) = h.join_as("carol", |_| {});
+        let on = MediaState {
+            audio: true,
+            video: true,
+            screen: None,
+        };
+        h.send(bob, &ClientMessage::State(on));
+        h.drain();
+        let out = h.send(
+            admin,
+            &ClientMessage::Mute {
+                id: wb.id.clone(),
+                source: Source::Microphone,
+            },
+        );
+        assert!(sent_to(&out, bob).iter().any(|m| matches!(
+            m,
+            ServerMessage::Muted {
+                source: Source::Microphone,
+                ..
+            }
+        )));
+        let seen = sent_to(&out, carol).into_iter().find_map(|m| match m {
+            ServerMessage::PeerUpdated { peer } => Some(peer.state),
+            _ => None,
+        });
+        assert_eq!(
+            seen,
+            Some(MediaState {
+                audio: false,
+                video: true,
+                screen: None
+            })
+        );
+        // Bob's grant allows the microphone: he may turn it back on.
+        let back = MediaState {
+            audio: true,
+            video: true,
+            screen: None,
+        };
+        assert_eq!(
+            error_code(&h.send(bob, &ClientMessage::State(back)), bob),
+            None
+        );
+    }
+
+    #[test]
+    fn a_removed_participant_cannot_come_back_with_the_same_token() {
+        let mut h = keyed();
+        let (admin, _) = h.join_as("admin", |c| c.video.room_admin = Some(true));
+        let bob_token = token(|c| c.sub = "bob".into());
+        let bob = h.connect();
+        let out = h.send(
+            bob,
+            &join_with("r", "Bob", Some(bob_token.clone()), MediaState::default()),
+        );
+        let bob_id = welcome_of(&out, bob).unwrap().id;
+        let (carol, _) = h.join_as("carol", |_| {});
+        h.drain();
+        let out = h.send(admin, &ClientMessage::Remove { id: bob_id.clone() });
+        assert!(
+            sent_to(&out, bob)
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Removed { .. }))
+        );
+        assert_eq!(closed(&out, bob), Some(close_code::REMOVED));
+        assert!(sent_to(&out, carol).iter().any(|m| matches!(
+            m,
+            ServerMessage::PeerLeft { id, reason: LeaveReason::Removed } if *id == bob_id
+        )));
+        // The same link again: refused, even once the room has emptied and started afresh.
+        let again = h.connect();
+        let out = h.send(
+            again,
+            &join_with("r", "Bob", Some(bob_token.clone()), MediaState::default()),
+        );
+        assert_eq!(error_code(&out, again), Some(ErrorCode::Forbidden));
+        assert!(error_text(&out, again).contains("removed"));
+        h.rooms.handle_close(admin, CloseKind::Clean, h.now);
+        h.rooms.handle_close(carol, CloseKind::Clean, h.now);
+        let later = h.connect();
+        let out = h.send(
+            later,
+            &join_with("r", "Bob", Some(bob_token), MediaState::default()),
+        );
+        assert_eq!(error_code(&out, later), Some(ErrorCode::Forbidden));
+        // A new token for the same person is a new decision of whoever mints tokens.
+        let (_, w) = h.join_as("bob", |c| c.jti = Some("a-second-token".into()));
+        assert!(w.peers.is_empty());
+    }
+
+    #[test]
+    fn a_locked_room_takes_only_admins_and_opens_again() {
+        let mut h = keyed();
+        let (admin, _) = h.join_as("admin", |c| c.video.room_admin = Some(true));
+        let (bob, _) = h.join_as("bob", |_| {});
+        let out = h.send(admin, &ClientMessage::Lock { locked: true });
+        assert!(
+            sent_to(&out, bob)
+                .iter()
+                .any(|m| matches!(m, ServerMessage::RoomLocked { locked: true, .. }))
+        );
+        let late = h.connect();
+        let t = token(|c| c.sub = "late".into());
+        let out = h.send(
+            late,
+            &join_with("r", "Late", Some(t.clone()), MediaState::default()),
+        );
+        assert_eq!(error_code(&out, late), Some(ErrorCode::RoomLocked));
+        let (_, w) = h.join_as("admin2", |c| c.video.room_admin = Some(true));
+        assert!(w.locked);
+        h.send(admin, &ClientMessage::Lock { locked: false });
+        let out = h.send(
+            late,
+            &join_with("r", "Late", Some(t), MediaState::default()),
+        );
+        assert!(welcome_of(&out, late).is_some());
+    }
+
+    #[test]
+    fn an_admin_ends_the_room_for_everyone() {
+        let mut h = keyed();
+        let (admin, _) = h.join_as("admin", |c| c.video.room_admin = Some(true));
+        let (bob, _) = h.join_as("bob", |_| {});
+        h.drain();
+        let out = h.send(admin, &ClientMessage::End);
+        for conn in [admin, bob] {
+            assert!(
+                sent_to(&out, conn)
+                    .iter()
+                    .any(|m| matches!(m, ServerMessage::RoomEnded { .. }))
+            );
+            assert_eq!(closed(&out, conn), Some(close_code::ENDED));
+        }
+        let stats = h.rooms.stats();
+        assert_eq!(
+            (stats.rooms, stats.participants, stats.connections),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn hidden_participants_are_marked_for_the_others() {
+        let mut h = keyed();
+        h.join_as("watcher", |_| {});
+        h.join_as("recorder", |c| c.video.hidden = Some(true));
+        let (_, w) = h.join_as("late", |_| {});
+        assert!(w.peers.iter().any(|p| p.hidden && p.name == "recorder"));
+        assert!(w.peers.iter().any(|p| !p.hidden && p.name == "watcher"));
+    }
+
+    #[test]
+    fn without_keys_rooms_are_open_and_no_one_moderates() {
+        let mut h = Harness::new();
+        let (a, _) = h.join("r", "A");
+        let b = h.connect();
+        let out = h.send(b, &join("r", "B", None));
+        let wb = welcome_of(&out, b).unwrap();
+        assert_eq!(wb.permissions, Permissions::open());
+        let out = h.send(a, &ClientMessage::Remove { id: wb.id });
+        assert_eq!(error_code(&out, a), Some(ErrorCode::Forbidden));
+    }
 }

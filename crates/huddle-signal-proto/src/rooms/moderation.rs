@@ -1,0 +1,132 @@
+//! What a room admin (a token with `roomAdmin`) may do to the others: mute a source, remove
+//! someone (their token then refused in the room until it expires), lock the room, end it.
+
+use rand::RngCore;
+
+use super::{Failure, LeaveReason, Output, Rooms, close_code};
+use crate::wire::{ErrorCode, PeerId, ServerMessage, Source};
+
+impl<R: RngCore> Rooms<R> {
+    pub(super) fn handle_mute(
+        &mut self,
+        admin: &PeerId,
+        target: &PeerId,
+        source: Source,
+    ) -> Result<(), Failure> {
+        self.check_admin(admin, "mute someone")?;
+        self.check_same_room(admin, target)?;
+        let Some(p) = self.peers.get_mut(target) else {
+            return Ok(());
+        };
+        match source {
+            Source::Microphone => p.state.audio = false,
+            Source::Camera => p.state.video = false,
+            Source::ScreenShare | Source::ScreenShareAudio => p.state.screen = None,
+        }
+        let info = p.info(target);
+        let by = admin.clone();
+        self.deliver(target, ServerMessage::Muted { source, by });
+        self.broadcast(target, ServerMessage::PeerUpdated { peer: info });
+        Ok(())
+    }
+
+    pub(super) fn handle_remove(
+        &mut self,
+        admin: &PeerId,
+        target: &PeerId,
+        now: std::time::Instant,
+    ) -> Result<(), Failure> {
+        self.check_admin(admin, "remove someone")?;
+        if admin == target {
+            return Err((ErrorCode::BadMessage, "to go, send 'leave'".into()));
+        }
+        self.check_same_room(admin, target)?;
+        let unix = self.unix(now);
+        let Some(p) = self.peers.get(target) else {
+            return Ok(());
+        };
+        if let Some((id, expires)) = p.token.clone()
+            && expires + huddle_access::LEEWAY >= unix
+        {
+            let room = p.room.clone();
+            self.revoked.entry(room).or_default().insert(id, expires);
+        }
+        let conn = p.conn;
+        self.deliver(target, ServerMessage::Removed { by: admin.clone() });
+        if let Some(conn) = conn {
+            self.conns.remove(&conn);
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: close_code::REMOVED,
+                reason: "removed by an admin".into(),
+            });
+        }
+        self.remove_peer(target, LeaveReason::Removed);
+        Ok(())
+    }
+
+    pub(super) fn handle_lock(&mut self, admin: &PeerId, locked: bool) -> Result<(), Failure> {
+        self.check_admin(admin, "lock the room")?;
+        let room = self.peers[admin].room.clone();
+        if locked {
+            self.locked.insert(room.clone());
+        } else {
+            self.locked.remove(&room);
+        }
+        let msg = ServerMessage::RoomLocked {
+            locked,
+            by: admin.clone(),
+        };
+        for pid in self.rooms[&room].clone() {
+            self.deliver(&pid, msg.clone());
+        }
+        Ok(())
+    }
+
+    /// Everyone is told and disconnected; the room is gone (its removals are kept).
+    pub(super) fn handle_end(&mut self, admin: &PeerId) -> Result<(), Failure> {
+        self.check_admin(admin, "end the room")?;
+        let room = self.peers[admin].room.clone();
+        let msg = ServerMessage::RoomEnded { by: admin.clone() };
+        for pid in self.rooms.remove(&room).unwrap_or_default() {
+            self.deliver(&pid, msg.clone());
+            let Some(peer) = self.peers.remove(&pid) else {
+                continue;
+            };
+            self.resume_index.remove(&peer.resume);
+            if let Some(conn) = peer.conn {
+                self.conns.remove(&conn);
+                self.outputs.push_back(Output::Close {
+                    conn,
+                    code: close_code::ENDED,
+                    reason: "the room was ended".into(),
+                });
+            }
+        }
+        self.locked.remove(&room);
+        Ok(())
+    }
+
+    fn check_admin(&self, pid: &PeerId, what: &str) -> Result<(), Failure> {
+        if self.peers[pid].permissions.admin {
+            Ok(())
+        } else {
+            Err((
+                ErrorCode::Forbidden,
+                format!("only a room admin (a token with roomAdmin) may {what}"),
+            ))
+        }
+    }
+
+    fn check_same_room(&self, admin: &PeerId, target: &PeerId) -> Result<(), Failure> {
+        let room = &self.peers[admin].room;
+        if self.peers.get(target).is_some_and(|p| p.room == *room) {
+            Ok(())
+        } else {
+            Err((
+                ErrorCode::UnknownPeer,
+                format!("no peer '{target}' in room '{room}'"),
+            ))
+        }
+    }
+}
