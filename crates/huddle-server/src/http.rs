@@ -1,8 +1,7 @@
 //! The HTTP surface: pages, `/ws`, health, metrics and the ICE-server API.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -13,12 +12,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{any, delete, get, post};
 use http_body_util::BodyExt;
-use huddle_signal_proto::TokenBucket;
 
 use crate::connections::Activity;
 use crate::hub::Hub;
 use crate::ice::IceServers;
 use crate::media::routes;
+pub use crate::rate_limit::PerIpRate;
 use crate::{metrics, web};
 
 /// Frames above this are refused by the WebSocket layer itself, before the core's own (smaller)
@@ -33,7 +32,11 @@ pub struct AppState {
     pub local_host: String,
     pub turn: Option<crate::turn::Turn>,
     pub media: Option<crate::media::Media>,
-    pub api_rate: ApiRate,
+    pub api_rate: PerIpRate,
+    /// Failed authentications per client IP: past the budget, WebSocket upgrades are refused.
+    pub auth_failures: PerIpRate,
+    /// Access-token keys; empty: everything is open.
+    pub keys: huddle_access::Keys,
 }
 
 /// SDP offers are a few KiB; anything this large is not one.
@@ -82,47 +85,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Requests per client IP to the rated endpoints: a token bucket each.
-#[derive(Clone)]
-pub struct ApiRate(Arc<Mutex<RateTable>>);
-
-struct RateTable {
-    buckets: HashMap<IpAddr, TokenBucket>,
-    per_second: u32,
-    burst: u32,
-}
-
-/// Addresses tracked at once; past it, those whose bucket has refilled are forgotten.
-const RATE_TRACKED: usize = 65_536;
-
-impl ApiRate {
-    pub fn new(per_second: u32, burst: u32) -> Self {
-        Self(Arc::new(Mutex::new(RateTable {
-            buckets: HashMap::new(),
-            per_second,
-            burst,
-        })))
-    }
-
-    fn admit(&self, ip: IpAddr, now: Instant) -> bool {
-        let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if table.buckets.len() >= RATE_TRACKED {
-            table.buckets.retain(|_, b| !b.is_full(now));
-            if table.buckets.len() >= RATE_TRACKED {
-                // Tens of thousands of addresses all busy at once: start afresh rather than
-                // grow without bound.
-                table.buckets.clear();
-            }
-        }
-        let (per_second, burst) = (table.per_second, table.burst);
-        table
-            .buckets
-            .entry(ip)
-            .or_insert_with(|| TokenBucket::new(per_second, burst, now))
-            .take(now)
-    }
-}
-
 async fn api_rate(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -144,6 +106,40 @@ async fn api_rate(
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
     r
+}
+
+/// The access token of a request: `Authorization: Bearer …`, or LiveKit's `?access_token=`.
+pub fn bearer_token(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if let Some(token) = header {
+        return Some(token.to_owned());
+    }
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// Why a request's token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("an access token is required (Authorization: Bearer …)")]
+    Missing,
+    #[error(transparent)]
+    Bad(#[from] huddle_access::TokenError),
+}
+
+/// Seconds since the Unix epoch, what tokens expire by.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A request body over its limit.
@@ -191,11 +187,23 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
 
 async fn ws(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     activity: Option<Extension<Arc<Activity>>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if state.auth_failures.exhausted(peer.ip(), Instant::now()) {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many refused access tokens from this address; try again in a minute\n",
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
     let host = request_host(&headers, &state);
+    let refusals = (state.auth_failures.clone(), peer.ip());
     // The connection stays busy while the socket is open (an HTTP/2 one carries it as a stream).
     let busy = activity.map(|Extension(a)| a.begin());
     upgrade
@@ -206,7 +214,7 @@ async fn ws(
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
-            state.hub.serve_socket(socket, host).await;
+            state.hub.serve_socket(socket, host, refusals).await;
             drop(busy);
         })
 }
@@ -237,7 +245,19 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
-async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn ice_servers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    if !state.keys.is_empty() {
+        let checked = bearer_token(&headers, &uri)
+            .ok_or(TokenRefusal::Missing)
+            .and_then(|t| state.keys.decode(&t, unix_now()).map_err(TokenRefusal::Bad));
+        if let Err(refusal) = checked {
+            return routes::json_error(StatusCode::UNAUTHORIZED, refusal.to_string());
+        }
+    }
     let host = request_host(&headers, &state);
     Json(serde_json::json!({ "iceServers": state.ice.for_peer("api", &host) })).into_response()
 }

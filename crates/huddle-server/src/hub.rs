@@ -2,6 +2,7 @@
 //! inputs over a bounded channel and receives its outputs on a bounded channel of its own.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::ice::IceServers;
+use crate::rate_limit::PerIpRate;
 
 /// Messages queued for one socket before it counts as too slow and is dropped.
 const OUTBOX: usize = 512;
@@ -99,8 +101,14 @@ impl Hub {
     }
 
     /// Serves one WebSocket until either side closes it, or the hub drops it. `host` is the host
-    /// the client reached us by, for the TURN URLs in its `welcome`.
-    pub async fn serve_socket(self, socket: WebSocket, host: String) {
+    /// the client reached us by, for the TURN URLs in its `welcome`; a close for a refused token
+    /// counts against the client's address in `refusals`.
+    pub async fn serve_socket(
+        self,
+        socket: WebSocket,
+        host: String,
+        refusals: (PerIpRate, IpAddr),
+    ) {
         let conn = ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed));
         let (outbox, mut outbound) = mpsc::channel(OUTBOX);
         let (kick, kicked) = oneshot::channel();
@@ -121,6 +129,10 @@ impl Hub {
                     Outbound::Msg(msg) => (Message::Text(msg.to_json().into()), false),
                     Outbound::Ping => (Message::Ping(Default::default()), false),
                     Outbound::Close(code, reason) => {
+                        if [close_code::UNAUTHORIZED, close_code::FORBIDDEN].contains(&code) {
+                            let (rate, ip) = &refusals;
+                            rate.admit(*ip, std::time::Instant::now());
+                        }
                         let frame = CloseFrame {
                             code,
                             reason: reason.into(),

@@ -21,6 +21,7 @@ mod ice;
 mod listener;
 mod media;
 mod metrics;
+mod rate_limit;
 mod tls;
 mod turn;
 pub mod udp_batch;
@@ -63,6 +64,10 @@ pub enum ServerError {
         source: std::io::Error,
     },
 }
+
+/// Failed authentications (a WebSocket closed for its token) one client IP may have at once
+/// before its WebSocket upgrades are refused; one more is forgiven each second.
+const AUTH_FAILURE_BURST: u32 = 20;
 
 /// Serves `huddle turn`'s metrics (`/metrics`, `/healthz`, plain HTTP — what coturn's
 /// `prometheus` option gives) on `addr` until `shutdown` flips; returns the bound address.
@@ -188,6 +193,11 @@ impl Server {
         self.identity.as_ref().map(|i| i.fingerprint.as_str())
     }
 
+    /// The keys access tokens are checked against (empty: rooms are open).
+    pub fn access_keys(&self) -> &huddle_access::Keys {
+        &self.config.rooms.access
+    }
+
     /// The certificate file in use, when serving HTTPS.
     pub fn cert_path(&self) -> Option<&std::path::Path> {
         self.identity.as_ref().map(|i| i.cert_path.as_path())
@@ -250,7 +260,9 @@ impl Server {
             local_host,
             turn,
             media: self.media.clone(),
-            api_rate: http::ApiRate::new(limits.api_per_second, limits.api_burst),
+            api_rate: http::PerIpRate::new(limits.api_per_second, limits.api_burst),
+            auth_failures: http::PerIpRate::new(1, AUTH_FAILURE_BURST),
+            keys: self.config.rooms.access.clone(),
         });
 
         let serve = tokio::spawn(connections::serve(listener, app, limits, stop_rx.clone()));

@@ -31,6 +31,12 @@ impl TokenBucket {
         self.tokens + elapsed.as_secs_f64() * self.per_second >= self.burst
     }
 
+    /// Whether [`TokenBucket::take`] would refuse at `now`.
+    pub fn is_empty(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.tokens + elapsed.as_secs_f64() * self.per_second < 1.0
+    }
+
     /// Takes one token; `false` when the bucket is empty.
     pub fn take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
@@ -55,6 +61,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = TokenBucket::new(2, 10, t0);
         assert!(b.is_full(t0));
+        assert!(!b.is_empty(t0));
         assert!(b.take(t0));
         assert!(!b.is_full(t0));
         assert!(!b.is_full(t0 + Duration::from_millis(400)));

@@ -20,13 +20,14 @@ pub struct AccessArgs {
         alias = "auth-keys",
         env = "HUDDLE_AUTH_KEYS",
         value_name = "NAME:SECRET",
-        value_delimiter = ','
+        value_delimiter = ',',
+        global = true
     )]
     #[serde(rename = "auth-keys", alias = "auth-key")]
     pub auth_key: Option<Vec<String>>,
 
     /// A file of `NAME: SECRET` lines (LiveKit's keys file), read at start.
-    #[arg(long, env = "HUDDLE_AUTH_KEYS_FILE", value_name = "FILE")]
+    #[arg(long, env = "HUDDLE_AUTH_KEYS_FILE", value_name = "FILE", global = true)]
     pub auth_keys_file: Option<PathBuf>,
 }
 

@@ -11,6 +11,7 @@ use rand::RngCore;
 use serde::Deserialize;
 
 use crate::LogFormat;
+use crate::access::AccessArgs;
 use crate::relay::{RelayArgs, ips_of};
 
 /// Every option is a flag, an environment variable and a key of the `--config` file (TOML, the
@@ -119,6 +120,10 @@ pub struct ServeArgs {
     #[serde(flatten)]
     relay: RelayArgs,
 
+    #[command(flatten)]
+    #[serde(flatten)]
+    access: AccessArgs,
+
     /// Log output format [default: human].
     #[arg(long, env = "HUDDLE_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -149,7 +154,10 @@ impl ServeArgs {
         // The keys are the flags' long names; anything else is a typo worth stopping for.
         let known: Vec<String> = ServeArgs::augment_args(clap::Command::new("serve"))
             .get_arguments()
-            .filter_map(|a| a.get_long().map(str::to_owned))
+            .flat_map(|a| {
+                let aliases = a.get_all_aliases().unwrap_or_default();
+                a.get_long().into_iter().chain(aliases).map(str::to_owned)
+            })
             .filter(|k| k != "config")
             .collect();
         if let Some(unknown) = table.keys().find(|k| !known.contains(k)) {
@@ -202,6 +210,7 @@ impl ServeArgs {
             ip_quota,
             max_bps,
         );
+        self.access.fill_from(file.access);
         Ok(self)
     }
 
@@ -222,7 +231,10 @@ impl ServeArgs {
             },
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
-        let mut rooms = huddle_signal_proto::Config::default();
+        let mut rooms = huddle_signal_proto::Config {
+            access: self.access.keys()?,
+            ..huddle_signal_proto::Config::default()
+        };
         if let Some(capacity) = self.room_capacity {
             anyhow::ensure!(capacity >= 1, "--room-capacity must be at least 1");
             rooms.capacity = capacity;
@@ -373,6 +385,15 @@ fn announce(server: &Server) {
     if let Some(port) = server.media_port() {
         println!(
             "Media peer: UDP port {port} · echo test at /echo · WHIP/WHEP at /whip/ROOM, /whep/ROOM"
+        );
+    }
+    let keys = server.access_keys();
+    if keys.is_empty() {
+        println!("Rooms are open to anyone who can reach this server (no --auth-key).");
+    } else {
+        println!(
+            "Access tokens are required (keys: {}); make one with `huddle token create`.",
+            keys.names().join(", ")
         );
     }
     if let (Some(fp), Some(path)) = (server.fingerprint(), server.cert_path()) {

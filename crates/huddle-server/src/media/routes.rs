@@ -3,13 +3,13 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use huddle_media::{OfferError, OfferRequest, SessionKind};
 use huddle_signal_proto::RoomName;
 
 use super::{Accepted, Media};
-use crate::http::{AppState, SDP_MAX, read_body};
+use crate::http::{AppState, SDP_MAX, TokenRefusal, bearer_token, read_body, unix_now};
 
 /// `POST /offer`: `{"sdp", "type": "offer", "video_transform"}` → `{"sdp", "type": "answer"}`.
 pub async fn offer(State(state): State<AppState>, body: Body) -> Response {
@@ -41,9 +41,10 @@ pub async fn whip(
     state: State<AppState>,
     room: Path<String>,
     headers: HeaderMap,
+    uri: Uri,
     body: Body,
 ) -> Response {
-    ingest_or_playback(state, room, headers, body, Direction::Whip).await
+    ingest_or_playback(state, room, headers, uri, body, Direction::Whip).await
 }
 
 /// `POST /whep/{room}`: watch a room.
@@ -51,9 +52,10 @@ pub async fn whep(
     state: State<AppState>,
     room: Path<String>,
     headers: HeaderMap,
+    uri: Uri,
     body: Body,
 ) -> Response {
-    ingest_or_playback(state, room, headers, body, Direction::Whep).await
+    ingest_or_playback(state, room, headers, uri, body, Direction::Whep).await
 }
 
 #[derive(Clone, Copy)]
@@ -66,13 +68,18 @@ async fn ingest_or_playback(
     State(state): State<AppState>,
     Path(room): Path<String>,
     headers: HeaderMap,
+    uri: Uri,
     body: Body,
     direction: Direction,
 ) -> Response {
-    let Some(media) = state.media else {
+    let Some(media) = state.media.clone() else {
         return with_cors(off());
     };
-    if let Some(r) = unauthorized(&media, &headers) {
+    let need = match direction {
+        Direction::Whip => Need::Publish,
+        Direction::Whep => Need::Subscribe,
+    };
+    if let Some(r) = refuse_access(&state, &media, &headers, &uri, &room, need) {
         return with_cors(r);
     }
     let room = match RoomName::parse(&room) {
@@ -130,13 +137,14 @@ async fn ingest_or_playback(
 /// `DELETE /whip/{room}/{resource}` and `/whep/…`: end the session.
 pub async fn delete(
     State(state): State<AppState>,
-    Path((_room, resource)): Path<(String, String)>,
+    Path((room, resource)): Path<(String, String)>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Response {
-    let Some(media) = state.media else {
+    let Some(media) = state.media.clone() else {
         return with_cors(off());
     };
-    if let Some(r) = unauthorized(&media, &headers) {
+    if let Some(r) = refuse_access(&state, &media, &headers, &uri, &room, Need::Join) {
         return with_cors(r);
     }
     let r = match media.delete(resource).await {
@@ -170,25 +178,68 @@ pub async fn options() -> Response {
     with_cors(r)
 }
 
-/// The 401 to send when a token is configured and the request lacks it.
-fn unauthorized(media: &Media, headers: &HeaderMap) -> Option<Response> {
-    let token = media.config.whip_token.as_ref()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), token.as_bytes()).is_ok()
+/// What a WHIP/WHEP request's token must grant.
+#[derive(Clone, Copy)]
+enum Need {
+    /// Entry to the room (ending one's own session).
+    Join,
+    /// WHIP: publishing.
+    Publish,
+    /// WHEP: subscribing.
+    Subscribe,
+}
+
+/// The refusal for a request that may not do `need` in `room`; `None` when it may. With access
+/// keys the bearer token is a room token (LiveKit's); without, `--whip-token` if one is set.
+fn refuse_access(
+    state: &AppState,
+    media: &Media,
+    headers: &HeaderMap,
+    uri: &Uri,
+    room: &str,
+    need: Need,
+) -> Option<Response> {
+    let given = bearer_token(headers, uri);
+    if !state.keys.is_empty() {
+        let Some(token) = given else {
+            return Some(challenge(TokenRefusal::Missing.to_string()));
+        };
+        let access = match state.keys.decode(&token, unix_now()) {
+            Ok(access) => access,
+            Err(e) => return Some(challenge(e.to_string())),
+        };
+        let allowed = access
+            .admit(room)
+            .map_err(|e| e.to_string())
+            .and_then(|()| match need {
+                Need::Publish if !access.grant.can_publish() => {
+                    Err("the token does not allow publishing (canPublish)".to_owned())
+                }
+                Need::Subscribe if !access.grant.can_subscribe() => {
+                    Err("the token does not allow watching (canSubscribe)".to_owned())
+                }
+                _ => Ok(()),
+            });
+        return allowed.err().map(|why| text(StatusCode::FORBIDDEN, why));
+    }
+    let expected = media.config.whip_token.as_ref()?;
+    let given = given.unwrap_or_default();
+    if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes())
+        .is_ok()
     {
         return None;
     }
-    let mut r = text(
-        StatusCode::UNAUTHORIZED,
+    Some(challenge(
         "a valid bearer token is required (Authorization: Bearer …)".into(),
-    );
+    ))
+}
+
+/// A 401 asking for a bearer token.
+fn challenge(why: String) -> Response {
+    let mut r = text(StatusCode::UNAUTHORIZED, why);
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Some(r)
+    r
 }
 
 fn offer_status(e: &OfferError) -> StatusCode {
