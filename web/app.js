@@ -3,14 +3,18 @@
 import { Signaling } from './signaling.js';
 import { PeerLink } from './peer.js';
 import { rtcConfig as iceConfig } from './ice.js';
+import { tokenFromLink, readClaims, problemWith, describeRefusal, permissionsFromClaims } from './access.js';
 import { openCamera, openTrack, openScreen, listDevices, describeMediaError } from './media.js';
 import {
   $, showView, banner, showMessage, ensureTile, setTileName, setTileMedia, setTileConnection,
-  removeTiles, updateGridSize, appendChat, fillDeviceSelect,
+  removeTiles, updateGridSize, appendChat, fillDeviceSelect, setTileActions,
 } from './ui.js';
 
 const params = new URLSearchParams(location.search);
 const roomFromPath = decodeURIComponent((location.pathname.match(/^\/r\/([^/]+)/) || [])[1] || '');
+/** The invitation's access token, if the link has one, and what it says. */
+const invite = tokenFromLink();
+const inviteClaims = invite ? readClaims(invite) : null;
 
 const me = {
   room: '',
@@ -24,6 +28,9 @@ const me = {
   micOn: true,
   camOn: true,
   mediaError: null,
+  /** What the server lets this page do (from the welcome; before it, from the invitation). */
+  permissions: permissionsFromClaims(inviteClaims),
+  locked: false,
   devices: { video: localStorage.getItem('huddle.video') || '', audio: localStorage.getItem('huddle.audio') || '' },
 };
 
@@ -65,9 +72,11 @@ function randomRoom() {
 
 async function startLobby() {
   showView('lobby');
-  $('room-input').value = roomFromPath || randomRoom();
+  $('room-input').value = roomFromPath || inviteClaims?.video?.room || randomRoom();
   $('name-input').value = params.get('name') || localStorage.getItem('huddle.name') || '';
-  if (roomFromPath) $('join-button').textContent = `Join ${roomFromPath}`;
+  const room = $('room-input').value;
+  if (roomFromPath || invite) $('join-button').textContent = `Join ${room}`;
+  if (invite && !showInvite(room)) return;
   if (params.get('autojoin') === '1' && $('name-input').value.trim()) {
     // Join while the camera starts: signaling, negotiation, ICE and DTLS run meanwhile, and the
     // tracks go into the already negotiated transceivers when they arrive (replaceTrack).
@@ -86,8 +95,43 @@ async function startLobby() {
   if (!$('name-input').value) $('name-input').focus();
 }
 
+/** Shows what the invitation is for, or why it cannot work; whether joining may go on. */
+function showInvite(room) {
+  const notice = $('invite-notice');
+  const problem = problemWith(inviteClaims, room);
+  if (problem) {
+    showMessage('This invitation does not work', problem, { retry: false });
+    return false;
+  }
+  if (inviteClaims.name) {
+    $('name-input').value = inviteClaims.name;
+    $('name-input').readOnly = true;
+  }
+  $('room-input').readOnly = true;
+  const p = me.permissions;
+  const parts = [`You are invited to “${room}”`];
+  if (p.admin) parts.push('as a host');
+  if (p.sources.length === 0) parts.push('to watch and listen');
+  notice.textContent = `${parts.join(' ')}.`;
+  notice.hidden = false;
+  return true;
+}
+
 async function acquireMedia() {
+  const may = (source) => me.permissions.sources.includes(source);
+  if (!may('camera') && !may('microphone')) {
+    me.audio = null;
+    me.video = null;
+    me.camOn = false;
+    rebuildCamStream();
+    await refreshDevices();
+    renderLocal();
+    return;
+  }
   const { stream, error } = await openCamera({ videoId: me.devices.video, audioId: me.devices.audio });
+  // Only what the invitation allows is sent.
+  if (!may('microphone')) stream.getAudioTracks().forEach((t) => { t.stop(); stream.removeTrack(t); });
+  if (!may('camera')) stream.getVideoTracks().forEach((t) => { t.stop(); stream.removeTrack(t); });
   me.audio = stream.getAudioTracks()[0] || null;
   me.video = stream.getVideoTracks()[0] || null;
   me.camOn = Boolean(me.video);
@@ -123,12 +167,26 @@ function renderLocal() {
     b.disabled = !me.audio;
     b.title = !me.audio ? 'No microphone' : me.micOn ? 'Mute microphone (M)' : 'Unmute microphone (M)';
   }
+  const may = (source) => me.permissions.sources.includes(source);
+  for (const id of ['lobby-mic', 'btn-mic']) {
+    if (!may('microphone')) $(id).title = 'Your invitation does not allow the microphone';
+  }
   for (const id of ['lobby-cam', 'btn-cam']) {
     const b = $(id);
     b.setAttribute('aria-pressed', String(Boolean(me.video)));
-    b.title = me.video ? 'Turn camera off (V)' : 'Turn camera on (V)';
+    b.disabled = !may('camera');
+    b.title = !may('camera') ? 'Your invitation does not allow the camera'
+      : me.video ? 'Turn camera off (V)' : 'Turn camera on (V)';
   }
   $('btn-screen').setAttribute('aria-pressed', String(Boolean(me.screen)));
+  $('btn-screen').hidden = !may('screen_share');
+  const chatAllowed = me.permissions.publishData;
+  $('chat-input').disabled = !chatAllowed;
+  $('chat-input').placeholder = chatAllowed ? 'Message everyone' : 'Your invitation does not allow chat';
+  $('btn-lock').hidden = !me.permissions.admin;
+  $('btn-end').hidden = !me.permissions.admin;
+  $('btn-lock').setAttribute('aria-pressed', String(me.locked));
+  $('btn-lock').textContent = me.locked ? 'Unlock room' : 'Lock room';
   $('preview-avatar').hidden = Boolean(me.video);
   if (me.audio) me.audio.enabled = me.micOn;
   const tile = document.querySelector('.tile[data-key="self"]');
@@ -145,6 +203,7 @@ async function toggleMic() {
 }
 
 async function toggleCamera() {
+  if (!me.video && !me.permissions.sources.includes('camera')) return;
   if (me.video) {
     me.video.stop();
     me.video = null;
@@ -184,6 +243,7 @@ async function switchDevice(kind, deviceId) {
 }
 
 async function toggleScreen() {
+  if (!me.screen && !me.permissions.sources.includes('screen_share')) return;
   if (me.screen) {
     stopScreen();
     return;
@@ -262,7 +322,40 @@ function join() {
   signaling.addEventListener('signal', (e) => onSignal(e.detail));
   signaling.addEventListener('chat', (e) => onChat(e.detail));
   signaling.addEventListener('error', (e) => onServerError(e.detail));
-  signaling.join(me.room, name, mediaState());
+  signaling.addEventListener('muted', (e) => onMuted(e.detail));
+  signaling.addEventListener('removed', () => endedBy('You were removed from the room', 'A host of this room removed you.'));
+  signaling.addEventListener('room-ended', () => endedBy('The meeting has ended', 'A host ended the room for everyone.'));
+  signaling.addEventListener('room-locked', (e) => onLocked(e.detail));
+  signaling.join(me.room, name, mediaState(), invite);
+}
+
+/** A host turned off one of our sources: stop sending it, and say so. */
+function onMuted({ source }) {
+  const words = { microphone: 'microphone', camera: 'camera', screen_share: 'screen share', screen_share_audio: 'screen share' };
+  if (source === 'microphone' && me.micOn) {
+    me.micOn = false;
+    renderLocal();
+  } else if (source === 'camera' && me.video) {
+    toggleCamera();
+  } else if (source.startsWith('screen_share')) {
+    stopScreen();
+  }
+  signaling?.updateState(mediaState());
+  const again = me.permissions.sources.includes(source) ? ' You can turn it back on.' : '';
+  banner(`A host turned off your ${words[source] || source}.${again}`, 'warn', 8000);
+}
+
+function onLocked({ locked }) {
+  me.locked = locked;
+  renderLocal();
+  banner(locked ? 'The room is locked: no one else can join.' : 'The room is open again.', 'info', 5000);
+}
+
+/** The server is done with us (removed, room ended): no reconnecting. */
+function endedBy(title, text) {
+  leaveCall();
+  for (const t of me.camStream.getTracks()) t.stop();
+  showMessage(title, text, { retry: false });
 }
 
 function onStatus({ state, reason, retryInMs }) {
@@ -274,11 +367,18 @@ function onStatus({ state, reason, retryInMs }) {
   } else if (state === 'kicked') {
     leaveCall();
     showMessage('Disconnected by the server', reason || 'The server closed the connection.', { retry: true });
+  } else if (state === 'ended' && !$('room').hidden) {
+    // The error or notice that came before the close usually said why already.
+    endedBy('Disconnected', reason || 'The server will not take this connection back.');
   }
 }
 
 function onWelcome(w) {
   me.id = w.id;
+  me.permissions = w.permissions;
+  me.locked = Boolean(w.locked);
+  renderLocal();
+  document.querySelectorAll('.tile-remote').forEach((tile) => renderActions(tile));
   rtcConfig = iceConfig(w.ice_servers, params);
   if (!w.resumed) {
     // A new session (first join, or the server forgot us): start every call afresh.
@@ -316,16 +416,48 @@ function linkTo(id) {
 }
 
 function addPeer(p) {
-  if (!peers.has(p.id)) peers.set(p.id, { name: p.name, state: p.state, streams: new Map() });
+  if (!peers.has(p.id)) peers.set(p.id, { name: p.name, state: p.state, hidden: Boolean(p.hidden), streams: new Map() });
+  if (p.hidden) {
+    // A recorder or observer: it gets our media, and no one sees it.
+    updateCount();
+    return;
+  }
   const tile = ensureTile({ key: p.id, role: 'remote', peer: p.id, name: p.name });
+  renderActions(tile);
   setTileConnection(tile, links.get(p.id)?.pc.connectionState || 'new');
   updatePeer(p);
   updateCount();
 }
 
+/** A host's actions on someone's tile: turn off their mic or camera, remove them. */
+function renderActions(tile) {
+  const id = tile.dataset.key;
+  if (!peers.has(id) || !me.permissions.admin) {
+    setTileActions(tile, []);
+    return;
+  }
+  const name = () => peers.get(id)?.name || 'them';
+  setTileActions(tile, [
+    { action: 'mute-mic', label: 'Mute', title: () => `Turn off ${name()}'s microphone`,
+      run: () => signaling?.send({ type: 'mute', id, source: 'microphone' }) },
+    { action: 'camera-off', label: 'Stop video', title: () => `Turn off ${name()}'s camera`,
+      run: () => signaling?.send({ type: 'mute', id, source: 'camera' }) },
+    { action: 'remove', label: 'Remove', title: () => `Remove ${name()} from the room`,
+      run: () => {
+        if (confirm(`Remove ${name()} from the room? Their invitation will not let them back in.`)) {
+          signaling?.send({ type: 'remove', id });
+        }
+      } },
+  ]);
+}
+
 function updatePeer(p) {
   const peer = peers.get(p.id);
   if (!peer) return;
+  if (peer.hidden) {
+    peer.state = p.state;
+    return;
+  }
   peer.name = p.name;
   peer.state = p.state;
   renderPeer(p.id);
@@ -342,7 +474,7 @@ function onRemoteTrack(id, { track, stream }) {
 /** Puts a peer's camera stream and (while it shares) its screen stream into their tiles. */
 function renderPeer(id) {
   const peer = peers.get(id);
-  if (!peer) return;
+  if (!peer || peer.hidden) return;
   const screenId = peer.state.screen;
   const camera = [...peer.streams.values()].find((s) => s.id !== screenId);
   const tile = ensureTile({ key: id, role: 'remote', peer: id, name: peer.name });
@@ -400,6 +532,12 @@ function onChat({ from, name, text }) {
 }
 
 function onServerError({ code, message }) {
+  const refusal = describeRefusal(code, message);
+  if (refusal && (!me.id || code === 'room-locked')) {
+    // Refused at the door: nothing to retry with this link.
+    endedBy(refusal.title, refusal.text);
+    return;
+  }
   switch (code) {
     case 'room-full':
       leaveCall();
@@ -421,7 +559,7 @@ function onServerError({ code, message }) {
 }
 
 function updateCount() {
-  const n = peers.size + 1;
+  const n = [...peers.values()].filter((p) => !p.hidden).length + 1;
   $('people-count').textContent = `${n} ${n === 1 ? 'person' : 'people'}`;
   document.title = `${me.room} · Huddle`;
 }
@@ -455,6 +593,10 @@ function wire() {
   $('chat-close').addEventListener('click', () => toggleChat(false));
   $('btn-devices').addEventListener('click', () => $('devices-dialog').showModal());
   $('btn-leave').addEventListener('click', leave);
+  $('btn-lock').addEventListener('click', () => signaling?.send({ type: 'lock', locked: !me.locked }));
+  $('btn-end').addEventListener('click', () => {
+    if (confirm('End the meeting for everyone?')) signaling?.send({ type: 'end' });
+  });
   $('message-retry').addEventListener('click', () => location.reload());
   $('copy-link').addEventListener('click', async () => {
     const url = `${location.origin}/r/${encodeURIComponent(me.room)}`;

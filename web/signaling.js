@@ -6,6 +6,8 @@ export const PROTOCOL_VERSION = 1;
 const PING_EVERY_MS = 5000;
 const PONG_TIMEOUT_MS = 12000;
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+/** Close codes after which the server will not take this page back (docs/protocol.md). */
+const FINAL_CLOSES = new Set([4001, 4003, 4004, 4005]);
 
 export class Signaling extends EventTarget {
   constructor(url) {
@@ -21,9 +23,9 @@ export class Signaling extends EventTarget {
     this.retryTimer = null;
   }
 
-  /** Connects (and reconnects until `leave`) and joins `room`. */
-  join(room, name, state) {
-    this.joinRequest = { room, name, state };
+  /** Connects (and reconnects until `leave`) and joins `room`, with an access token if any. */
+  join(room, name, state, token = null) {
+    this.joinRequest = { room, name, state, token };
     this.closedByUs = false;
     this.connect();
   }
@@ -71,9 +73,10 @@ export class Signaling extends EventTarget {
     ws.onopen = () => {
       opened = true;
       this.lastPong = performance.now();
-      const { room, name, state } = this.joinRequest;
+      const { room, name, state, token } = this.joinRequest;
       const join = { type: 'join', v: PROTOCOL_VERSION, room, name, state };
       if (this.resumeToken) join.resume = this.resumeToken;
+      if (token) join.token = token;
       ws.send(JSON.stringify(join));
       clearInterval(this.pinger);
       this.pinger = setInterval(() => this.keepalive(), PING_EVERY_MS);
@@ -104,6 +107,11 @@ export class Signaling extends EventTarget {
       if (this.closedByUs) return;
       if (event.code === 1009 || event.code === 1008) {
         this.emit('status', { state: 'kicked', reason: event.reason });
+        return;
+      }
+      // Refused token, removed, room ended: reconnecting would only be refused again.
+      if (FINAL_CLOSES.has(event.code)) {
+        this.emit('status', { state: 'ended', code: event.code, reason: event.reason });
         return;
       }
       this.scheduleRetry(opened ? 'connection to the server lost' : 'cannot reach the server');

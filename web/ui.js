@@ -56,6 +56,30 @@ export function ensureTile({ key, role, peer, name }) {
   return tile;
 }
 
+/** Buttons over a tile (a host's moderation); `actions` of {action, label, title(), run}. */
+export function setTileActions(tile, actions) {
+  let bar = tile.querySelector('.tile-actions');
+  if (!actions.length) {
+    bar?.remove();
+    return;
+  }
+  if (!bar) {
+    bar = document.createElement('div');
+    bar.className = 'tile-actions';
+    tile.append(bar);
+  }
+  bar.replaceChildren(...actions.map(({ action, label, title, run }) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.dataset.action = action;
+    b.textContent = label;
+    b.title = title();
+    b.setAttribute('aria-label', title());
+    b.addEventListener('click', run);
+    return b;
+  }));
+}
+
 export function setTileName(tile, name) {
   tile.querySelector('.name').textContent = name;
   tile.querySelector('.avatar').textContent = initials(name);

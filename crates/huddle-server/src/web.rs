@@ -20,6 +20,7 @@ assets! {
     "media.js" => "text/javascript; charset=utf-8",
     "ui.js" => "text/javascript; charset=utf-8",
     "ice.js" => "text/javascript; charset=utf-8",
+    "access.js" => "text/javascript; charset=utf-8",
     "icon.svg" => "image/svg+xml",
     "echo.html" => "text/html; charset=utf-8",
     "echo.js" => "text/javascript; charset=utf-8",

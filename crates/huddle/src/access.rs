@@ -27,7 +27,12 @@ pub struct AccessArgs {
     pub auth_key: Option<Vec<String>>,
 
     /// A file of `NAME: SECRET` lines (LiveKit's keys file), read at start.
-    #[arg(long, env = "HUDDLE_AUTH_KEYS_FILE", value_name = "FILE", global = true)]
+    #[arg(
+        long,
+        env = "HUDDLE_AUTH_KEYS_FILE",
+        value_name = "FILE",
+        global = true
+    )]
     pub auth_keys_file: Option<PathBuf>,
 }
 
