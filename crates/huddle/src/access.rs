@@ -9,7 +9,7 @@ use clap::Args;
 use huddle_access::Keys;
 use serde::Deserialize;
 
-#[derive(Args, Deserialize, Default, Debug, Clone)]
+#[derive(Args, Deserialize, Default, Clone)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct AccessArgs {
     /// A key that signs access tokens, NAME:SECRET (LiveKit's API key and secret; the secret at
@@ -34,6 +34,22 @@ pub struct AccessArgs {
         global = true
     )]
     pub auth_keys_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AccessArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: the secrets stay out of any log or panic message.
+        let names: Vec<&str> = self
+            .auth_key
+            .iter()
+            .flatten()
+            .map(|k| k.split(':').next().unwrap_or(""))
+            .collect();
+        f.debug_struct("AccessArgs")
+            .field("auth_key", &names)
+            .field("auth_keys_file", &self.auth_keys_file)
+            .finish()
+    }
 }
 
 impl AccessArgs {
