@@ -7,7 +7,7 @@ import { tokenFromLink, readClaims, problemWith, describeRefusal, permissionsFro
 import { openCamera, openTrack, openScreen, listDevices, describeMediaError } from './media.js';
 import {
   $, showView, banner, showMessage, ensureTile, setTileName, setTileMedia, setTileConnection,
-  removeTiles, updateGridSize, appendChat, fillDeviceSelect, setTileActions,
+  removeTiles, updateGridSize, appendChat, fillDeviceSelect, setTileActions, renderPeople,
 } from './ui.js';
 
 const params = new URLSearchParams(location.search);
@@ -191,6 +191,7 @@ function renderLocal() {
   if (me.audio) me.audio.enabled = me.micOn;
   const tile = document.querySelector('.tile[data-key="self"]');
   if (tile) setTileMedia(tile, mediaState());
+  if (!$('room').hidden) refreshPeople();
 }
 
 // ---------------------------------------------------------------- local controls
@@ -429,26 +430,40 @@ function addPeer(p) {
   updateCount();
 }
 
-/** A host's actions on someone's tile: turn off their mic or camera, remove them. */
-function renderActions(tile) {
-  const id = tile.dataset.key;
-  if (!peers.has(id) || !me.permissions.admin) {
-    setTileActions(tile, []);
-    return;
-  }
-  const name = () => peers.get(id)?.name || 'them';
-  setTileActions(tile, [
-    { action: 'mute-mic', label: 'Mute', title: () => `Turn off ${name()}'s microphone`,
+/** A host's actions on someone: turn off their mic or camera, remove them (none for others). */
+function moderation(id) {
+  if (!me.permissions.admin || !peers.has(id)) return [];
+  const name = peers.get(id).name;
+  return [
+    { action: 'mute-mic', label: 'Mute', title: `Turn off ${name}'s microphone`,
       run: () => signaling?.send({ type: 'mute', id, source: 'microphone' }) },
-    { action: 'camera-off', label: 'Stop video', title: () => `Turn off ${name()}'s camera`,
+    { action: 'camera-off', label: 'Stop video', title: `Turn off ${name}'s camera`,
       run: () => signaling?.send({ type: 'mute', id, source: 'camera' }) },
-    { action: 'remove', label: 'Remove', title: () => `Remove ${name()} from the room`,
+    { action: 'remove', label: 'Remove', title: `Remove ${name} from the room`,
       run: () => {
-        if (confirm(`Remove ${name()} from the room? Their invitation will not let them back in.`)) {
+        if (confirm(`Remove ${name} from the room? Their invitation will not let them back in.`)) {
           signaling?.send({ type: 'remove', id });
         }
       } },
-  ]);
+  ];
+}
+
+function renderActions(tile) {
+  setTileActions(tile, moderation(tile.dataset.key));
+}
+
+/** The people panel: everyone visible, you first, with a host's actions. */
+function refreshPeople() {
+  const self = { id: me.id || 'self', name: me.name, ...mediaState(), you: true, actions: [] };
+  const others = [...peers.entries()]
+    .filter(([, p]) => !p.hidden)
+    .map(([id, p]) => ({ id, name: p.name, ...p.state, you: false, actions: moderation(id) }));
+  renderPeople([self, ...others]);
+}
+
+function togglePeople(open = $('people').hidden) {
+  $('people').hidden = !open;
+  $('btn-people').setAttribute('aria-pressed', String(open));
 }
 
 function updatePeer(p) {
@@ -461,6 +476,7 @@ function updatePeer(p) {
   peer.name = p.name;
   peer.state = p.state;
   renderPeer(p.id);
+  refreshPeople();
 }
 
 function onRemoteTrack(id, { track, stream }) {
@@ -559,6 +575,7 @@ function onServerError({ code, message }) {
 }
 
 function updateCount() {
+  refreshPeople();
   const n = [...peers.values()].filter((p) => !p.hidden).length + 1;
   $('people-count').textContent = `${n} ${n === 1 ? 'person' : 'people'}`;
   document.title = `${me.room} · Huddle`;
@@ -590,6 +607,8 @@ function wire() {
   $('btn-cam').addEventListener('click', toggleCamera);
   $('btn-screen').addEventListener('click', toggleScreen);
   $('btn-chat').addEventListener('click', () => toggleChat());
+  $('btn-people').addEventListener('click', () => togglePeople());
+  $('people-close').addEventListener('click', () => togglePeople(false));
   $('chat-close').addEventListener('click', () => toggleChat(false));
   $('btn-devices').addEventListener('click', () => $('devices-dialog').showModal());
   $('btn-leave').addEventListener('click', leave);
@@ -625,6 +644,7 @@ function wire() {
       case 'v': toggleCamera(); break;
       case 's': if (inRoom) toggleScreen(); break;
       case 'c': if (inRoom) toggleChat(); break;
+      case 'p': if (inRoom) togglePeople(); break;
       default: return;
     }
     e.preventDefault();

@@ -56,7 +56,21 @@ export function ensureTile({ key, role, peer, name }) {
   return tile;
 }
 
-/** Buttons over a tile (a host's moderation); `actions` of {action, label, title(), run}. */
+/** Buttons for a host's moderation: `actions` of {action, label, title, run}. */
+function actionButtons(actions) {
+  return actions.map(({ action, label, title, run }) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.dataset.action = action;
+    b.textContent = label;
+    b.title = title;
+    b.setAttribute('aria-label', title);
+    b.addEventListener('click', run);
+    return b;
+  });
+}
+
+/** A host's buttons over a tile; none removes them. */
 export function setTileActions(tile, actions) {
   let bar = tile.querySelector('.tile-actions');
   if (!actions.length) {
@@ -68,15 +82,38 @@ export function setTileActions(tile, actions) {
     bar.className = 'tile-actions';
     tile.append(bar);
   }
-  bar.replaceChildren(...actions.map(({ action, label, title, run }) => {
-    const b = document.createElement('button');
-    b.type = 'button';
-    b.dataset.action = action;
-    b.textContent = label;
-    b.title = title();
-    b.setAttribute('aria-label', title());
-    b.addEventListener('click', run);
-    return b;
+  bar.replaceChildren(...actionButtons(actions));
+}
+
+/**
+ * The list of people: `people` of {id, name, audio, video, screen, you, actions}. Mic and camera
+ * state are words as well as strikes, so they do not rest on colour.
+ */
+export function renderPeople(people) {
+  $('people-list').replaceChildren(...people.map((p) => {
+    const li = document.createElement('li');
+    li.dataset.peer = p.id;
+    const who = document.createElement('span');
+    who.className = 'who';
+    who.textContent = p.you ? `${p.name} (you)` : p.name;
+    const media = document.createElement('span');
+    media.className = 'media';
+    const item = (on, onText, offText) => {
+      const s = document.createElement('span');
+      s.textContent = on ? onText : offText;
+      if (!on) s.className = 'off';
+      return s;
+    };
+    media.append(item(p.audio, 'mic on', 'mic off'), ' · ', item(p.video, 'camera on', 'camera off'));
+    if (p.screen) media.append(' · sharing screen');
+    li.append(who, media);
+    if (p.actions.length) {
+      const actions = document.createElement('div');
+      actions.className = 'actions';
+      actions.append(...actionButtons(p.actions));
+      li.append(actions);
+    }
+    return li;
   }));
 }
 

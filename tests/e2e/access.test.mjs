@@ -66,11 +66,15 @@ test('a host mutes one participant and removes another, who cannot come back', a
   assert.match(await bob.textContent('#banner'), /host turned off your microphone/i);
   await waitInPage(host, (sel) => !document.querySelector(`${sel} .mic-off`).hasAttribute('hidden'), bobTile, { what: 'mute shown' });
 
-  // Remove Carol (the host confirms): she is told, and is gone for the others.
+  // The list of people says it in words too, and holds the same actions.
+  await host.click('#btn-people');
+  await waitInPage(host, (id) => document.querySelector(`#people-list li[data-peer="${id}"] .media`)?.textContent.includes('mic off'), bobId, { what: 'mic off in the list' });
+  assert.equal(await bob.$$eval('#people-list button', (b) => b.length), 0, 'no actions for a non-host');
+
+  // Remove Carol from the list (the host confirms): she is told, and is gone for the others.
   const carolId = await carol.evaluate(() => window.huddle.me.id);
   host.once('dialog', (d) => d.accept());
-  await host.hover(`.tile[data-key="${carolId}"]`);
-  await host.click(`.tile[data-key="${carolId}"] button[data-action="remove"]`);
+  await host.click(`#people-list li[data-peer="${carolId}"] button[data-action="remove"]`);
   await waitInPage(carol, () => !document.getElementById('message').hidden, null, { what: 'removed message' });
   assert.match(await carol.textContent('#message-title'), /removed/i);
   await waitInPage(bob, (id) => !document.querySelector(`.tile[data-key="${id}"]`), carolId, { what: 'Carol gone for Bob' });
