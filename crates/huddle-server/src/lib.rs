@@ -270,13 +270,26 @@ impl Server {
         tracing::info!("shutting down: telling clients");
         let _ = stop_tx.send(true);
         let _ = hub_task.await;
-        match tokio::time::timeout(self.config.shutdown_grace, serve).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(join)) => Err(ServerError::Serve(std::io::Error::other(join))),
+        // Connections and the media thread (which says goodbye to every browser over DTLS)
+        // finish together, within the one grace.
+        let media = self.media.clone();
+        let media_done = async move {
+            if let Some(media) = media {
+                media.finished().await;
+            }
+        };
+        let (served, ()) = match tokio::time::timeout(
+            self.config.shutdown_grace,
+            futures_util::future::join(serve, media_done),
+        )
+        .await
+        {
+            Ok(done) => done,
             Err(_) => {
                 tracing::info!("connections still open after the grace period; exiting anyway");
-                Ok(())
+                return Ok(());
             }
-        }
+        };
+        served.map_err(|join| ServerError::Serve(std::io::Error::other(join)))
     }
 }

@@ -170,6 +170,11 @@ pub fn render_media(
             "Datagrams on the media port that no session took.",
             &counters.datagrams_unmatched,
         ),
+        (
+            "huddle_media_datagrams_dropped_total",
+            "Datagrams dropped because a media socket's send buffer stayed full.",
+            &counters.datagrams_dropped,
+        ),
     ] {
         let value = value.load(Relaxed);
         let _ = writeln!(

@@ -8,7 +8,7 @@
 pub(crate) mod routes;
 mod transcode;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +59,8 @@ pub struct MediaCounters {
     /// Frames dropped because a worker's queue was full.
     pub frames_dropped: AtomicU64,
     pub datagrams_unmatched: AtomicU64,
+    /// Datagrams dropped because a socket's send buffer stayed full past the backlog.
+    pub datagrams_dropped: AtomicU64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -101,6 +103,8 @@ enum Command {
 #[derive(Clone)]
 pub struct Media {
     commands: mpsc::Sender<Command>,
+    /// Closed when the media thread has ended (its sender is dropped with the thread's state).
+    finished: watch::Receiver<()>,
     addrs: Arc<Vec<LocalAddr>>,
     pub(crate) config: Arc<MediaConfig>,
     pub(crate) counters: Arc<MediaCounters>,
@@ -167,9 +171,12 @@ impl Media {
             .map(|s| s.into_std())
             .collect::<std::io::Result<Vec<_>>>()?;
         let thread_counters = counters.clone();
+        let (finishing, finished) = watch::channel(());
         std::thread::Builder::new()
             .name("media".into())
             .spawn(move || {
+                // Dropped however the thread ends: `Media::finished` then resolves.
+                let _finishing = finishing;
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -188,6 +195,7 @@ impl Media {
                         }
                     }
                     let runner = Runner {
+                        backlog: sockets.iter().map(|_| VecDeque::new()).collect(),
                         engine,
                         sockets,
                         transcoders,
@@ -200,10 +208,17 @@ impl Media {
         tracing::info!(addrs = ?addrs, "media peer listening (UDP)");
         Ok(Media {
             commands,
+            finished,
             addrs: Arc::new(locals),
             config: Arc::new(config),
             counters,
         })
+    }
+
+    /// Resolves once the media thread has ended (after shutdown, its sessions told goodbye).
+    pub async fn finished(&self) {
+        let mut finished = self.finished.clone();
+        while finished.changed().await.is_ok() {}
     }
 
     /// Every address a browser may be told to send media to: the bound ones and, with
@@ -291,7 +306,14 @@ struct Runner {
     counters: Arc<MediaCounters>,
     /// WHIP/WHEP resource name → session (forgotten when the session ends).
     resources: HashMap<String, SessionId>,
+    /// Per socket, datagrams its full send buffer did not take yet, in order; sent when it is
+    /// writable again, while the loop goes on serving everything else.
+    backlog: Vec<VecDeque<(Vec<u8>, SocketAddr)>>,
 }
+
+/// Datagrams one socket may have waiting for room in its send buffer; past it the oldest are
+/// dropped (UDP may lose them; the browsers' NACKs and keyframe requests recover).
+const BACKLOG: usize = 4096;
 
 impl Runner {
     async fn run(
@@ -322,6 +344,9 @@ impl Runner {
                 },
                 Some(c) = results.recv() => self.command(c),
                 () = readable(&self.sockets) => self.receive(&mut buf),
+                () = writable(&self.sockets, &self.backlog), if self.has_backlog() => {
+                    self.send_backlog();
+                }
                 () = &mut sleep => {}
             }
             // Timers fire even while datagrams keep coming.
@@ -329,14 +354,41 @@ impl Runner {
             if self.engine.poll_timeout().is_some_and(|t| t <= now) {
                 self.engine.handle_timeout(now);
             }
-            self.flush().await;
+            self.flush();
         }
-        // Shutdown: tell every browser (DTLS close_notify), then stop.
+        // Shutdown: tell every browser (DTLS close_notify), then stop — after waiting a moment
+        // for room in the send buffers, so the goodbyes are not lost.
         let ids: Vec<SessionId> = self.engine.sessions().collect();
         for id in ids {
             self.engine.close(id);
         }
-        self.flush().await;
+        self.flush();
+        let goodbye = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        while self.has_backlog() {
+            let wait = writable(&self.sockets, &self.backlog);
+            if tokio::time::timeout_at(goodbye, wait).await.is_err() {
+                break;
+            }
+            self.send_backlog();
+        }
+    }
+
+    fn has_backlog(&self) -> bool {
+        self.backlog.iter().any(|b| !b.is_empty())
+    }
+
+    /// Sends what each socket has waiting, as far as its buffer takes it.
+    fn send_backlog(&mut self) {
+        for ((_, socket), backlog) in self.sockets.iter().zip(&mut self.backlog) {
+            while let Some((data, to)) = backlog.front() {
+                match socket.try_send_to(data, *to) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => tracing::trace!(error = %e, %to, "media send failed"),
+                }
+                backlog.pop_front();
+            }
+        }
     }
 
     /// Feeds the engine what the sockets hold, straight from the receive buffer.
@@ -416,8 +468,9 @@ impl Runner {
     }
 
     /// Carries out everything the engine asked for. Datagrams are sent together, one
-    /// `sendmmsg` per socket: echoing a frame is several packets at once.
-    async fn flush(&mut self) {
+    /// `sendmmsg` per socket: echoing a frame is several packets at once. What a full send buffer
+    /// does not take waits in the socket's backlog; nothing here waits.
+    fn flush(&mut self) {
         let mut transmits = Vec::new();
         while let Some(o) = self.engine.poll_output() {
             match o {
@@ -432,7 +485,7 @@ impl Runner {
                 }
             }
         }
-        for (local, socket) in &self.sockets {
+        for ((local, socket), backlog) in self.sockets.iter().zip(&mut self.backlog) {
             let datagrams: Vec<(&[u8], SocketAddr)> = transmits
                 .iter()
                 .filter(|t| t.source == *local)
@@ -441,15 +494,41 @@ impl Runner {
             if datagrams.is_empty() {
                 continue;
             }
-            let sent = udp_batch::send(socket.as_raw_fd(), &datagrams);
-            // A full socket buffer stopped the batch: wait for room for the rest.
+            // Behind a backlog, new datagrams queue after it: order per socket is kept.
+            let sent = if backlog.is_empty() {
+                udp_batch::send(socket.as_raw_fd(), &datagrams)
+            } else {
+                0
+            };
             for (data, to) in &datagrams[sent..] {
-                if let Err(e) = socket.send_to(data, *to).await {
-                    tracing::trace!(error = %e, %to, "media send failed");
+                if backlog.len() == BACKLOG {
+                    backlog.pop_front();
+                    self.counters
+                        .datagrams_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                 }
+                backlog.push_back((data.to_vec(), *to));
             }
         }
     }
+}
+
+/// Resolves when a socket with a backlog may take a datagram.
+async fn writable(
+    sockets: &[(SocketAddr, UdpSocket)],
+    backlog: &[VecDeque<(Vec<u8>, SocketAddr)>],
+) {
+    let waits = sockets
+        .iter()
+        .zip(backlog)
+        .filter(|(_, b)| !b.is_empty())
+        .map(|((_, s), _)| Box::pin(s.writable()));
+    let waits: Vec<_> = waits.collect();
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    // An error here is the socket's pending error; the next send reports it.
+    let _ = futures_util::future::select_all(waits).await;
 }
 
 /// Resolves when any socket may have a datagram.
