@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::awake::AwakeCpus;
 use crate::median;
 use crate::turn::{Direction, Lanes, Sink, percentile_us, set_buffers, stamped_latency};
-use huddle_server::udp_batch::{self, RecvBatch};
+use huddle_server::udp::batch::{self, RecvBatch};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -263,7 +263,7 @@ impl BatchForwarder {
                             (data, targets[next % targets.len()])
                         })
                         .collect();
-                    udp_batch::send_each(fd, &datagrams);
+                    batch::send_each(fd, &datagrams);
                 }
             }
         });

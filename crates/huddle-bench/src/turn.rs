@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use huddle_server::epoll::{self, Epoll};
-use huddle_server::udp_batch;
+use huddle_server::udp::batch;
+use huddle_server::udp::epoll::{self, Epoll};
 use huddle_turn_proto::auth::long_term_key;
 use huddle_turn_proto::channel_data;
 use huddle_turn_proto::stun::{
@@ -394,7 +394,7 @@ impl Sink {
 }
 
 pub(crate) fn set_buffers(sock: &UdpSocket) {
-    udp_batch::set_buffers(sock.as_raw_fd(), 8 << 20);
+    batch::set_buffers(sock.as_raw_fd(), 8 << 20);
 }
 
 /// The load generator's sockets for one step of the throughput ladder.
@@ -816,7 +816,7 @@ fn offer(lanes: &[(RawFd, SocketAddr)], payload: &[u8], rate: u64, duration: Dur
             let (fd, to) = lanes[next % lanes.len()];
             next += 1;
             let datagrams: Vec<(&[u8], SocketAddr)> = (0..per).map(|_| (payload, to)).collect();
-            sent += udp_batch::send(fd, &datagrams) as u64;
+            sent += batch::send(fd, &datagrams) as u64;
             remaining -= per;
         }
         if let Some(wait) =

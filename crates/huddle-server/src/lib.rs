@@ -14,7 +14,6 @@
 mod config;
 mod connections;
 mod descriptors;
-pub mod epoll;
 mod http;
 mod hub;
 mod ice;
@@ -24,8 +23,7 @@ mod metrics;
 mod rate_limit;
 mod tls;
 mod turn;
-pub mod udp_batch;
-mod udp_ring;
+pub mod udp;
 mod web;
 
 use std::future::Future;

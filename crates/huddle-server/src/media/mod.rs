@@ -17,13 +17,14 @@ use std::time::Instant;
 use huddle_media::{
     CloseReason, Engine, EngineConfig, LocalAddr, OfferError, Output, SessionId, SessionKind,
 };
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use std::os::fd::AsRawFd;
 
 use self::transcode::Transcoders;
-use crate::udp_batch;
+use crate::udp::batch::{self, RecvBatch};
 
 /// `huddle serve`'s media settings.
 #[derive(Debug, Clone)]
@@ -322,7 +323,7 @@ impl Runner {
         mut results: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut buf = vec![0u8; 2048];
+        let mut batch = RecvBatch::new();
         // One timer and one stop future for the life of the loop: re-created per iteration they
         // cost a timer-wheel insert and removal per datagram.
         let idle = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
@@ -343,7 +344,7 @@ impl Runner {
                     None => break,
                 },
                 Some(c) = results.recv() => self.command(c),
-                () = readable(&self.sockets) => self.receive(&mut buf),
+                () = readable(&self.sockets) => self.receive(&mut batch),
                 () = writable(&self.sockets, &self.backlog), if self.has_backlog() => {
                     self.send_backlog();
                 }
@@ -391,13 +392,16 @@ impl Runner {
         }
     }
 
-    /// Feeds the engine what the sockets hold, straight from the receive buffer.
-    fn receive(&mut self, buf: &mut [u8]) {
+    /// Feeds the engine what the sockets hold, [`batch::BATCH`] datagrams per `recvmmsg`,
+    /// straight from the receive buffers.
+    fn receive(&mut self, batch: &mut RecvBatch) {
         let now = Instant::now();
         for (local, socket) in &self.sockets {
-            for _ in 0..RECV_BATCH {
-                let (n, source) = match socket.try_recv_from(buf) {
-                    Ok(r) => r,
+            for _ in 0..RECV_BATCH.div_ceil(batch::BATCH) {
+                // Through tokio, so that running dry clears the socket's readiness.
+                let fd = socket.as_raw_fd();
+                let n = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+                    Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // ICMP errors from earlier sends surface here on Linux; the socket is fine.
                     Err(e) => {
@@ -405,14 +409,19 @@ impl Runner {
                         continue;
                     }
                 };
-                if self
-                    .engine
-                    .handle_receive(now, source, *local, &buf[..n])
-                    .is_err()
-                {
-                    self.counters
-                        .datagrams_unmatched
-                        .fetch_add(1, Ordering::Relaxed);
+                for (data, source) in (0..n).filter_map(|i| batch.get(i)) {
+                    if self
+                        .engine
+                        .handle_receive(now, source, *local, data)
+                        .is_err()
+                    {
+                        self.counters
+                            .datagrams_unmatched
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if n < batch::BATCH {
+                    break; // drained
                 }
             }
         }
@@ -496,7 +505,7 @@ impl Runner {
             }
             // Behind a backlog, new datagrams queue after it: order per socket is kept.
             let sent = if backlog.is_empty() {
-                udp_batch::send(socket.as_raw_fd(), &datagrams)
+                batch::send(socket.as_raw_fd(), &datagrams)
             } else {
                 0
             };

@@ -1,11 +1,11 @@
 //! The TURN server's I/O around the sans-IO [`huddle_turn_proto::Server`]: UDP, TCP and TLS
 //! listeners, one UDP socket per relayed address (all served by one task through an epoll set of
-//! their own, [`crate::epoll`]), and the timer.
+//! their own, [`crate::udp::epoll`]), and the timer.
 //!
 //! The core sits behind one `std::sync::Mutex`, held only for the synchronous handling of one
 //! batch of datagrams and the sends it causes (UDP sends never wait: sockets are non-blocking and
 //! registered for reading only, a full socket buffer drops the datagram as UDP would; a batch's
-//! datagrams for many relay sockets leave in one io_uring submission, [`crate::udp_ring`]).
+//! datagrams for many relay sockets leave in one io_uring submission, [`crate::udp::ring`]).
 //! Stream clients get a bounded queue each; a client whose queue is full loses that frame rather
 //! than making the server buffer for it.
 
@@ -28,9 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::epoll::{self, Epoll};
-use crate::udp_batch::{self as batch, BATCH, ReadableUdp, RecvBatch};
-use crate::udp_ring::SendRing;
+use crate::udp::batch::{self as batch, BATCH, ReadableUdp, RecvBatch};
+use crate::udp::epoll::{self, Epoll};
+use crate::udp::ring::SendRing;
 pub use prefixed::Prefixed;
 use relays::Relays;
 pub use stream::looks_like_turn;

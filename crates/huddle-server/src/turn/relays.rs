@@ -9,8 +9,8 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::epoll::Epoll;
-use crate::udp_batch;
+use crate::udp::batch;
+use crate::udp::epoll::Epoll;
 
 pub(super) struct Relays {
     /// Looked up for every datagram a client relays: foldhash (randomly seeded) rather than
@@ -58,7 +58,7 @@ impl Relays {
         };
         socket.set_nonblocking(true)?;
         let fd = socket.as_raw_fd();
-        udp_batch::set_buffers(fd, 1 << 20);
+        batch::set_buffers(fd, 1 << 20);
         let local = socket.local_addr()?;
         let next = if hold_next {
             let port = local.port().checked_add(1);

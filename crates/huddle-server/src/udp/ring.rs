@@ -20,7 +20,7 @@ use std::os::fd::RawFd;
 
 use io_uring::{IoUring, opcode, types};
 
-use crate::udp_batch::{self, BATCH, SLOT};
+use crate::udp::batch::{self, BATCH, SLOT};
 
 /// One queued datagram's copy.
 struct Slot {
@@ -122,7 +122,7 @@ impl Ring {
                 chunk.iter().zip(self.slots.iter_mut()).enumerate()
             {
                 slot.buf[..payload.len()].copy_from_slice(payload);
-                (slot.addr, slot.addr_len) = udp_batch::to_storage(to);
+                (slot.addr, slot.addr_len) = batch::to_storage(to);
                 let sqe =
                     opcode::Send::new(types::Fd(*fd), slot.buf.as_ptr(), payload.len() as u32)
                         .flags(libc::MSG_DONTWAIT)
@@ -159,7 +159,7 @@ impl Ring {
 /// Datagrams for one socket through `sendmmsg` (or `sendto` for one).
 fn send_run(run: &[(RawFd, &[u8], SocketAddr)]) -> usize {
     let list: Vec<(&[u8], SocketAddr)> = run.iter().map(|(_, p, to)| (*p, *to)).collect();
-    udp_batch::send(run[0].0, &list)
+    batch::send(run[0].0, &list)
 }
 
 #[cfg(test)]
