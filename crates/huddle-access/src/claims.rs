@@ -34,7 +34,7 @@ impl Claims {
         Self {
             sub: identity.to_owned(),
             nbf: Some(now),
-            exp: Some(now + ttl),
+            exp: Some(now.saturating_add(ttl)),
             video: VideoGrant {
                 room: Some(room.to_owned()),
                 room_join: Some(true),

@@ -28,7 +28,7 @@ pub enum TokenError {
     BadJson(&'static str),
     #[error("unsigned tokens (alg none) are not accepted")]
     AlgNone,
-    #[error("the token is signed with {0}; this server's keys sign HS256")]
+    #[error("the token is signed with {0:?}; this server's keys sign HS256")]
     WrongAlgorithm(String),
     #[error("the token was signed by key {0:?}, which this server does not have")]
     UnknownKey(String),
@@ -42,7 +42,7 @@ pub enum TokenError {
     NotYetValid(u64),
     #[error("the token names no identity (sub)")]
     NoIdentity,
-    #[error("the token is for room {token:?}, not {wanted:?}")]
+    #[error("the token is for {}, not {wanted:?}", token.as_deref().map_or("no room".to_owned(), |r| format!("room {r:?}")))]
     WrongRoom {
         token: Option<String>,
         wanted: String,
@@ -85,7 +85,10 @@ pub(crate) fn read(token: &str) -> Result<Unverified<'_>, TokenError> {
         return Err(TokenError::AlgNone);
     }
     if header.alg != "HS256" {
-        return Err(TokenError::WrongAlgorithm(header.alg));
+        // Named in the message: kept short, it is the sender's text.
+        return Err(TokenError::WrongAlgorithm(
+            header.alg.chars().take(16).collect(),
+        ));
     }
     let payload = B64
         .decode(payload)

@@ -63,11 +63,17 @@ impl Keys {
         Ok(keys)
     }
 
-    /// Adds the keys of a file of `NAME: SECRET` lines (LiveKit's keys file); `#` starts a
-    /// comment, blank lines are skipped.
+    /// Adds the keys of a file of `NAME: SECRET` lines (LiveKit's keys file, YAML): a line
+    /// starting with `#`, or ` #` after a value, starts a comment (a `#` inside a secret does
+    /// not); blank lines are skipped.
     pub fn add_file(&mut self, text: &str) -> Result<(), KeyError> {
         for (i, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
+            let line = line.trim_start();
+            let line = if line.starts_with('#') {
+                ""
+            } else {
+                line.split(" #").next().unwrap_or("").trim()
+            };
             if line.is_empty() {
                 continue;
             }
@@ -118,7 +124,8 @@ impl Keys {
         let secret = self
             .secrets
             .get(&t.claims.iss)
-            .ok_or_else(|| TokenError::UnknownKey(t.claims.iss.clone()))?;
+            // Named in the message: kept short, it is the sender's text.
+            .ok_or_else(|| TokenError::UnknownKey(t.claims.iss.chars().take(64).collect()))?;
         if !jwt::signature_matches(secret, t.signed, &t.signature) {
             return Err(TokenError::BadSignature);
         }
@@ -159,9 +166,16 @@ impl Keys {
 }
 
 impl Access {
-    /// Whether this token lets its holder into `room`.
+    /// `KEY:identity`: who holds the token, in the namespace of the key that vouches for them.
+    pub fn holder(&self) -> String {
+        format!("{}:{}", self.key, self.identity)
+    }
+
+    /// Whether this token lets its holder into `room`. Room names compare without regard to
+    /// ASCII case, as rooms are named (`Standup` and `standup` are one room).
     pub fn admit(&self, room: &str) -> Result<(), TokenError> {
-        if self.grant.room.as_deref() != Some(room) {
+        let same = |r: &str| r.eq_ignore_ascii_case(room);
+        if !self.grant.room.as_deref().is_some_and(same) {
             return Err(TokenError::WrongRoom {
                 token: self.grant.room.clone(),
                 wanted: room.to_owned(),

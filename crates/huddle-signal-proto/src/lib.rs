@@ -21,6 +21,7 @@
 //!         Output::Send { conn, msg } => println!("to {conn:?}: {}", msg.to_json()),
 //!         Output::Ping { conn } => println!("ping {conn:?}"),
 //!         Output::Close { conn, code, reason } => println!("close {conn:?} {code} {reason}"),
+//!         Output::Revoked { room, revocation } => println!("refuse {revocation:?} in {room}"),
 //!     }
 //! }
 //! // An I/O loop sleeps until `poll_timeout()` and then calls `handle_timeout(now)`.
@@ -35,7 +36,7 @@ mod wire;
 
 pub use names::{DisplayName, NameError, RoomName};
 pub use rate::TokenBucket;
-pub use rooms::{CloseKind, Config, ConnId, Output, Rooms, Stats, close_code};
+pub use rooms::{CloseKind, Config, ConnId, Output, Revocation, Rooms, Stats, close_code};
 pub use wire::{
     ClientMessage, DecodeError, ErrorCode, IceServer, LeaveReason, MediaState, PROTOCOL_VERSION,
     PeerId, PeerInfo, Permissions, ServerMessage, SessionDescription, Source, Welcome,

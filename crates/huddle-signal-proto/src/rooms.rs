@@ -80,6 +80,9 @@ pub struct Config {
     pub max_pending: usize,
     /// Keys of access tokens. Empty: rooms are open to anyone. Any key: a join needs a token.
     pub access: huddle_access::Keys,
+    /// A connection in no room for this long is closed: a socket that only pings holds memory
+    /// and a place in the hub for nothing.
+    pub join_within: Duration,
 }
 
 impl Default for Config {
@@ -95,6 +98,7 @@ impl Default for Config {
             max_chat_chars: 2000,
             max_pending: 256,
             access: huddle_access::Keys::default(),
+            join_within: Duration::from_secs(30),
         }
     }
 }
@@ -116,6 +120,21 @@ pub enum Output {
         code: u16,
         reason: String,
     },
+    /// An admin removed someone: refuse their token and identity in `room` elsewhere too
+    /// (WHIP, WHEP, ICE servers) and end their media sessions, until `expires` (Unix seconds).
+    Revoked {
+        room: String,
+        revocation: Revocation,
+    },
+}
+
+/// What a removal refuses: a token (its `jti`, or its signature) and the identity it named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub token: String,
+    /// `KEY:sub`: identities are the key's namespace.
+    pub identity: String,
+    pub expires: u64,
 }
 
 /// Counters for `/metrics`.
@@ -143,6 +162,9 @@ struct Conn {
     last_rx: Instant,
     pinged: bool,
     bucket: TokenBucket,
+    /// Since when it is in no room (from connect, or its `leave`): past
+    /// [`Config::join_within`] it is closed.
+    unjoined_since: Option<Instant>,
 }
 
 struct Peer {
@@ -156,8 +178,8 @@ struct Peer {
     /// What arrived for the peer while away, delivered on resume.
     pending: VecDeque<ServerMessage>,
     permissions: Permissions,
-    /// Its token's revocation id and expiry: what a removal refuses, and until when.
-    token: Option<(String, u64)>,
+    /// What removing it refuses, and until when; `None` on a server without keys.
+    revocation: Option<Revocation>,
 }
 
 impl Peer {
@@ -233,6 +255,7 @@ impl<R: RngCore> Rooms<R> {
                 last_rx: now,
                 pinged: false,
                 bucket,
+                unjoined_since: Some(now),
             },
         );
         self.timers.push(Reverse((
@@ -413,6 +436,7 @@ impl<R: RngCore> Rooms<R> {
             ClientMessage::Leave => {
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.peer = None;
+                    c.unjoined_since = Some(now);
                 }
                 self.remove_peer(&pid, LeaveReason::Left);
                 Ok(())
@@ -454,10 +478,21 @@ impl<R: RngCore> Rooms<R> {
         check_state(&state)?;
         check_publish(&admitted.permissions, &state)?;
         let resume = join.resume;
+        // A resume needs the same person's token: the resume token alone does not carry a grant.
+        let identity = admitted.revocation.as_ref().map(|r| &r.identity);
         let resumable = resume
             .and_then(|token| self.resume_index.get(&token).cloned())
-            .filter(|pid| self.peers.get(pid).is_some_and(|p| p.room == room));
+            .filter(|pid| {
+                self.peers.get(pid).is_some_and(|p| {
+                    p.room == room && p.revocation.as_ref().map(|r| &r.identity) == identity
+                })
+            });
         if let Some(pid) = resumable {
+            // The new token's grant and expiry from now on (a page may come back with a fresh one).
+            if let Some(p) = self.peers.get_mut(&pid) {
+                p.permissions = admitted.permissions;
+                p.revocation = admitted.revocation;
+            }
             self.resume(conn, pid, name, state);
             return Ok(());
         }
@@ -492,7 +527,7 @@ impl<R: RngCore> Rooms<R> {
                 detached_at: None,
                 pending: VecDeque::new(),
                 permissions: admitted.permissions,
-                token: admitted.token,
+                revocation: admitted.revocation,
             },
         );
         self.rooms
@@ -502,6 +537,7 @@ impl<R: RngCore> Rooms<R> {
         self.resume_index.insert(resume.clone(), pid.clone());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Some(pid.clone());
+            c.unjoined_since = None;
         }
         self.send(conn, self.welcome(&pid, others, resume, false));
         let info = self.peers[&pid].info(&pid);
@@ -535,6 +571,7 @@ impl<R: RngCore> Rooms<R> {
         let token = p.resume.clone();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Some(pid.clone());
+            c.unjoined_since = None;
         }
         self.send(conn, self.welcome(&pid, others, token, true));
         for msg in pending {
@@ -625,6 +662,17 @@ impl<R: RngCore> Rooms<R> {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        if c.unjoined_since
+            .is_some_and(|since| now >= since + self.config.join_within)
+        {
+            self.conns.remove(&conn);
+            self.outputs.push_back(Output::Close {
+                conn,
+                code: close_code::POLICY,
+                reason: "no join in time".into(),
+            });
+            return;
+        }
         if now >= c.last_rx + dead_after {
             let peer = c.peer.take();
             self.conns.remove(&conn);

@@ -259,8 +259,6 @@ pub enum LeaveReason {
     Kicked,
     /// An admin removed them.
     Removed,
-    /// An admin ended the room.
-    Ended,
 }
 
 /// Every error a client can be sent; the `code` of an `error` message.

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use rand::RngCore;
 
-use super::{ConnId, Rooms, close_code};
+use super::{ConnId, Revocation, Rooms, close_code};
 use crate::names::RoomName;
 use crate::wire::{ErrorCode, Permissions};
 
@@ -14,8 +14,8 @@ pub(super) struct Admitted {
     pub(super) permissions: Permissions,
     /// The token's display name, which wins over the page's.
     pub(super) name: Option<String>,
-    /// The token's revocation id and expiry.
-    pub(super) token: Option<(String, u64)>,
+    /// What removing this participant will refuse.
+    pub(super) revocation: Option<Revocation>,
 }
 
 impl<R: RngCore> Rooms<R> {
@@ -32,7 +32,7 @@ impl<R: RngCore> Rooms<R> {
             return Some(Admitted {
                 permissions: Permissions::open(),
                 name: None,
-                token: None,
+                revocation: None,
             });
         }
         let unauthorized = |why: String| (ErrorCode::Unauthorized, close_code::UNAUTHORIZED, why);
@@ -44,19 +44,26 @@ impl<R: RngCore> Rooms<R> {
             ),
             Some(token) => match self.config.access.decode(token, unix) {
                 Err(e) => unauthorized(e.to_string()),
-                Ok(access) => match access.admit(room.as_str()) {
-                    Err(e) => forbidden(e.to_string()),
-                    Ok(()) if self.is_revoked(room, &access.revocation_id, unix) => {
-                        forbidden("you were removed from this room".into())
+                Ok(access) => {
+                    let revocation = Revocation {
+                        token: access.revocation_id.clone(),
+                        identity: access.holder(),
+                        expires: access.expires,
+                    };
+                    match access.admit(room.as_str()) {
+                        Err(e) => forbidden(e.to_string()),
+                        Ok(()) if self.is_revoked(room, &revocation, unix) => {
+                            forbidden("you were removed from this room".into())
+                        }
+                        Ok(()) => {
+                            return Some(Admitted {
+                                permissions: Permissions::from_grant(&access.grant),
+                                name: access.name,
+                                revocation: Some(revocation),
+                            });
+                        }
                     }
-                    Ok(()) => {
-                        return Some(Admitted {
-                            permissions: Permissions::from_grant(&access.grant),
-                            name: access.name,
-                            token: Some((access.revocation_id, access.expires)),
-                        });
-                    }
-                },
+                }
             },
         };
         let (code, close, why) = refusal;
@@ -64,16 +71,22 @@ impl<R: RngCore> Rooms<R> {
         None
     }
 
-    /// Whether `id` was removed from `room` and has not expired since; forgets what has.
-    fn is_revoked(&mut self, room: &RoomName, id: &str, unix: u64) -> bool {
-        let Some(removed) = self.revoked.get_mut(room) else {
-            return false;
-        };
-        removed.retain(|_, expires| *expires + huddle_access::LEEWAY >= unix);
-        let revoked = removed.contains_key(id);
-        if removed.is_empty() {
-            self.revoked.remove(room);
+    /// Whether this token, or anyone with its identity, was removed from `room` and that
+    /// removal has not expired.
+    fn is_revoked(&mut self, room: &RoomName, r: &Revocation, unix: u64) -> bool {
+        self.forget_expired_removals(room, unix);
+        self.revoked.get(room).is_some_and(|removed| {
+            removed.contains_key(&r.token) || removed.contains_key(&r.identity)
+        })
+    }
+
+    /// Drops `room`'s removals whose tokens have expired.
+    pub(super) fn forget_expired_removals(&mut self, room: &RoomName, unix: u64) {
+        if let Some(removed) = self.revoked.get_mut(room) {
+            removed.retain(|_, expires| expires.saturating_add(huddle_access::LEEWAY) >= unix);
+            if removed.is_empty() {
+                self.revoked.remove(room);
+            }
         }
-        revoked
     }
 }

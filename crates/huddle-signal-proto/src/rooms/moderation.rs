@@ -30,6 +30,8 @@ impl<R: RngCore> Rooms<R> {
         Ok(())
     }
 
+    /// Removes `target` — and anyone else in the room under the same identity — and refuses
+    /// its token and identity in the room until the token expires.
     pub(super) fn handle_remove(
         &mut self,
         admin: &PeerId,
@@ -42,26 +44,46 @@ impl<R: RngCore> Rooms<R> {
         }
         self.check_same_room(admin, target)?;
         let unix = self.unix(now);
-        let Some(p) = self.peers.get(target) else {
-            return Ok(());
-        };
-        if let Some((id, expires)) = p.token.clone()
-            && expires + huddle_access::LEEWAY >= unix
-        {
-            let room = p.room.clone();
-            self.revoked.entry(room).or_default().insert(id, expires);
-        }
-        let conn = p.conn;
-        self.deliver(target, ServerMessage::Removed { by: admin.clone() });
-        if let Some(conn) = conn {
-            self.conns.remove(&conn);
-            self.outputs.push_back(Output::Close {
-                conn,
-                code: close_code::REMOVED,
-                reason: "removed by an admin".into(),
+        let room = self.peers[target].room.clone();
+        let revocation = self.peers[target].revocation.clone();
+        let mut gone = vec![target.clone()];
+        if let Some(r) = &revocation {
+            self.forget_expired_removals(&room, unix);
+            if r.expires.saturating_add(huddle_access::LEEWAY) >= unix {
+                let removed = self.revoked.entry(room.clone()).or_default();
+                removed.insert(r.token.clone(), r.expires);
+                removed.insert(r.identity.clone(), r.expires);
+            }
+            // The same person in another tab, or with another token: gone too.
+            let same = |p: &super::Peer| {
+                p.revocation
+                    .as_ref()
+                    .is_some_and(|o| o.identity == r.identity)
+            };
+            gone.extend(
+                self.members(&room)
+                    .filter(|(id, p)| *id != target && *id != admin && same(p))
+                    .map(|(id, _)| id.clone())
+                    .collect::<Vec<_>>(),
+            );
+            self.outputs.push_back(Output::Revoked {
+                room: room.to_string(),
+                revocation: r.clone(),
             });
         }
-        self.remove_peer(target, LeaveReason::Removed);
+        for pid in gone {
+            let conn = self.peers.get(&pid).and_then(|p| p.conn);
+            self.deliver(&pid, ServerMessage::Removed { by: admin.clone() });
+            if let Some(conn) = conn {
+                self.conns.remove(&conn);
+                self.outputs.push_back(Output::Close {
+                    conn,
+                    code: close_code::REMOVED,
+                    reason: "removed by an admin".into(),
+                });
+            }
+            self.remove_peer(&pid, LeaveReason::Removed);
+        }
         Ok(())
     }
 

@@ -804,9 +804,92 @@ mod access {
             &join_with("r", "Bob", Some(bob_token), MediaState::default()),
         );
         assert_eq!(error_code(&out, later), Some(ErrorCode::Forbidden));
-        // A new token for the same person is a new decision of whoever mints tokens.
-        let (_, w) = h.join_as("bob", |c| c.jti = Some("a-second-token".into()));
+        // A fresh token for the same identity (what a backend mints on every page load) is
+        // refused too, until the removed token would have expired; someone else gets in.
+        let fresh = h.connect();
+        let t = token(|c| {
+            c.sub = "bob".into();
+            c.jti = Some("a-second-token".into());
+        });
+        let out = h.send(
+            fresh,
+            &join_with("r", "Bob", Some(t), MediaState::default()),
+        );
+        assert_eq!(error_code(&out, fresh), Some(ErrorCode::Forbidden));
+        let (_, w) = h.join_as("dave", |_| {});
         assert!(w.peers.is_empty());
+        h.now += Duration::from_secs(3600 + 61);
+        let (_, back) = h.join_as("bob", |c| {
+            c.nbf = Some(UNIX + 3600);
+            c.exp = Some(UNIX + 7200);
+        });
+        assert_eq!(back.peers.len(), 1, "after the removed token's expiry");
+    }
+
+    #[test]
+    fn the_outputs_of_a_removal_name_the_token_and_identity_for_the_io() {
+        let mut h = keyed();
+        let (admin, _) = h.join_as("admin", |c| c.video.room_admin = Some(true));
+        let (_, wb) = h.join_as("bob", |_| {});
+        let (bob2, _) = h.join_as("bob", |c| c.jti = Some("other-tab".into()));
+        let out = h.send(admin, &ClientMessage::Remove { id: wb.id });
+        let revoked: Vec<&Revocation> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Revoked { room, revocation } if room == "r" => Some(revocation),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(revoked.len(), 1);
+        assert_eq!(revoked[0].identity, "main:bob");
+        assert_eq!(
+            closed(&out, bob2),
+            Some(close_code::REMOVED),
+            "bob's other tab goes too"
+        );
+    }
+
+    #[test]
+    fn a_resume_needs_the_same_persons_token() {
+        let mut h = keyed();
+        let (bob, wb) = h.join_as("bob", |_| {});
+        h.rooms.handle_close(bob, CloseKind::Abrupt, h.now);
+        let eve = h.connect();
+        let mut steal = join_with(
+            "r",
+            "Eve",
+            Some(token(|c| c.sub = "eve".into())),
+            MediaState::default(),
+        );
+        if let ClientMessage::Join { resume, .. } = &mut steal {
+            *resume = Some(wb.resume.clone());
+        }
+        let out = h.send(eve, &steal);
+        let w = welcome_of(&out, eve).unwrap();
+        assert!(
+            !w.resumed && w.id != wb.id,
+            "Eve gets her own seat, not Bob's"
+        );
+    }
+
+    #[test]
+    fn a_connection_that_never_joins_is_closed() {
+        let mut h = keyed();
+        let idle = h.connect();
+        let mut closed_at = None;
+        for _ in 0..10 {
+            let out = h.advance(Duration::from_secs(5));
+            h.rooms.handle_text(idle, r#"{"type":"ping"}"#, h.now);
+            let out: Vec<Output> = out.into_iter().chain(h.drain()).collect();
+            if closed(&out, idle) == Some(close_code::POLICY) {
+                closed_at = Some(h.now);
+                break;
+            }
+        }
+        assert!(
+            closed_at.is_some(),
+            "a pinging, never-joining socket stayed"
+        );
     }
 
     #[test]
