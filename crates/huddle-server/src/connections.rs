@@ -31,6 +31,9 @@ use tower::ServiceExt;
 use crate::Limits;
 use crate::listener::{HttpListener, Io};
 
+/// Concurrent HTTP/2 streams per connection.
+const MAX_STREAMS: u32 = 32;
+
 /// How long a connection told to close (idle, or shutting down) may take to finish.
 const CLOSING: Duration = Duration::from_secs(1);
 
@@ -51,6 +54,7 @@ impl PerIp {
 
     /// A slot for one more connection from `ip`; `None` when it has `max` open already.
     pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let ip = crate::rate_limit::client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_default();
         if *n >= self.max {
@@ -203,9 +207,12 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.request_head);
     // The CONNECT protocol carries WebSockets over HTTP/2 (RFC 8441).
+    // Streams at once on one HTTP/2 connection: a page with its modules and its WebSocket
+    // needs a handful; hyper's default of 200 would multiply the per-address connection cap.
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
         .enable_connect_protocol();
     let builder = Arc::new(builder);
     // Every connection task holds a sender; when the last is gone, `recv` returns `None`.

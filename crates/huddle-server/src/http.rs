@@ -20,9 +20,14 @@ use crate::media::routes;
 pub use crate::rate_limit::PerIpRate;
 use crate::{metrics, web};
 
-/// Frames above this are refused by the WebSocket layer itself, before the core's own (smaller)
-/// message limit, so a hostile client cannot make the server buffer megabytes.
-const WS_MAX_MESSAGE: usize = 1 << 20;
+/// Frames above this are refused by the WebSocket layer itself (close 1009), so a hostile client
+/// cannot make the server buffer much; between the core's own limit (64 KiB) and this, the client
+/// gets the core's `too-large` error saying why.
+const WS_MAX_MESSAGE: usize = 128 * 1024;
+
+/// WebSockets one client address may hold open (each is a participant: a family or an office
+/// behind one address has a few dozen).
+pub const WS_PER_CLIENT: usize = 64;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,6 +42,10 @@ pub struct AppState {
     pub auth_failures: PerIpRate,
     /// Access-token keys; empty: everything is open.
     pub keys: huddle_access::Keys,
+    /// Tokens and identities admins removed from rooms.
+    pub revocations: crate::revocations::Revocations,
+    /// Open WebSockets per client address (over HTTP/2, many share one connection).
+    pub ws_per_client: Arc<crate::connections::PerIp>,
 }
 
 /// SDP offers are a few KiB; anything this large is not one.
@@ -149,6 +158,8 @@ pub enum BodyError {
     TooLarge(usize),
     #[error("the body could not be read: {0}")]
     Broken(axum::Error),
+    #[error("the body did not arrive within {} s", BODY_DEADLINE.as_secs())]
+    TooSlow,
 }
 
 impl BodyError {
@@ -156,13 +167,24 @@ impl BodyError {
         match self {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Broken(_) => StatusCode::BAD_REQUEST,
+            Self::TooSlow => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
 
-/// Reads a body of at most `limit` bytes. One that is larger is read on (and thrown away) up
-/// to [`DRAIN_MAX`] before the error, so that the client gets to read the 413.
+/// How long a body may take to arrive whole: a request trickled in is a connection held.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a body of at most `limit` bytes within [`BODY_DEADLINE`]. One that is larger is read
+/// on (and thrown away) up to [`DRAIN_MAX`] before the error, so that the client gets to read
+/// the 413.
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    tokio::time::timeout(BODY_DEADLINE, read_within(body, limit))
+        .await
+        .unwrap_or(Err(BodyError::TooSlow))
+}
+
+async fn read_within(body: Body, limit: usize) -> Result<Bytes, BodyError> {
     let mut body = body;
     let mut kept = Vec::new();
     let mut seen = 0usize;
@@ -202,6 +224,10 @@ async fn ws(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         return r;
     }
+    let Some(slot) = state.ws_per_client.take(peer.ip()) else {
+        let why = "too many open WebSockets from this address\n";
+        return (StatusCode::TOO_MANY_REQUESTS, why).into_response();
+    };
     let host = request_host(&headers, &state);
     let refusals = (state.auth_failures.clone(), peer.ip());
     // The connection stays busy while the socket is open (an HTTP/2 one carries it as a stream).
@@ -215,7 +241,7 @@ async fn ws(
         .max_frame_size(WS_MAX_MESSAGE)
         .on_upgrade(move |socket| async move {
             state.hub.serve_socket(socket, host, refusals).await;
-            drop(busy);
+            drop((busy, slot));
         })
 }
 
@@ -251,11 +277,21 @@ async fn ice_servers(
     uri: axum::http::Uri,
 ) -> Response {
     if !state.keys.is_empty() {
+        let now = unix_now();
         let checked = bearer_token(&headers, &uri)
             .ok_or(TokenRefusal::Missing)
-            .and_then(|t| state.keys.decode(&t, unix_now()).map_err(TokenRefusal::Bad));
-        if let Err(refusal) = checked {
-            return routes::json_error(StatusCode::UNAUTHORIZED, refusal.to_string());
+            .and_then(|t| state.keys.decode(&t, now).map_err(TokenRefusal::Bad));
+        match checked {
+            Err(refusal) => {
+                return routes::json_error(StatusCode::UNAUTHORIZED, refusal.to_string());
+            }
+            Ok(access) => {
+                let room = access.grant.room.clone().unwrap_or_default();
+                if state.revocations.refuses(&room, &access, now) {
+                    let why = "you were removed from this room".to_owned();
+                    return routes::json_error(StatusCode::FORBIDDEN, why);
+                }
+            }
         }
     }
     let host = request_host(&headers, &state);

@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::ice::IceServers;
+use crate::media::Media;
 use crate::rate_limit::PerIpRate;
+use crate::revocations::Revocations;
 
 /// Messages queued for one socket before it counts as too slow and is dropped.
 const OUTBOX: usize = 512;
@@ -34,7 +36,7 @@ enum Input {
     Connect {
         conn: ConnId,
         outbox: mpsc::Sender<Outbound>,
-        kick: oneshot::Sender<()>,
+        kick: oneshot::Sender<Kick>,
         host: String,
     },
     Text {
@@ -58,6 +60,18 @@ enum Outbound {
     Close(u16, String),
 }
 
+/// What the hub tells a socket's task beside its outbox, so that it acts at once.
+enum Kick {
+    /// Too slow: end now.
+    Drop,
+    /// The core closed the connection: stop reading; send what is queued (the error that says
+    /// why, then the close frame) within [`CLOSE_REPLY`].
+    Close,
+}
+
+/// Longest close reason: a control frame's payload is at most 125 bytes, two of them the code.
+const CLOSE_REASON_MAX: usize = 123;
+
 /// A handle to the hub task, cheap to clone into request handlers.
 #[derive(Clone)]
 pub struct Hub {
@@ -71,7 +85,7 @@ impl Hub {
     /// cannot be written to a socket within `write_timeout` ends that socket.
     pub fn spawn(
         config: huddle_signal_proto::Config,
-        ice: IceServers,
+        effects: Effects,
         write_timeout: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
@@ -85,7 +99,7 @@ impl Hub {
             Instant::now().into_std(),
             unix,
         );
-        let task = tokio::spawn(run(rooms, ice, rx, shutdown));
+        let task = tokio::spawn(run(rooms, effects, rx, shutdown));
         let hub = Self {
             inputs,
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -128,10 +142,18 @@ impl Hub {
                 let (frame, last) = match out {
                     Outbound::Msg(msg) => (Message::Text(msg.to_json().into()), false),
                     Outbound::Ping => (Message::Ping(Default::default()), false),
-                    Outbound::Close(code, reason) => {
+                    Outbound::Close(code, mut reason) => {
                         if [close_code::UNAUTHORIZED, close_code::FORBIDDEN].contains(&code) {
                             let (rate, ip) = &refusals;
                             rate.admit(*ip, std::time::Instant::now());
+                        }
+                        // Longer, and browsers fail the connection (1006) and lose the code.
+                        if reason.len() > CLOSE_REASON_MAX {
+                            let cut = (0..=CLOSE_REASON_MAX)
+                                .rev()
+                                .find(|i| reason.is_char_boundary(*i))
+                                .unwrap_or(0);
+                            reason.truncate(cut);
                         }
                         let frame = CloseFrame {
                             code,
@@ -170,10 +192,19 @@ impl Hub {
         // Whichever ends first ends the connection: the writer after a close the core asked for
         // or a write that timed out, the reader when the client goes away, or the hub when it cut
         // the connection off as too slow.
-        let ended = tokio::select! {
-            ended = writer => ended,
-            ended = reader => ended,
-            Ok(()) = kicked => Ended::Broken,
+        let ended = {
+            tokio::pin!(writer, reader);
+            tokio::select! {
+                biased;
+                Ok(kick) = kicked => match kick {
+                    Kick::Drop => Ended::Broken,
+                    Kick::Close => tokio::time::timeout(CLOSE_REPLY, &mut writer)
+                        .await
+                        .unwrap_or(Ended::Broken),
+                },
+                ended = &mut writer => ended,
+                ended = &mut reader => ended,
+            }
         };
         let kind = match ended {
             Ended::Closed => CloseKind::Clean,
@@ -227,9 +258,17 @@ impl Ended {
     }
 }
 
+/// What the hub acts on besides sockets: the ICE servers for each `welcome`, and where a
+/// removal takes effect outside signaling.
+pub struct Effects {
+    pub ice: IceServers,
+    pub revocations: Revocations,
+    pub media: Option<Media>,
+}
+
 async fn run(
     mut rooms: Rooms<StdRng>,
-    ice: IceServers,
+    effects: Effects,
     mut inputs: mpsc::Receiver<Input>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -240,7 +279,7 @@ async fn run(
             biased;
             _ = shutdown.wait_for(|stop| *stop) => {
                 rooms.shutdown();
-                drain(&mut rooms, &mut outboxes, &ice);
+                drain(&mut rooms, &mut outboxes, &effects);
                 return;
             }
             input = inputs.recv() => {
@@ -264,7 +303,7 @@ async fn run(
             }
             () = sleep_until(wake) => rooms.handle_timeout(Instant::now().into_std()),
         }
-        drain(&mut rooms, &mut outboxes, &ice);
+        drain(&mut rooms, &mut outboxes, &effects);
     }
 }
 
@@ -278,12 +317,12 @@ async fn sleep_until(at: Option<Instant>) {
 /// Where one connection's messages go, and the host it reached us by.
 struct Outbox {
     tx: mpsc::Sender<Outbound>,
-    /// Ends the socket's task at once, even while its writer waits on a full socket.
-    kick: oneshot::Sender<()>,
+    /// Reaches the socket's task at once, even while its writer waits on a full socket.
+    kick: oneshot::Sender<Kick>,
     host: String,
 }
 
-fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, ice: &IceServers) {
+fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, effects: &Effects) {
     loop {
         let mut too_slow = Vec::new();
         while let Some(out) = rooms.poll_output() {
@@ -292,16 +331,26 @@ fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, ice:
                     if let (ServerMessage::Welcome(welcome), Some(outbox)) =
                         (&mut msg, outboxes.get(&conn))
                     {
-                        welcome.ice_servers = ice.for_peer(&welcome.id.0, &outbox.host);
+                        welcome.ice_servers = effects.ice.for_peer(&welcome.id.0, &outbox.host);
                     }
                     (conn, Outbound::Msg(msg))
                 }
                 Output::Ping { conn } => (conn, Outbound::Ping),
+                Output::Revoked { room, revocation } => {
+                    effects
+                        .revocations
+                        .add(&room, &revocation, crate::http::unix_now());
+                    if let Some(media) = &effects.media {
+                        media.revoke(room, revocation);
+                    }
+                    continue;
+                }
                 Output::Close { conn, code, reason } => {
                     if let Some(outbox) = outboxes.remove(&conn) {
-                        // A full outbox means the client is gone in all but name; dropping the
-                        // sender ends its writer either way.
+                        // A full outbox means the client is gone in all but name; the kick
+                        // bounds the wait either way, and stops its reading at once.
                         let _ = outbox.tx.try_send(Outbound::Close(code, reason));
+                        let _ = outbox.kick.send(Kick::Close);
                     }
                     continue;
                 }
@@ -322,7 +371,7 @@ fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, ice:
         for conn in too_slow {
             tracing::warn!(?conn, "client too slow; dropping its connection");
             if let Some(outbox) = outboxes.remove(&conn) {
-                let _ = outbox.kick.send(());
+                let _ = outbox.kick.send(Kick::Drop);
             }
             rooms.handle_close(conn, CloseKind::Abrupt, Instant::now().into_std());
         }

@@ -21,6 +21,7 @@ mod listener;
 mod media;
 mod metrics;
 mod rate_limit;
+mod revocations;
 mod tls;
 mod turn;
 pub mod udp;
@@ -31,7 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use config::{Config, Limits, ServeTurn, TlsSource};
 pub use descriptors::raise_limit;
-pub use media::{Media, MediaConfig};
+pub use media::{AcceptError, Media, MediaConfig, Requester};
 pub use tls::{Identity, TlsError};
 pub use turn::{Turn, TurnAddrs, TurnConfig};
 
@@ -241,9 +242,15 @@ impl Server {
                 }),
         };
         let (stop_tx, stop_rx) = self.stop;
+        let revocations = revocations::Revocations::default();
+        let effects = hub::Effects {
+            ice: ice.clone(),
+            revocations: revocations.clone(),
+            media: self.media.clone(),
+        };
         let (hub, hub_task) = Hub::spawn(
             self.config.rooms.clone(),
-            ice.clone(),
+            effects,
             limits.ws_write,
             stop_rx.clone(),
         );
@@ -261,6 +268,8 @@ impl Server {
             api_rate: http::PerIpRate::new(limits.api_per_second, limits.api_burst),
             auth_failures: http::PerIpRate::new(1, AUTH_FAILURE_BURST),
             keys: self.config.rooms.access.clone(),
+            revocations,
+            ws_per_client: connections::PerIp::new(http::WS_PER_CLIENT),
         });
 
         let serve = tokio::spawn(connections::serve(listener, app, limits, stop_rx.clone()));

@@ -8,7 +8,19 @@ use std::time::Instant;
 
 use huddle_signal_proto::TokenBucket;
 
-/// A token bucket per client IP.
+/// The address a client is counted by: an IPv4 address, or the /64 of an IPv6 one (one host
+/// commonly holds a whole /64, and could otherwise count as 2^64 clients).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+/// A token bucket per client (by [`client_key`]).
 #[derive(Clone)]
 pub struct PerIpRate(Arc<Mutex<RateTable>>);
 
@@ -25,7 +37,10 @@ impl PerIpRate {
     /// Whether `ip` has spent its budget, without spending more.
     pub fn exhausted(&self, ip: IpAddr, now: Instant) -> bool {
         let table = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        table.buckets.get(&ip).is_some_and(|b| b.is_empty(now))
+        table
+            .buckets
+            .get(&client_key(ip))
+            .is_some_and(|b| b.is_empty(now))
     }
 
     pub fn new(per_second: u32, burst: u32) -> Self {
@@ -37,13 +52,15 @@ impl PerIpRate {
     }
 
     pub fn admit(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = client_key(ip);
         let mut table = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if table.buckets.len() >= RATE_TRACKED {
+        if table.buckets.len() >= RATE_TRACKED && !table.buckets.contains_key(&ip) {
             table.buckets.retain(|_, b| !b.is_full(now));
             if table.buckets.len() >= RATE_TRACKED {
-                // Tens of thousands of addresses all busy at once: start afresh rather than
-                // grow without bound.
-                table.buckets.clear();
+                // Tens of thousands of addresses all busy at once: a new one goes untracked
+                // rather than the table growing without bound — or being cleared, which would
+                // hand every tracked address a fresh budget.
+                return true;
             }
         }
         let (per_second, burst) = (table.per_second, table.burst);
@@ -52,5 +69,34 @@ impl PerIpRate {
             .entry(ip)
             .or_insert_with(|| TokenBucket::new(per_second, burst, now))
             .take(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn one_64_shares_one_budget() {
+        let rate = PerIpRate::new(1, 3);
+        let now = Instant::now();
+        let hosts = ["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::4"];
+        let admitted: Vec<bool> = hosts
+            .iter()
+            .map(|h| rate.admit(h.parse().unwrap(), now))
+            .collect();
+        assert_eq!(admitted, [true, true, true, false]);
+        assert!(rate.exhausted("2001:db8::99".parse().unwrap(), now));
     }
 }

@@ -240,3 +240,135 @@ async fn an_address_that_keeps_failing_is_refused_for_a_while() {
     assert_eq!(s.get("/healthz").await.0, 200);
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_removal_reaches_whip_whep_and_ice_servers_and_ends_the_media_session() {
+    let s = server().await;
+    let sdp = [("Content-Type", "application/sdp")];
+    let mut admin = s.client().await;
+    admin
+        .send_json(join(
+            "r",
+            "Host",
+            Some(&token("host", "r", |c| c.video.room_admin = Some(true))),
+        ))
+        .await;
+    assert!(matches!(admin.next_msg().await, ServerMessage::Welcome(_)));
+    let bob_token = token("bob", "r", |_| {});
+    let auth = format!("Bearer {bob_token}");
+    let offer = fixture("chromium-sendonly.sdp");
+    let r = s
+        .request(
+            "POST",
+            "/whip/r",
+            &[sdp[0], ("Authorization", &auth)],
+            offer.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let location = r.header("location").unwrap().to_owned();
+    let mut bob = s.client().await;
+    bob.send_json(join("r", "Bob", Some(&bob_token))).await;
+    let ServerMessage::Welcome(wb) = bob.next_msg().await else {
+        panic!("no welcome")
+    };
+    admin
+        .send_json(json!({"type": "remove", "id": wb.id}))
+        .await;
+    assert!(matches!(
+        bob.next_msg().await,
+        ServerMessage::Removed { .. }
+    ));
+
+    // The same token, and a fresh one for the same identity, are refused everywhere.
+    let fresh = format!(
+        "Bearer {}",
+        token("bob", "r", |c| c.jti = Some("fresh".into()))
+    );
+    let watch = fixture("chromium-recvonly.sdp");
+    for bearer in [&auth, &fresh] {
+        let r = s
+            .request(
+                "POST",
+                "/whep/r",
+                &[sdp[0], ("Authorization", bearer)],
+                watch.as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert!(r.body.contains("removed"), "{}", r.body);
+        let r = s
+            .request("GET", "/api/ice-servers", &[("Authorization", bearer)], b"")
+            .await;
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    // Bob's WHIP session was ended: its resource is gone.
+    let mut gone = false;
+    for _ in 0..50 {
+        if s.request("DELETE", &location, &[], b"").await.status == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the removed publisher's WHIP session still runs");
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn grants_and_room_names_are_read_as_livekit_writes_them() {
+    let s = server().await;
+    // A microphone-only token may not publish video over WHIP.
+    let mic = format!(
+        "Bearer {}",
+        token("m", "r", |c| c.video.can_publish_sources =
+            Some(vec![huddle_access::Source::Microphone]))
+    );
+    let offer = fixture("chromium-sendonly.sdp");
+    let sdp = ("Content-Type", "application/sdp");
+    let r = s
+        .request(
+            "POST",
+            "/whip/r",
+            &[sdp, ("Authorization", &mic)],
+            offer.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("camera"), "{}", r.body);
+    // A token for "Standup" opens the room `standup` (room names fold case), over WS and WHIP.
+    let mut c = s.client().await;
+    c.send_json(join(
+        "standup",
+        "Ada",
+        Some(&token("ada", "Standup", |_| {})),
+    ))
+    .await;
+    assert!(matches!(c.next_msg().await, ServerMessage::Welcome(_)));
+    let upper = format!("Bearer {}", token("p", "Standup", |_| {}));
+    let r = s
+        .request(
+            "POST",
+            "/whip/STANDUP",
+            &[sdp, ("Authorization", &upper)],
+            offer.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // A refusal whose words are long still closes with its code (reasons fit a control frame).
+    let long = "a".repeat(64);
+    let mut refused_client = s.client().await;
+    refused_client
+        .send_json(join(
+            &long,
+            "Eve",
+            Some(&token("eve", &"b".repeat(64), |_| {})),
+        ))
+        .await;
+    let (code, _, close) = refused(&mut refused_client).await;
+    assert_eq!(
+        (code, close),
+        (ErrorCode::Forbidden, Some(close_code::FORBIDDEN))
+    );
+    s.shutdown().await.unwrap();
+}

@@ -345,3 +345,28 @@ async fn an_offer_of_hundreds_of_media_sections_is_refused_naming_the_limit() {
     );
     s.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn one_address_holds_a_bounded_share_of_media_sessions() {
+    let mut config = Config::plain("127.0.0.1:0".parse().unwrap());
+    let mut media = MediaConfig::new("127.0.0.1:0".parse().unwrap());
+    media.max_sessions_per_client = 2;
+    config.media = Some(media);
+    let s = TestServer::with(config).await;
+    let offer = fixture("chromium-sendrecv.sdp");
+    let body = offer_json(&offer, "offer", "none");
+    for _ in 0..2 {
+        assert_eq!(
+            s.request("POST", "/offer", &[JSON], &body).await.status,
+            200
+        );
+    }
+    let r = s.request("POST", "/offer", &[JSON], &body).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(
+        r.body.contains("the most one address may hold"),
+        "{}",
+        r.body
+    );
+    s.shutdown().await.unwrap();
+}

@@ -37,6 +37,8 @@ pub struct MediaConfig {
     /// WHIP/WHEP need `Authorization: Bearer <token>` when set.
     pub whip_token: Option<String>,
     pub max_sessions: usize,
+    /// Sessions one client address may hold at once (429 beyond).
+    pub max_sessions_per_client: usize,
 }
 
 impl MediaConfig {
@@ -46,6 +48,7 @@ impl MediaConfig {
             public_ip: None,
             whip_token: None,
             max_sessions: 1000,
+            max_sessions_per_client: 32,
         }
     }
 }
@@ -84,12 +87,19 @@ enum Command {
     Accept {
         kind: SessionKind,
         offer: String,
-        reply: oneshot::Sender<Result<Accepted, OfferError>>,
+        from: Requester,
+        reply: oneshot::Sender<Result<Accepted, AcceptError>>,
     },
-    /// Ends the session behind a WHIP/WHEP resource; replies whether there was one.
+    /// Ends the session behind a WHIP/WHEP resource of `room`; replies whether there was one.
     Delete {
+        room: String,
         resource: String,
         reply: oneshot::Sender<bool>,
+    },
+    /// Ends the sessions of a token or identity an admin removed from `room`.
+    Revoke {
+        room: String,
+        revocation: huddle_signal_proto::Revocation,
     },
     Encoded {
         session: SessionId,
@@ -109,6 +119,25 @@ pub struct Media {
     addrs: Arc<Vec<LocalAddr>>,
     pub(crate) config: Arc<MediaConfig>,
     pub(crate) counters: Arc<MediaCounters>,
+}
+
+/// Who asks for a session: the client's address (sessions are capped per address) and, on a
+/// server with access keys, the token's revocation id and `KEY:identity` (a removal ends the
+/// session).
+#[derive(Debug, Clone)]
+pub struct Requester {
+    pub client: IpAddr,
+    pub owner: Option<(String, String)>,
+}
+
+/// Why a session was not made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    #[error("this address has {0} media sessions, the most one address may hold")]
+    TooManyFromAddress(usize),
 }
 
 /// A new session: the SDP answer and, for WHIP/WHEP, the unguessable name of its resource (the
@@ -172,6 +201,7 @@ impl Media {
             .map(|s| s.into_std())
             .collect::<std::io::Result<Vec<_>>>()?;
         let thread_counters = counters.clone();
+        let max_per_client = config.max_sessions_per_client;
         let (finishing, finished) = watch::channel(());
         std::thread::Builder::new()
             .name("media".into())
@@ -202,6 +232,9 @@ impl Media {
                         transcoders,
                         counters: thread_counters,
                         resources: HashMap::new(),
+                        requesters: HashMap::new(),
+                        per_client: HashMap::new(),
+                        max_per_client,
                     };
                     runner.run(command_rx, result_rx, stop).await;
                 });
@@ -240,19 +273,35 @@ impl Media {
         &self,
         kind: SessionKind,
         offer: String,
-    ) -> Result<Result<Accepted, OfferError>, MediaUnavailable> {
+        from: Requester,
+    ) -> Result<Result<Accepted, AcceptError>, MediaUnavailable> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .try_send(Command::Accept { kind, offer, reply })?;
+        let accept = Command::Accept {
+            kind,
+            offer,
+            from,
+            reply,
+        };
+        self.commands.try_send(accept)?;
         rx.await.map_err(|_| MediaUnavailable::ShuttingDown)
     }
 
-    /// Ends the session behind `resource`; whether there was one.
-    pub async fn delete(&self, resource: String) -> Result<bool, MediaUnavailable> {
+    /// Ends the session behind `resource` of `room`; whether there was one.
+    pub async fn delete(&self, room: String, resource: String) -> Result<bool, MediaUnavailable> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .try_send(Command::Delete { resource, reply })?;
+        let delete = Command::Delete {
+            room,
+            resource,
+            reply,
+        };
+        self.commands.try_send(delete)?;
         rx.await.map_err(|_| MediaUnavailable::ShuttingDown)
+    }
+
+    /// Ends the media sessions of what an admin removed from `room` (best effort: a full queue
+    /// drops the request, and the refused token cannot make new ones).
+    pub fn revoke(&self, room: String, revocation: huddle_signal_proto::Revocation) {
+        let _ = self.commands.try_send(Command::Revoke { room, revocation });
     }
 
     pub async fn stats(&self) -> Option<MediaStats> {
@@ -307,6 +356,11 @@ struct Runner {
     counters: Arc<MediaCounters>,
     /// WHIP/WHEP resource name → session (forgotten when the session ends).
     resources: HashMap<String, SessionId>,
+    /// Who asked for each session.
+    requesters: HashMap<SessionId, Requester>,
+    /// Sessions per client address, and the most one may hold.
+    per_client: HashMap<IpAddr, usize>,
+    max_per_client: usize,
     /// Per socket, datagrams its full send buffer did not take yet, in order; sent when it is
     /// writable again, while the loop goes on serving everything else.
     backlog: Vec<VecDeque<(Vec<u8>, SocketAddr)>>,
@@ -427,33 +481,77 @@ impl Runner {
         }
     }
 
+    fn accept(
+        &mut self,
+        kind: SessionKind,
+        offer: &str,
+        from: Requester,
+        now: Instant,
+    ) -> Result<Accepted, AcceptError> {
+        let held = self.per_client.get(&from.client).copied().unwrap_or(0);
+        if held >= self.max_per_client {
+            return Err(AcceptError::TooManyFromAddress(held));
+        }
+        let named = kind.room().is_some();
+        let (session, answer) = self.engine.accept(kind, offer, now)?;
+        self.counters
+            .sessions_created
+            .fetch_add(1, Ordering::Relaxed);
+        *self.per_client.entry(from.client).or_default() += 1;
+        self.requesters.insert(session, from);
+        let resource = named.then(|| {
+            let name = resource_name();
+            self.resources.insert(name.clone(), session);
+            name
+        });
+        Ok(Accepted { answer, resource })
+    }
+
     fn command(&mut self, c: Command) {
         let now = Instant::now();
         match c {
-            Command::Accept { kind, offer, reply } => {
-                let named = kind.room().is_some();
-                let result = self
-                    .engine
-                    .accept(kind, &offer, now)
-                    .map(|(session, answer)| {
-                        self.counters
-                            .sessions_created
-                            .fetch_add(1, Ordering::Relaxed);
-                        let resource = named.then(|| {
-                            let name = resource_name();
-                            self.resources.insert(name.clone(), session);
-                            name
-                        });
-                        Accepted { answer, resource }
-                    });
-                let _ = reply.send(result);
+            Command::Accept {
+                kind,
+                offer,
+                from,
+                reply,
+            } => {
+                let _ = reply.send(self.accept(kind, &offer, from, now));
             }
-            Command::Delete { resource, reply } => {
-                let found = self.resources.remove(&resource);
+            Command::Delete {
+                room,
+                resource,
+                reply,
+            } => {
+                // The resource name is the capability; it must also be of the room in the path.
+                let found =
+                    self.resources.get(&resource).copied().filter(|id| {
+                        self.engine.kind(*id).and_then(SessionKind::room) == Some(&room)
+                    });
                 if let Some(id) = found {
+                    self.resources.remove(&resource);
                     self.engine.close(id);
                 }
                 let _ = reply.send(found.is_some());
+            }
+            Command::Revoke { room, revocation } => {
+                let removed = |r: &Requester| {
+                    r.owner.as_ref().is_some_and(|(token, identity)| {
+                        *token == revocation.token || *identity == revocation.identity
+                    })
+                };
+                let ended: Vec<SessionId> = self
+                    .requesters
+                    .iter()
+                    .filter(|(id, r)| {
+                        removed(r)
+                            && self.engine.kind(**id).and_then(SessionKind::room) == Some(&room)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ended {
+                    self.engine.close(id);
+                }
             }
             Command::Encoded {
                 session,
@@ -490,6 +588,14 @@ impl Runner {
                 Output::Closed { session, reason } => {
                     self.transcoders.remove(session);
                     self.resources.retain(|_, s| *s != session);
+                    if let Some(from) = self.requesters.remove(&session)
+                        && let Some(n) = self.per_client.get_mut(&from.client)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_client.remove(&from.client);
+                        }
+                    }
                     log_close(session, reason);
                 }
             }

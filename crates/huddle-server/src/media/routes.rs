@@ -2,17 +2,24 @@
 //! playback. Every refusal says what was wrong in its body.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
+use huddle_access::{Access, Source};
 use huddle_media::{OfferError, OfferRequest, SessionKind};
 use huddle_signal_proto::RoomName;
 
-use super::{Accepted, Media};
+use super::{AcceptError, Accepted, Media, Requester};
 use crate::http::{AppState, SDP_MAX, TokenRefusal, bearer_token, read_body, unix_now};
 
 /// `POST /offer`: `{"sdp", "type": "offer", "video_transform"}` → `{"sdp", "type": "answer"}`.
-pub async fn offer(State(state): State<AppState>, body: Body) -> Response {
+pub async fn offer(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
     let body = match read_body(body, SDP_MAX).await {
         Ok(body) => body,
         Err(e) => return json_error(e.status(), e.to_string()),
@@ -24,8 +31,12 @@ pub async fn offer(State(state): State<AppState>, body: Body) -> Response {
         Ok(r) => r,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let from = Requester {
+        client: crate::rate_limit::client_key(peer.ip()),
+        owner: None,
+    };
     match media
-        .accept(SessionKind::Echo(request.transform), request.sdp)
+        .accept(SessionKind::Echo(request.transform), request.sdp, from)
         .await
     {
         Ok(Ok(Accepted { answer, .. })) => {
@@ -39,23 +50,25 @@ pub async fn offer(State(state): State<AppState>, body: Body) -> Response {
 /// `POST /whip/{room}`: publish into a room.
 pub async fn whip(
     state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
     room: Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Body,
 ) -> Response {
-    ingest_or_playback(state, room, headers, uri, body, Direction::Whip).await
+    ingest_or_playback(state, peer, room, headers, uri, body, Direction::Whip).await
 }
 
 /// `POST /whep/{room}`: watch a room.
 pub async fn whep(
     state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
     room: Path<String>,
     headers: HeaderMap,
     uri: Uri,
     body: Body,
 ) -> Response {
-    ingest_or_playback(state, room, headers, uri, body, Direction::Whep).await
+    ingest_or_playback(state, peer, room, headers, uri, body, Direction::Whep).await
 }
 
 #[derive(Clone, Copy)]
@@ -66,6 +79,7 @@ enum Direction {
 
 async fn ingest_or_playback(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
     headers: HeaderMap,
     uri: Uri,
@@ -75,16 +89,14 @@ async fn ingest_or_playback(
     let Some(media) = state.media.clone() else {
         return with_cors(off());
     };
-    let need = match direction {
-        Direction::Whip => Need::Publish,
-        Direction::Whep => Need::Subscribe,
-    };
-    if let Some(r) = refuse_access(&state, &media, &headers, &uri, &room, need) {
-        return with_cors(r);
-    }
+    // The canonical name (case-folded) is what tokens and rooms are compared by.
     let room = match RoomName::parse(&room) {
         Ok(r) => r.as_str().to_owned(),
         Err(e) => return with_cors(text(StatusCode::BAD_REQUEST, format!("room name: {e}"))),
+    };
+    let owner = match refuse_access(&state, &media, &headers, &uri, &room) {
+        Ok(owner) => owner,
+        Err(refusal) => return with_cors(refusal.into_response()),
     };
     let sdp_type = headers
         .get(header::CONTENT_TYPE)
@@ -106,11 +118,20 @@ async fn ingest_or_playback(
             "the SDP offer is not UTF-8".into(),
         ));
     };
+    if let Some(access) = &owner
+        && let Err(why) = granted(access, direction, &offer)
+    {
+        return with_cors(text(StatusCode::FORBIDDEN, why));
+    }
     let (kind, prefix) = match direction {
         Direction::Whip => (SessionKind::Publish { room: room.clone() }, "whip"),
         Direction::Whep => (SessionKind::Watch { room: room.clone() }, "whep"),
     };
-    match media.accept(kind, offer).await {
+    let from = Requester {
+        client: crate::rate_limit::client_key(peer.ip()),
+        owner: owner.map(|a| (a.revocation_id.clone(), a.holder())),
+    };
+    match media.accept(kind, offer, from).await {
         Ok(Ok(Accepted { answer, resource })) => {
             let mut r = (StatusCode::CREATED, answer).into_response();
             let h = r.headers_mut();
@@ -134,20 +155,51 @@ async fn ingest_or_playback(
     }
 }
 
+/// Whether the token's grant covers this request: WHIP publishing the offer's sources (audio
+/// is the microphone, video the camera), WHEP subscribing.
+fn granted(access: &Access, direction: Direction, offer: &str) -> Result<(), String> {
+    let grant = &access.grant;
+    match direction {
+        Direction::Whep if !grant.can_subscribe() => {
+            Err("the token does not allow watching (canSubscribe)".into())
+        }
+        Direction::Whep => Ok(()),
+        Direction::Whip => {
+            let sections = [
+                ("m=audio ", Source::Microphone),
+                ("m=video ", Source::Camera),
+            ];
+            match sections.into_iter().find(|(m, source)| {
+                offer.lines().any(|l| l.starts_with(m)) && !grant.can_publish_source(*source)
+            }) {
+                Some((_, source)) => Err(format!(
+                    "the token does not allow publishing {} (canPublish, canPublishSources)",
+                    source.name()
+                )),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
 /// `DELETE /whip/{room}/{resource}` and `/whep/…`: end the session.
 pub async fn delete(
     State(state): State<AppState>,
     Path((room, resource)): Path<(String, String)>,
     headers: HeaderMap,
-    uri: Uri,
 ) -> Response {
     let Some(media) = state.media.clone() else {
         return with_cors(off());
     };
-    if let Some(r) = refuse_access(&state, &media, &headers, &uri, &room, Need::Join) {
-        return with_cors(r);
+    // The unguessable resource name is the capability to end the session (a stream may
+    // outlive its token); `--whip-token`, where set, is still asked for.
+    if state.keys.is_empty()
+        && let Err(refusal) = whip_token_check(&media, bearer_token(&headers, &Uri::default()))
+    {
+        return with_cors(refusal.into_response());
     }
-    let r = match media.delete(resource).await {
+    let room = RoomName::parse(&room).map_or(room, |r| r.as_str().to_owned());
+    let r = match media.delete(room, resource).await {
         Ok(true) => StatusCode::OK.into_response(),
         Ok(false) => text(
             StatusCode::NOT_FOUND,
@@ -178,60 +230,63 @@ pub async fn options() -> Response {
     with_cors(r)
 }
 
-/// What a WHIP/WHEP request's token must grant.
-#[derive(Clone, Copy)]
-enum Need {
-    /// Entry to the room (ending one's own session).
-    Join,
-    /// WHIP: publishing.
-    Publish,
-    /// WHEP: subscribing.
-    Subscribe,
+/// Why a WHIP/WHEP request's token was not enough.
+enum Refusal {
+    /// No token, or one that is not good (401).
+    Unauthorized(String),
+    /// A good token that does not allow this (403).
+    Forbidden(String),
 }
 
-/// The refusal for a request that may not do `need` in `room`; `None` when it may. With access
-/// keys the bearer token is a room token (LiveKit's); without, `--whip-token` if one is set.
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthorized(why) => challenge(why),
+            Refusal::Forbidden(why) => text(StatusCode::FORBIDDEN, why),
+        }
+    }
+}
+
+/// The token of a WHIP/WHEP request for `room`: `Ok(Some)` with access keys (a room token, not
+/// removed from the room), `Ok(None)` without keys when `--whip-token` (if set) matches.
 fn refuse_access(
     state: &AppState,
     media: &Media,
     headers: &HeaderMap,
     uri: &Uri,
     room: &str,
-    need: Need,
-) -> Option<Response> {
+) -> Result<Option<Access>, Refusal> {
     let given = bearer_token(headers, uri);
-    if !state.keys.is_empty() {
-        let Some(token) = given else {
-            return Some(challenge(TokenRefusal::Missing.to_string()));
-        };
-        let access = match state.keys.decode(&token, unix_now()) {
-            Ok(access) => access,
-            Err(e) => return Some(challenge(e.to_string())),
-        };
-        let allowed = access
-            .admit(room)
-            .map_err(|e| e.to_string())
-            .and_then(|()| match need {
-                Need::Publish if !access.grant.can_publish() => {
-                    Err("the token does not allow publishing (canPublish)".to_owned())
-                }
-                Need::Subscribe if !access.grant.can_subscribe() => {
-                    Err("the token does not allow watching (canSubscribe)".to_owned())
-                }
-                _ => Ok(()),
-            });
-        return allowed.err().map(|why| text(StatusCode::FORBIDDEN, why));
+    if state.keys.is_empty() {
+        return whip_token_check(media, given).map(|()| None);
     }
-    let expected = media.config.whip_token.as_ref()?;
+    let token = given.ok_or_else(|| Refusal::Unauthorized(TokenRefusal::Missing.to_string()))?;
+    let now = unix_now();
+    let access = state
+        .keys
+        .decode(&token, now)
+        .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+    access
+        .admit(room)
+        .map_err(|e| Refusal::Forbidden(e.to_string()))?;
+    if state.revocations.refuses(room, &access, now) {
+        return Err(Refusal::Forbidden("you were removed from this room".into()));
+    }
+    Ok(Some(access))
+}
+
+/// Without access keys: refused when `--whip-token` is set and `given` is not it.
+fn whip_token_check(media: &Media, given: Option<String>) -> Result<(), Refusal> {
+    let Some(expected) = media.config.whip_token.as_ref() else {
+        return Ok(());
+    };
     let given = given.unwrap_or_default();
-    if aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes())
-        .is_ok()
-    {
-        return None;
-    }
-    Some(challenge(
-        "a valid bearer token is required (Authorization: Bearer …)".into(),
-    ))
+    aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), expected.as_bytes())
+        .map_err(|_| {
+            Refusal::Unauthorized(
+                "a valid bearer token is required (Authorization: Bearer …)".into(),
+            )
+        })
 }
 
 /// A 401 asking for a bearer token.
@@ -242,19 +297,20 @@ fn challenge(why: String) -> Response {
     r
 }
 
-fn offer_status(e: &OfferError) -> StatusCode {
+fn offer_status(e: &AcceptError) -> StatusCode {
     match e {
-        OfferError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
-        OfferError::RoomTaken(_) => StatusCode::CONFLICT,
+        AcceptError::TooManyFromAddress(_) => StatusCode::TOO_MANY_REQUESTS,
+        AcceptError::Offer(OfferError::Full(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        AcceptError::Offer(OfferError::RoomTaken(_)) => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }
 }
 
 /// str0m's SDP parse errors carry the parser's internals (a pointer offset, its grammar
 /// notes); keep what a person can act on: the unexpected and expected tokens.
-fn offer_message(e: &OfferError) -> String {
+fn offer_message(e: &AcceptError) -> String {
     match e {
-        OfferError::BadSdp(detail) => {
+        AcceptError::Offer(OfferError::BadSdp(detail)) => {
             let useful: Vec<&str> = detail
                 .lines()
                 .map(str::trim)
