@@ -2,10 +2,27 @@
 // and Referer headers, or LiveKit's `?access_token=…`), shown to the person in words before it
 // goes to the server, which alone decides (docs/protocol.md, "Access tokens").
 
-/** The token the link carries, if any. */
-export function tokenFromLink(loc = location) {
+const STORED = 'huddle.token';
+
+/**
+ * The invitation's token: from the link, which is then taken out of the address bar (so a
+ * host copying the URL does not hand out their own invitation) and kept for this tab's reloads;
+ * or the one this tab kept, if it is for `room`.
+ */
+export function tokenFromLink(room, loc = location) {
   const fragment = new URLSearchParams(loc.hash.replace(/^#/, ''));
-  return fragment.get('token') || new URLSearchParams(loc.search).get('access_token') || null;
+  const query = new URLSearchParams(loc.search);
+  const token = fragment.get('token') || query.get('access_token');
+  if (token) {
+    sessionStorage.setItem(STORED, token);
+    query.delete('access_token');
+    const search = query.toString();
+    history.replaceState(null, '', `${loc.pathname}${search ? `?${search}` : ''}`);
+    return token;
+  }
+  const kept = sessionStorage.getItem(STORED);
+  const keptRoom = kept && readClaims(kept)?.video?.room;
+  return kept && (!room || !keptRoom || keptRoom.toLowerCase() === room.toLowerCase()) ? kept : null;
 }
 
 /** The token's claims as the page may read them (the signature is the server's business). */
@@ -28,7 +45,8 @@ export function problemWith(claims, room, nowSeconds = Date.now() / 1000) {
     return `This invitation expired ${new Date(claims.exp * 1000).toLocaleString()}. Ask for a new link.`;
   }
   const tokenRoom = claims.video?.room;
-  if (room && tokenRoom && tokenRoom !== room) {
+  // Room names fold case, as the server compares them.
+  if (room && tokenRoom && tokenRoom.toLowerCase() !== room.toLowerCase()) {
     return `This invitation is for the room “${tokenRoom}”, not “${room}”.`;
   }
   return null;

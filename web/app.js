@@ -13,7 +13,7 @@ import {
 const params = new URLSearchParams(location.search);
 const roomFromPath = decodeURIComponent((location.pathname.match(/^\/r\/([^/]+)/) || [])[1] || '');
 /** The invitation's access token, if the link has one, and what it says. */
-const invite = tokenFromLink();
+const invite = tokenFromLink(roomFromPath);
 const inviteClaims = invite ? readClaims(invite) : null;
 
 const me = {
@@ -183,6 +183,8 @@ function renderLocal() {
   const chatAllowed = me.permissions.publishData;
   $('chat-input').disabled = !chatAllowed;
   $('chat-input').placeholder = chatAllowed ? 'Message everyone' : 'Your invitation does not allow chat';
+  // Each guest of an invitation-only room needs their own invitation: a bare link would not do.
+  $('copy-link').hidden = Boolean(invite);
   $('btn-lock').hidden = !me.permissions.admin;
   $('btn-end').hidden = !me.permissions.admin;
   $('btn-lock').setAttribute('aria-pressed', String(me.locked));

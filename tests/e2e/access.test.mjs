@@ -48,6 +48,11 @@ test('a host mutes one participant and removes another, who cannot come back', a
   await waitInPage(host, () => document.querySelectorAll('video[data-role="remote"]').length === 2, null, { what: 'two remote tiles' });
   await videoFlows(host, 'video[data-role="remote"]');
 
+  // The invitation leaves the address bar (a copied URL hands out nobody's token), and the
+  // page offers no bare invite link.
+  assert.ok(!host.url().includes('token='), host.url());
+  assert.equal(await host.isHidden('#copy-link'), true);
+
   // The names come from the tokens; Carol's grant has no screen share, so no Share button.
   assert.equal(await bob.evaluate(() => window.huddle.me.permissions.admin), false);
   assert.equal(await host.evaluate(() => window.huddle.me.permissions.admin), true);

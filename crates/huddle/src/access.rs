@@ -43,7 +43,8 @@ impl std::fmt::Debug for AccessArgs {
             .auth_key
             .iter()
             .flatten()
-            .map(|k| k.split(':').next().unwrap_or(""))
+            // Without a `:` the whole item may be a secret: show nothing of it.
+            .map(|k| k.split_once(':').map_or("…", |(name, _)| name))
             .collect();
         f.debug_struct("AccessArgs")
             .field("auth_key", &names)

@@ -16,7 +16,7 @@ use crate::relay::{RelayArgs, ips_of};
 
 /// Every option is a flag, an environment variable and a key of the `--config` file (TOML, the
 /// flags' long names as keys). A flag beats the file; the file beats the default.
-#[derive(Args, Deserialize, Default, Debug)]
+#[derive(Args, Deserialize, Default)]
 #[serde(default, rename_all = "kebab-case")]
 pub struct ServeArgs {
     /// TOML file with any of these options, e.g. `listen = "0.0.0.0:443"`.
@@ -111,6 +111,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_MEDIA_MAX_SESSIONS", value_name = "N")]
     media_max_sessions: Option<usize>,
 
+    /// Media sessions one client address may hold; more are refused with 429 [default: 32].
+    #[arg(long, env = "HUDDLE_MEDIA_SESSIONS_PER_CLIENT", value_name = "N")]
+    media_sessions_per_client: Option<usize>,
+
     /// Open connections to the HTTPS port from one IP address; more are closed at once
     /// [default: 256].
     #[arg(long, env = "HUDDLE_CONNECTIONS_PER_IP", value_name = "N")]
@@ -186,6 +190,7 @@ impl ServeArgs {
             public_ip,
             whip_token,
             media_max_sessions,
+            media_sessions_per_client,
             connections_per_ip,
             no_turn,
             turn_listen,
@@ -309,6 +314,10 @@ impl ServeArgs {
             if let Some(n) = self.media_max_sessions {
                 anyhow::ensure!(n >= 1, "--media-max-sessions must be at least 1");
                 media.max_sessions = n;
+            }
+            if let Some(n) = self.media_sessions_per_client {
+                anyhow::ensure!(n >= 1, "--media-sessions-per-client must be at least 1");
+                media.max_sessions_per_client = n;
             }
             Some(media)
         };

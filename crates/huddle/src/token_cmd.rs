@@ -10,7 +10,7 @@ use huddle_access::{Claims, Source};
 
 use crate::access::AccessArgs;
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct TokenArgs {
     #[command(subcommand)]
     command: TokenCommand,
@@ -23,7 +23,7 @@ pub struct TokenArgs {
     access: AccessArgs,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 enum TokenCommand {
     /// Make a token for one participant of one room; prints it and a join link.
     Create(CreateArgs),
@@ -31,7 +31,7 @@ enum TokenCommand {
     Verify(VerifyArgs),
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 struct CreateArgs {
     #[arg(long)]
     room: String,
@@ -70,7 +70,7 @@ struct CreateArgs {
     url: String,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 struct VerifyArgs {
     token: String,
     /// Also check it admits to this room [default: the room it names].
@@ -91,8 +91,9 @@ pub fn run(mut args: TokenArgs) -> anyhow::Result<()> {
         TokenCommand::Create(c) => {
             let room = huddle_signal_proto::RoomName::parse(&c.room)
                 .map_err(|e| anyhow::anyhow!("--room: {e}"))?;
-            let mut claims =
-                Claims::for_room(&c.identity, room.as_str(), now, ttl_seconds(&c.ttl)?);
+            let ttl = ttl_seconds(&c.ttl)?;
+            anyhow::ensure!(ttl <= TTL_MAX, "--ttl {:?}: at most ten years", c.ttl);
+            let mut claims = Claims::for_room(&c.identity, room.as_str(), now, ttl);
             claims.name = c.name;
             claims.metadata = c.metadata;
             claims.jti = Some(random_id());
@@ -109,6 +110,7 @@ pub fn run(mut args: TokenArgs) -> anyhow::Result<()> {
             }
             let key = match c.key {
                 Some(key) => key,
+                // Not empty: checked above.
                 None => keys.names()[0].to_owned(),
             };
             let token = keys.mint(&key, &claims)?;
@@ -158,6 +160,9 @@ pub fn run(mut args: TokenArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The longest `--ttl`: ten years is every invitation's due; further is a typo.
+const TTL_MAX: u64 = 10 * 365 * 86_400;
 
 fn unix_now() -> u64 {
     SystemTime::now()
