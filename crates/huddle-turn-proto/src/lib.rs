@@ -36,9 +36,11 @@
 
 pub mod auth;
 pub mod channel_data;
+mod client_key;
 mod server;
 pub mod stun;
 
+pub use client_key::client_key;
 pub use server::{
     AllocationEvent, BadRange, Config, EndReason, FiveTuple, IpRange, Output, PeerPolicy,
     RelayAddr, Relayed, Server, Stats, ToChannel, Transport,

@@ -100,7 +100,11 @@ impl<R: RngCore> Server<R> {
             return Err(ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED.into());
         }
         let held = self.per_user.get(&auth.username).copied().unwrap_or(0);
-        let from_ip = self.per_ip.get(&from.client.ip()).copied().unwrap_or(0);
+        let from_ip = self
+            .per_ip
+            .get(&crate::client_key(from.client.ip()))
+            .copied()
+            .unwrap_or(0);
         if self.config.user_quota.is_some_and(|q| held >= q)
             || self.config.ip_quota.is_some_and(|q| from_ip >= q)
             || self
@@ -125,7 +129,10 @@ impl<R: RngCore> Server<R> {
                 .ok_or(ErrorCode::INSUFFICIENT_CAPACITY)?,
         };
         *self.per_user.entry(auth.username.clone()).or_default() += 1;
-        *self.per_ip.entry(from.client.ip()).or_default() += 1;
+        *self
+            .per_ip
+            .entry(crate::client_key(from.client.ip()))
+            .or_default() += 1;
         let pending = Pending {
             txid: req.transaction_id(),
             username: auth.username,

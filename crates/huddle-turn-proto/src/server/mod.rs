@@ -85,8 +85,9 @@ pub struct Config {
     pub user_quota: Option<usize>,
     /// Allocations the server holds at once (486 beyond).
     pub total_quota: Option<usize>,
-    /// Allocations (so relay ports) one client IP address may hold at once (486 beyond): TURN
-    /// REST credentials are minted per page, so a per-user quota alone does not bound a client.
+    /// Allocations (so relay ports) one client address may hold at once (486 beyond; an IPv6
+    /// client counts by its /64, [`crate::client_key`]): TURN REST credentials are minted per
+    /// page, so a per-user quota alone does not bound a client.
     pub ip_quota: Option<usize>,
     /// Bytes per second one allocation may relay, each direction counted; beyond it packets drop.
     pub max_bps: Option<u64>,
@@ -721,6 +722,7 @@ impl<R: RngCore> Server<R> {
                 self.per_user.remove(username);
             }
         }
+        let ip = crate::client_key(ip);
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {

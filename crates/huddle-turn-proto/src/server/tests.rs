@@ -545,6 +545,19 @@ fn ip_quota_bounds_a_client_whatever_credentials_it_mints() {
     });
     assert_eq!(released.lifetime(), Some(0));
     assert_eq!(lab.allocate(&mut clients[2]).class(), Class::Success);
+
+    // Addresses of one IPv6 /64 are one client.
+    let mut v6: Vec<Client> = ["[2001:db8::1]:1", "[2001:db8::2]:1", "[2001:db8::3]:1"]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let (user, pass) = mint_rest_credentials(b"rest-secret", &format!("v{i}"), UNIX + 60);
+            Client::new(udp(a), &user, &pass)
+        })
+        .collect();
+    assert_eq!(lab.allocate(&mut v6[0]).class(), Class::Success);
+    assert_eq!(lab.allocate(&mut v6[1]).class(), Class::Success);
+    assert_eq!(lab.allocate(&mut v6[2]).error(), Some(486), "one /64");
 }
 
 #[test]
