@@ -58,7 +58,7 @@ export function describeRefusal(code, message) {
     case 'unauthorized':
       return {
         title: 'This room needs an invitation',
-        text: `${capitalize(message)}. Open the link you were given, or ask the host for one.`,
+        text: `${capitalize(message)}. Open the invitation link you were given, or ask the host for one.`,
       };
     case 'forbidden':
       return { title: 'You cannot join this room', text: `${capitalize(message)}.` };

@@ -109,6 +109,10 @@ function showInvite(room) {
   }
   $('room-input').readOnly = true;
   const p = me.permissions;
+  // Nothing to send: no devices to pick, and the preview says why it is dark.
+  const watchOnly = !p.sources.includes('camera') && !p.sources.includes('microphone');
+  document.querySelector('.devices').hidden = watchOnly;
+  if (watchOnly) $('preview-avatar').textContent = 'You will watch and listen';
   const parts = [`You are invited to “${room}”`];
   if (p.admin) parts.push('as a host');
   if (p.sources.length === 0) parts.push('to watch and listen');

@@ -40,7 +40,7 @@ impl<R: RngCore> Rooms<R> {
         let unix = self.unix(now);
         let refusal = match token {
             None => unauthorized(
-                "this server needs an access token to join; open the link you were given".into(),
+                "this server needs an access token to join".into(),
             ),
             Some(token) => match self.config.access.decode(token, unix) {
                 Err(e) => unauthorized(e.to_string()),
