@@ -53,6 +53,15 @@ async fn refused(client: &mut common::Client) -> (ErrorCode, String, Option<u16>
     (code, message, close)
 }
 
+/// A WHIP/WHEP request with `authorization` (`Bearer …`).
+async fn post_sdp(s: &TestServer, path: &str, authorization: &str, sdp: &str) -> common::Response {
+    let headers = [
+        ("Content-Type", "application/sdp"),
+        ("Authorization", authorization),
+    ];
+    s.request("POST", path, &headers, sdp.as_bytes()).await
+}
+
 fn fixture(name: &str) -> String {
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -153,56 +162,21 @@ async fn whip_whep_and_ice_servers_need_tokens_with_their_grants() {
     assert_eq!(r.header("www-authenticate"), Some("bearer"));
     let viewer = token("viewer", "r", |c| c.video.can_publish = Some(false));
     let auth = bearer(&viewer);
-    let r = s
-        .request(
-            "POST",
-            "/whip/r",
-            &[sdp[0], ("Authorization", &auth)],
-            offer.as_bytes(),
-        )
-        .await;
+    let r = post_sdp(&s, "/whip/r", &auth, &offer).await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("canPublish"));
     let elsewhere = bearer(&token("p", "other", |_| {}));
-    let r = s
-        .request(
-            "POST",
-            "/whip/r",
-            &[sdp[0], ("Authorization", &elsewhere)],
-            offer.as_bytes(),
-        )
-        .await;
+    let r = post_sdp(&s, "/whip/r", &elsewhere, &offer).await;
     assert_eq!(r.status, 403);
     let publisher = bearer(&token("p", "r", |_| {}));
-    let r = s
-        .request(
-            "POST",
-            "/whip/r",
-            &[sdp[0], ("Authorization", &publisher)],
-            offer.as_bytes(),
-        )
-        .await;
+    let r = post_sdp(&s, "/whip/r", &publisher, &offer).await;
     assert_eq!(r.status, 201, "{}", r.body);
 
     let watch = fixture("chromium-recvonly.sdp");
     let deaf = bearer(&token("d", "r", |c| c.video.can_subscribe = Some(false)));
-    let r = s
-        .request(
-            "POST",
-            "/whep/r",
-            &[sdp[0], ("Authorization", &deaf)],
-            watch.as_bytes(),
-        )
-        .await;
+    let r = post_sdp(&s, "/whep/r", &deaf, &watch).await;
     assert_eq!(r.status, 403);
-    let r = s
-        .request(
-            "POST",
-            "/whep/r",
-            &[sdp[0], ("Authorization", &auth)],
-            watch.as_bytes(),
-        )
-        .await;
+    let r = post_sdp(&s, "/whep/r", &auth, &watch).await;
     assert_eq!(r.status, 201, "{}", r.body);
 
     assert_eq!(s.get("/api/ice-servers").await.0, 401);
@@ -244,7 +218,6 @@ async fn an_address_that_keeps_failing_is_refused_for_a_while() {
 #[tokio::test]
 async fn a_removal_reaches_whip_whep_and_ice_servers_and_ends_the_media_session() {
     let s = server().await;
-    let sdp = [("Content-Type", "application/sdp")];
     let mut admin = s.client().await;
     admin
         .send_json(join(
@@ -257,14 +230,7 @@ async fn a_removal_reaches_whip_whep_and_ice_servers_and_ends_the_media_session(
     let bob_token = token("bob", "r", |_| {});
     let auth = format!("Bearer {bob_token}");
     let offer = fixture("chromium-sendonly.sdp");
-    let r = s
-        .request(
-            "POST",
-            "/whip/r",
-            &[sdp[0], ("Authorization", &auth)],
-            offer.as_bytes(),
-        )
-        .await;
+    let r = post_sdp(&s, "/whip/r", &auth, &offer).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let location = r.header("location").unwrap().to_owned();
     let mut bob = s.client().await;
@@ -287,14 +253,7 @@ async fn a_removal_reaches_whip_whep_and_ice_servers_and_ends_the_media_session(
     );
     let watch = fixture("chromium-recvonly.sdp");
     for bearer in [&auth, &fresh] {
-        let r = s
-            .request(
-                "POST",
-                "/whep/r",
-                &[sdp[0], ("Authorization", bearer)],
-                watch.as_bytes(),
-            )
-            .await;
+        let r = post_sdp(&s, "/whep/r", bearer, &watch).await;
         assert_eq!(r.status, 403, "{}", r.body);
         assert!(r.body.contains("removed"), "{}", r.body);
         let r = s
@@ -325,15 +284,7 @@ async fn grants_and_room_names_are_read_as_livekit_writes_them() {
             Some(vec![huddle_access::Source::Microphone]))
     );
     let offer = fixture("chromium-sendonly.sdp");
-    let sdp = ("Content-Type", "application/sdp");
-    let r = s
-        .request(
-            "POST",
-            "/whip/r",
-            &[sdp, ("Authorization", &mic)],
-            offer.as_bytes(),
-        )
-        .await;
+    let r = post_sdp(&s, "/whip/r", &mic, &offer).await;
     assert_eq!(r.status, 403, "{}", r.body);
     assert!(r.body.contains("camera"), "{}", r.body);
     // A token for "Standup" opens the room `standup` (room names fold case), over WS and WHIP.
@@ -346,14 +297,7 @@ async fn grants_and_room_names_are_read_as_livekit_writes_them() {
     .await;
     assert!(matches!(c.next_msg().await, ServerMessage::Welcome(_)));
     let upper = format!("Bearer {}", token("p", "Standup", |_| {}));
-    let r = s
-        .request(
-            "POST",
-            "/whip/STANDUP",
-            &[sdp, ("Authorization", &upper)],
-            offer.as_bytes(),
-        )
-        .await;
+    let r = post_sdp(&s, "/whip/STANDUP", &upper, &offer).await;
     assert_eq!(r.status, 201, "{}", r.body);
     // A refusal whose words are long still closes with its code (reasons fit a control frame).
     let long = "a".repeat(64);
