@@ -219,8 +219,8 @@ impl Server {
         let sniffing = turn.clone().filter(|_| on_https);
         let limits = self.config.limits.clone();
         let per_ip = connections::PerIp::new(limits.connections_per_ip);
-        let listener =
-            HttpListener::spawn(self.tcp, tls, sniffing, per_ip).map_err(ServerError::Serve)?;
+        let listener = HttpListener::spawn(self.tcp, tls, sniffing, per_ip, self.stop.1.clone())
+            .map_err(ServerError::Serve)?;
         let ice = IceServers {
             static_servers: self.config.ice_servers.clone(),
             turn: self

@@ -9,7 +9,7 @@ use std::time::Duration;
 use huddle_turn_proto::{FiveTuple, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::connections::{Held, PerIp};
@@ -29,19 +29,25 @@ impl HttpListener {
     /// Starts accepting on `tcp`; with `tls`, every connection is a TLS one, and with `turn` as
     /// well, a TLS connection whose first bytes are STUN goes to the TURN server instead of HTTP
     /// (TURN on 443 for networks that allow nothing else). A client address with `per_ip`'s
-    /// share of connections open already has the next one closed at once.
+    /// share of connections open already has the next one closed at once. Accepting ends when
+    /// `stop` flips.
     pub fn spawn(
         tcp: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
         turn: Option<Turn>,
         per_ip: Arc<PerIp>,
+        mut stop: watch::Receiver<bool>,
     ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(256);
         let acceptor = tls.map(TlsAcceptor::from);
         tokio::spawn(async move {
             loop {
-                let (stream, peer) = accept(&tcp).await;
+                // At shutdown the port is let go: nothing new is accepted or handshaken.
+                let (stream, peer) = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    accepted = accept(&tcp) => accepted,
+                };
                 let Some(slot) = per_ip.take(peer.ip()) else {
                     tracing::debug!(%peer, "too many connections from this address; closed");
                     continue;

@@ -304,11 +304,22 @@ async fn connections_per_address_are_capped() {
 async fn shutdown_waits_only_for_open_connections_and_only_its_grace() {
     // Nothing open: at once.
     let server = TestServer::start().await;
+    let addr = server.addr;
     assert_eq!(server.get("/healthz").await.0, 200);
     let t0 = Instant::now();
     server.shutdown().await.unwrap();
     let idle_exit = t0.elapsed();
     assert!(idle_exit < Duration::from_secs(1), "{idle_exit:?}");
+    // And the port is let go: nothing is accepted any more.
+    let mut refused = false;
+    for _ in 0..40 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "still accepting after shutdown");
 
     // A connection stuck in its request head: no longer than the grace (3 s in tests).
     let server = TestServer::start().await;
