@@ -22,7 +22,7 @@ mod keys;
 mod tests;
 
 pub use claims::{Claims, Source, VideoGrant};
-pub use jwt::TokenError;
+pub use jwt::{TokenError, unverified_payload};
 pub use keys::{KeyError, Keys, MIN_SECRET};
 
 /// A verified token: the participant it names and what it may do.

@@ -122,17 +122,7 @@ pub fn run(mut args: TokenArgs) -> anyhow::Result<()> {
             );
         }
         TokenCommand::Verify(v) => {
-            let payload = v
-                .token
-                .split('.')
-                .nth(1)
-                .and_then(|p| {
-                    use base64::Engine;
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(p.trim_end_matches('='))
-                        .ok()
-                })
-                .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok());
+            let payload = huddle_access::unverified_payload(&v.token);
             match &payload {
                 Some(claims) => println!("{}", serde_json::to_string_pretty(claims)?),
                 None => println!("(the claims cannot be read)"),

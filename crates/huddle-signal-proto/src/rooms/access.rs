@@ -39,9 +39,7 @@ impl<R: RngCore> Rooms<R> {
         let forbidden = |why: String| (ErrorCode::Forbidden, close_code::FORBIDDEN, why);
         let unix = self.unix(now);
         let refusal = match token {
-            None => unauthorized(
-                "this server needs an access token to join".into(),
-            ),
+            None => unauthorized("this server needs an access token to join".into()),
             Some(token) => match self.config.access.decode(token, unix) {
                 Err(e) => unauthorized(e.to_string()),
                 Ok(access) => {
