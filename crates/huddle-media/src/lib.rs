@@ -7,6 +7,7 @@
 
 #[cfg(feature = "h264")]
 pub mod codec;
+mod dtls;
 mod engine;
 pub mod frame;
 mod offer_request;

@@ -32,6 +32,7 @@ impl SessionKind {
     pub(crate) fn rtc_config(&self) -> RtcConfig {
         // Audio is only ever forwarded, so any codec a browser may prefer will do.
         let mut config = Rtc::builder()
+            .set_crypto_provider(crate::dtls::crypto_provider())
             .clear_codecs()
             .enable_opus(true, false)
             .enable_g722(true, false)
