@@ -19,7 +19,7 @@
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
 use huddle_media::{Engine, EngineConfig, LocalAddr, Output, SessionId, SessionKind, Transform};
@@ -59,6 +59,22 @@ struct State {
 impl State {
     fn new() -> Self {
         static CERT: OnceLock<huddle_media::DtlsCert> = OnceLock::new();
+        static HOOK: Once = Once::new();
+        // libfuzzer-sys aborts at any panic, caught or not. `Engine::accept` catches str0m's
+        // panics while negotiating (its asserts on the remote description) and refuses the
+        // offer, which is the behaviour under test, so those alone may unwind; a str0m panic
+        // that the engine does not catch still reaches libfuzzer-sys, which aborts.
+        HOOK.call_once(|| {
+            let abort = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let in_str0m = info
+                    .location()
+                    .is_some_and(|l| l.file().contains("/str0m-"));
+                if !in_str0m {
+                    abort(info);
+                }
+            }));
+        });
         let addrs = vec![LocalAddr {
             local: SERVER,
             public: None,

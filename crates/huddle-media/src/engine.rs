@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use str0m::channel::ChannelData;
 use str0m::config::DtlsCert;
 use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use crate::relay::{Relay, RoomTaken};
 use crate::session::{CloseReason, Session, SessionId, SessionKind};
@@ -67,6 +68,10 @@ pub enum OfferError {
     NoCommonCodec,
     #[error("the offer was refused: {0}")]
     Refused(String),
+    #[error(
+        "the offer's media sections contradict each other (a payload type defined twice?) and cannot be negotiated"
+    )]
+    Unnegotiable,
     #[error("the server has {0} media sessions, its limit; try again later")]
     Full(usize),
     #[error("room {0:?} already has a publisher")]
@@ -198,6 +203,38 @@ impl Engine {
             _ => {}
         }
 
+        // str0m asserts some invariants of the remote description while negotiating (a payload
+        // type claimed twice panics, found by fuzz/media_engine); the Rtc is new and dropped on
+        // failure, and nothing of the engine changes before it returns, so a panic is only a
+        // refused offer, not the end of the media thread that serves every session.
+        let negotiated =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.negotiate(&kind, parsed, now)));
+        let (rtc, answer) = negotiated.map_err(|_| OfferError::Unnegotiable)??;
+        check_answer(&kind, &answer)?;
+
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        match &kind {
+            SessionKind::Publish { room } => self
+                .relay
+                .publish(room, id)
+                .map_err(|RoomTaken| OfferError::RoomTaken(room.clone()))?,
+            SessionKind::Watch { room } => self.relay.watch(room, id),
+            SessionKind::Echo(_) => {}
+        }
+        tracing::debug!(session = %id, ?kind, "media session created");
+        self.sessions.insert(id, Session::new(rtc, kind, now));
+        self.drive(id, now);
+        Ok((id, answer))
+    }
+
+    /// A new peer connection that has accepted `offer`, and its answer.
+    fn negotiate(
+        &self,
+        kind: &SessionKind,
+        offer: SdpOffer,
+        now: Instant,
+    ) -> Result<(Rtc, String), OfferError> {
         let mut rtc = kind
             .rtc_config()
             .set_dtls_cert(self.cert.clone())
@@ -222,25 +259,10 @@ impl Engine {
         }
         let answer = rtc
             .sdp_api()
-            .accept_offer(parsed)
+            .accept_offer(offer)
             .map_err(|e| OfferError::Refused(e.to_string()))?
             .to_sdp_string();
-        check_answer(&kind, &answer)?;
-
-        let id = SessionId(self.next_id);
-        self.next_id += 1;
-        match &kind {
-            SessionKind::Publish { room } => self
-                .relay
-                .publish(room, id)
-                .map_err(|RoomTaken| OfferError::RoomTaken(room.clone()))?,
-            SessionKind::Watch { room } => self.relay.watch(room, id),
-            SessionKind::Echo(_) => {}
-        }
-        tracing::debug!(session = %id, ?kind, "media session created");
-        self.sessions.insert(id, Session::new(rtc, kind, now));
-        self.drive(id, now);
-        Ok((id, answer))
+        Ok((rtc, answer))
     }
 
     /// A datagram arrived at `destination` (one of the configured local addresses).

@@ -485,6 +485,17 @@ fn offers_that_cannot_work_are_refused_with_a_reason() {
         "{err}"
     );
     assert_eq!(e.session_count(), 0);
+    // A payload type the audio section maps to H.264 while the video section uses it too
+    // makes str0m's negotiation panic (found by fuzz/media_engine): refused, engine intact.
+    let twice = sendrecv.replacen(
+        "a=rtpmap:111 opus/48000/2",
+        "a=rtpmap:111 opus/48000/2\r\na=rtpmap:39 H264/90000",
+        1,
+    );
+    assert_ne!(twice, sendrecv);
+    let err = e.accept(echo.clone(), &twice, now).unwrap_err();
+    assert!(matches!(err, OfferError::Unnegotiable), "{err}");
+    assert_eq!(e.session_count(), 0);
     // Transformed video needs H.264: a VP8-only offer cannot be transformed…
     let (_, vp8_only, _) = {
         let mut rtc = Rtc::builder().clear_codecs().enable_vp8(true).build(now);
