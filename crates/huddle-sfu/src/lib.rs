@@ -1,0 +1,52 @@
+//! The SFU's forwarding decisions as a sans-IO core: no sockets, no clock, no WebRTC stack.
+//!
+//! The host (`huddle-media`'s engine, which owns the str0m peer connections) tells the core
+//! who is in which room ([`Sfu::join`]), which tracks each session publishes
+//! ([`Sfu::publish`]), and what arrives: every frame ([`Sfu::route`]), each subscriber's
+//! bandwidth estimate and the size at which its page shows each tile. The core answers, for
+//! every frame, which subscribers get it and at which RTP time ([`Target`]), and drains
+//! [`Output`]s: subscriptions to add or remove (renegotiation), keyframe requests towards a
+//! publisher, layers to pause or resume at the publisher (dynacast), the loudest speakers.
+//!
+//! Time comes in as `now` on each call; nothing here reads a clock.
+
+mod allocate;
+mod forward;
+mod sfu;
+mod speakers;
+
+pub use allocate::{LayerRates, View};
+pub use sfu::{Frame, KEYFRAME_REQUEST_INTERVAL, MediaKind, Output, Sfu, Target, TrackInfo};
+pub use speakers::MAX_FORWARDED_SPEAKERS;
+
+/// A peer connection of the host: one browser (or WHIP/WHEP client) with the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+/// A published track, unique for the life of an [`Sfu`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackId(pub u64);
+
+impl std::fmt::Display for TrackId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// A simulcast layer of a video track, 0 the smallest; a track without simulcast has layer 0
+/// only. The host maps the publisher's RTP stream ids (`rid`) to these in the order the
+/// publisher lists them, which browsers list from the smallest up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Layer(pub u8);
+
+/// Layers a track may have (browsers send at most three).
+pub const MAX_LAYERS: usize = 4;
+
+#[cfg(test)]
+mod tests;

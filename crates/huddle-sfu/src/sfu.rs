@@ -1,0 +1,635 @@
+//! Rooms, members, published tracks and subscriptions, and what the host must do about them.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::allocate::{self, LayerRates, View, Wanted};
+use crate::forward::Forwarding;
+use crate::speakers::Speakers;
+use crate::{Layer, MAX_LAYERS, SessionId, TrackId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// What a publisher says of a track when it starts sending it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackInfo {
+    pub kind: MediaKind,
+    /// Simulcast layers (1 without simulcast; audio has 1).
+    pub layers: u8,
+    /// A screen share: placed before cameras when a link is short.
+    pub screen: bool,
+    /// Size of the top layer, 0 when unknown.
+    pub width: u32,
+    pub height: u32,
+}
+
+impl TrackInfo {
+    pub fn audio() -> Self {
+        TrackInfo {
+            kind: MediaKind::Audio,
+            layers: 1,
+            screen: false,
+            width: 0,
+            height: 0,
+        }
+    }
+
+    pub fn video(layers: u8) -> Self {
+        TrackInfo {
+            kind: MediaKind::Video,
+            layers: layers.clamp(1, MAX_LAYERS as u8),
+            screen: false,
+            width: 0,
+            height: 0,
+        }
+    }
+}
+
+/// One frame's destination: write it into `subscriber`'s sending track for the routed
+/// track, at RTP time `time`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub subscriber: SessionId,
+    pub time: u64,
+}
+
+/// What the host must do; drained with [`Sfu::poll_output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// `subscriber` is to receive `track`: give its peer connection a sending track of `kind`
+    /// (server-side renegotiation), or bind one it negotiated already (WHEP).
+    Subscribe {
+        subscriber: SessionId,
+        track: TrackId,
+        kind: MediaKind,
+    },
+    /// `subscriber` no longer receives `track`: its sending track can go.
+    Unsubscribe {
+        subscriber: SessionId,
+        track: TrackId,
+    },
+    /// Ask `publisher` for a keyframe of `layer` of `track` (PLI).
+    RequestKeyframe {
+        publisher: SessionId,
+        track: TrackId,
+        layer: Layer,
+    },
+    /// The layers of `track` anyone receives changed: the publisher may stop encoding the
+    /// others (`encodings[i].active`; LiveKit's dynacast).
+    Layers {
+        publisher: SessionId,
+        track: TrackId,
+        active: [bool; MAX_LAYERS],
+    },
+    /// Who speaks in `room`, loudest first.
+    Speakers {
+        room: String,
+        sessions: Vec<SessionId>,
+    },
+}
+
+/// A publisher is asked for a keyframe of one layer at most this often (mediasoup and
+/// LiveKit throttle PLI the same way): each keyframe is many packets for every subscriber.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+/// How often layer choice and keyframe requests are revisited without any input.
+const TICK: Duration = Duration::from_millis(250);
+/// The window over which a layer's bitrate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A layer's cost until measured: the top at ~1.5 Mbit/s, each below about a third.
+const DEFAULT_BPS_FROM_TOP: [u64; MAX_LAYERS] = [1_500_000, 500_000, 150_000, 50_000];
+
+#[derive(Debug, Default)]
+struct Room {
+    members: Vec<SessionId>,
+    tracks: Vec<TrackId>,
+    speakers: Speakers,
+}
+
+#[derive(Debug)]
+struct Member {
+    room: String,
+    /// Ready to receive (its connection is up): frames and keyframe requests wait for it.
+    ready: bool,
+    estimate: Option<u64>,
+    published: Vec<TrackId>,
+    /// In the order subscribed.
+    subscriptions: Vec<Subscription>,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    track: TrackId,
+    kind: MediaKind,
+    view: View,
+    fwd: Forwarding,
+}
+
+#[derive(Debug)]
+struct Track {
+    publisher: SessionId,
+    room: String,
+    info: TrackInfo,
+    subscribers: Vec<SessionId>,
+    rates: [Meter; MAX_LAYERS],
+    last_keyframe_request: [Option<Instant>; MAX_LAYERS],
+    /// Layers last reported as active (dynacast); all at first, as a page starts them.
+    active: [bool; MAX_LAYERS],
+}
+
+/// Bytes of one layer over the last window.
+#[derive(Debug, Default, Clone, Copy)]
+struct Meter {
+    started: Option<Instant>,
+    bytes: u64,
+    bps: Option<u64>,
+}
+
+impl Meter {
+    fn add(&mut self, bytes: usize, now: Instant) {
+        let started = *self.started.get_or_insert(now);
+        self.bytes += bytes as u64;
+        let elapsed = now.saturating_duration_since(started);
+        if elapsed >= RATE_WINDOW {
+            self.bps = Some(self.bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64);
+            self.bytes = 0;
+            self.started = Some(now);
+        }
+    }
+}
+
+/// A frame as the host received it from a publisher.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame {
+    pub layer: Layer,
+    pub keyframe: bool,
+    /// RTP time in the track's clock, `hz` ticks a second.
+    pub time: u64,
+    pub hz: u32,
+    pub bytes: usize,
+    /// RFC 6464 audio level (0 loudest … 127 silence), for audio.
+    pub audio_level: Option<u8>,
+}
+
+#[derive(Debug, Default)]
+pub struct Sfu {
+    rooms: HashMap<String, Room>,
+    members: HashMap<SessionId, Member>,
+    tracks: HashMap<TrackId, Track>,
+    next_track: u64,
+    /// `route`'s answer, reused: no allocation per frame.
+    targets: Vec<Target>,
+    out: VecDeque<Output>,
+    next_tick: Option<Instant>,
+}
+
+impl Sfu {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `session` joins `room` and subscribes to every track published there. A session in
+    /// another room leaves it first.
+    pub fn join(&mut self, room: &str, session: SessionId, now: Instant) {
+        if self.members.get(&session).is_some_and(|m| m.room == room) {
+            return;
+        }
+        self.leave(session, now);
+        let r = self.rooms.entry(room.to_owned()).or_default();
+        r.members.push(session);
+        let tracks = r.tracks.clone();
+        self.members.insert(
+            session,
+            Member {
+                room: room.to_owned(),
+                ready: false,
+                estimate: None,
+                published: Vec::new(),
+                subscriptions: Vec::new(),
+            },
+        );
+        for t in tracks {
+            self.subscribe(session, t);
+        }
+        self.reallocate(session, now);
+        self.next_tick.get_or_insert(now + TICK);
+    }
+
+    /// `session` is gone: its tracks are unpublished, its subscriptions end.
+    pub fn leave(&mut self, session: SessionId, now: Instant) {
+        let Some(m) = self.members.remove(&session) else {
+            return;
+        };
+        for t in m.published {
+            self.remove_track(t, now);
+        }
+        for s in m.subscriptions {
+            if let Some(t) = self.tracks.get_mut(&s.track) {
+                t.subscribers.retain(|x| *x != session);
+            }
+            self.out.push_back(Output::Unsubscribe {
+                subscriber: session,
+                track: s.track,
+            });
+            self.update_layers(s.track);
+        }
+        if let Some(r) = self.rooms.get_mut(&m.room) {
+            r.members.retain(|x| *x != session);
+            if r.members.is_empty() {
+                self.rooms.remove(&m.room);
+            }
+        }
+    }
+
+    /// `session`'s connection is up: it receives from now on, starting at a keyframe.
+    pub fn ready(&mut self, session: SessionId, now: Instant) {
+        if let Some(m) = self.members.get_mut(&session) {
+            m.ready = true;
+        }
+        self.request_pending_keyframes(session, now);
+    }
+
+    /// `publisher` sends a new track; every other member of its room subscribes to it.
+    /// None if `publisher` has not joined a room.
+    pub fn publish(
+        &mut self,
+        publisher: SessionId,
+        info: TrackInfo,
+        now: Instant,
+    ) -> Option<TrackId> {
+        let m = self.members.get_mut(&publisher)?;
+        let id = TrackId(self.next_track);
+        self.next_track += 1;
+        m.published.push(id);
+        let room = m.room.clone();
+        let r = self.rooms.get_mut(&room)?;
+        r.tracks.push(id);
+        if info.kind == MediaKind::Audio {
+            r.speakers.add(id, now);
+        }
+        let others: Vec<SessionId> = r
+            .members
+            .iter()
+            .copied()
+            .filter(|s| *s != publisher)
+            .collect();
+        self.tracks.insert(
+            id,
+            Track {
+                publisher,
+                room,
+                info,
+                subscribers: Vec::new(),
+                rates: [Meter::default(); MAX_LAYERS],
+                last_keyframe_request: [None; MAX_LAYERS],
+                active: [true; MAX_LAYERS],
+            },
+        );
+        for s in others {
+            self.subscribe(s, id);
+            self.reallocate(s, now);
+        }
+        self.update_layers(id);
+        Some(id)
+    }
+
+    /// The publisher stopped sending `track` (or removed it): its subscribers let it go.
+    pub fn unpublish(&mut self, track: TrackId, now: Instant) {
+        if let Some(t) = self.tracks.get(&track)
+            && let Some(m) = self.members.get_mut(&t.publisher)
+        {
+            m.published.retain(|x| *x != track);
+        }
+        self.remove_track(track, now);
+    }
+
+    /// The tracks `session` publishes.
+    pub fn published(&self, session: SessionId) -> &[TrackId] {
+        self.members.get(&session).map_or(&[], |m| &m.published)
+    }
+
+    /// The room `session` is in.
+    pub fn room_of(&self, session: SessionId) -> Option<&str> {
+        self.members.get(&session).map(|m| m.room.as_str())
+    }
+
+    pub fn members(&self, room: &str) -> &[SessionId] {
+        self.rooms.get(room).map_or(&[], |r| &r.members)
+    }
+
+    pub fn tracks(&self, room: &str) -> &[TrackId] {
+        self.rooms.get(room).map_or(&[], |r| &r.tracks)
+    }
+
+    pub fn publisher(&self, track: TrackId) -> Option<SessionId> {
+        self.tracks.get(&track).map(|t| t.publisher)
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// The layer `subscriber` receives of `track` now (None: nothing yet, or paused).
+    pub fn current_layer(&self, subscriber: SessionId, track: TrackId) -> Option<Layer> {
+        self.subscription(subscriber, track)?.fwd.current
+    }
+
+    /// The layer `subscriber` is to receive of `track` once a keyframe of it arrives.
+    pub fn target_layer(&self, subscriber: SessionId, track: TrackId) -> Option<Layer> {
+        self.subscription(subscriber, track)?.fwd.target
+    }
+
+    /// `subscriber`'s bandwidth estimate (bits per second, for everything it receives).
+    pub fn set_estimate(&mut self, subscriber: SessionId, bps: u64, now: Instant) {
+        if let Some(m) = self.members.get_mut(&subscriber) {
+            m.estimate = Some(bps);
+            self.reallocate(subscriber, now);
+        }
+    }
+
+    /// How `subscriber`'s page shows `track`'s tile.
+    pub fn set_view(&mut self, subscriber: SessionId, track: TrackId, view: View, now: Instant) {
+        let Some(m) = self.members.get_mut(&subscriber) else {
+            return;
+        };
+        if let Some(s) = m.subscriptions.iter_mut().find(|s| s.track == track)
+            && s.view != view
+        {
+            s.view = view;
+            self.reallocate(subscriber, now);
+        }
+    }
+
+    /// `subscriber`'s browser asked for a keyframe of `track` (it lost its place).
+    pub fn keyframe_wanted(&mut self, subscriber: SessionId, track: TrackId, now: Instant) {
+        let Some(s) = self.subscription(subscriber, track) else {
+            return;
+        };
+        if let Some(layer) = s.fwd.current.or(s.fwd.target) {
+            self.request_keyframe(track, layer, now);
+        }
+    }
+
+    /// A frame of `track` arrived: the subscribers to write it to, and at which RTP time.
+    pub fn route(&mut self, track: TrackId, frame: Frame, now: Instant) -> &[Target] {
+        self.targets.clear();
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return &self.targets;
+        };
+        let l = usize::from(frame.layer.0);
+        if l >= usize::from(t.info.layers) {
+            return &self.targets;
+        }
+        t.rates[l].add(frame.bytes, now);
+        if t.info.kind == MediaKind::Audio {
+            let Some(r) = self.rooms.get_mut(&t.room) else {
+                return &self.targets;
+            };
+            if !r.speakers.on_audio(track, frame.audio_level, now) {
+                return &self.targets;
+            }
+        }
+        for sub in &t.subscribers {
+            let Some(m) = self.members.get_mut(sub) else {
+                continue;
+            };
+            if !m.ready {
+                continue;
+            }
+            let Some(s) = m.subscriptions.iter_mut().find(|s| s.track == track) else {
+                continue;
+            };
+            if let Some(time) =
+                s.fwd
+                    .on_frame(frame.layer, frame.keyframe, frame.time, frame.hz, now)
+            {
+                self.targets.push(Target {
+                    subscriber: *sub,
+                    time,
+                });
+            }
+        }
+        &self.targets
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Sfu::handle_timeout`] wants to run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tick
+    }
+
+    /// Revisits layer choice (measured rates change), repeats keyframe requests that went
+    /// unanswered, and reports the speakers of every room.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_tick.is_none_or(|t| now < t) {
+            return;
+        }
+        self.next_tick = (!self.members.is_empty()).then_some(now + TICK);
+        let sessions: Vec<SessionId> = self.members.keys().copied().collect();
+        for s in sessions {
+            self.reallocate(s, now);
+            self.request_pending_keyframes(s, now);
+        }
+        for (name, room) in &mut self.rooms {
+            if let Some(ranking) = room.speakers.changed_ranking(now) {
+                let sessions = ranking
+                    .iter()
+                    .filter_map(|t| self.tracks.get(t).map(|t| t.publisher))
+                    .collect();
+                self.out.push_back(Output::Speakers {
+                    room: name.clone(),
+                    sessions,
+                });
+            }
+        }
+    }
+
+    fn subscription(&self, subscriber: SessionId, track: TrackId) -> Option<&Subscription> {
+        self.members
+            .get(&subscriber)?
+            .subscriptions
+            .iter()
+            .find(|s| s.track == track)
+    }
+
+    fn subscribe(&mut self, subscriber: SessionId, track: TrackId) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let Some(m) = self.members.get_mut(&subscriber) else {
+            return;
+        };
+        if t.publisher == subscriber || m.subscriptions.iter().any(|s| s.track == track) {
+            return;
+        }
+        t.subscribers.push(subscriber);
+        let kind = t.info.kind;
+        // Video waits for the allocator's choice and then a keyframe of it.
+        let fwd = match kind {
+            MediaKind::Audio => Forwarding::flowing(Layer(0)),
+            MediaKind::Video => Forwarding::new(None),
+        };
+        m.subscriptions.push(Subscription {
+            track,
+            kind,
+            view: View::default(),
+            fwd,
+        });
+        self.out.push_back(Output::Subscribe {
+            subscriber,
+            track,
+            kind,
+        });
+    }
+
+    fn remove_track(&mut self, track: TrackId, now: Instant) {
+        let Some(t) = self.tracks.remove(&track) else {
+            return;
+        };
+        if let Some(r) = self.rooms.get_mut(&t.room) {
+            r.tracks.retain(|x| *x != track);
+            r.speakers.remove(track);
+        }
+        for sub in t.subscribers {
+            if let Some(m) = self.members.get_mut(&sub) {
+                m.subscriptions.retain(|s| s.track != track);
+            }
+            self.out.push_back(Output::Unsubscribe {
+                subscriber: sub,
+                track,
+            });
+            self.reallocate(sub, now);
+        }
+    }
+
+    /// Chooses `subscriber`'s video layers again and acts on what changed.
+    fn reallocate(&mut self, subscriber: SessionId, now: Instant) {
+        let Some(m) = self.members.get(&subscriber) else {
+            return;
+        };
+        let mut video = Vec::new();
+        let mut wanted = Vec::new();
+        let mut audio = 0;
+        for s in &m.subscriptions {
+            let Some(t) = self.tracks.get(&s.track) else {
+                continue;
+            };
+            match s.kind {
+                MediaKind::Audio => audio += 1,
+                MediaKind::Video => {
+                    video.push(s.track);
+                    wanted.push(Wanted {
+                        view: s.view,
+                        rates: rates(t),
+                        width: t.info.width,
+                        height: t.info.height,
+                        screen: t.info.screen,
+                    });
+                }
+            }
+        }
+        let chosen = allocate::allocate(&wanted, audio, m.estimate);
+        let ready = m.ready;
+        let mut changed = Vec::new();
+        if let Some(m) = self.members.get_mut(&subscriber) {
+            for (track, layer) in video.iter().zip(chosen) {
+                if let Some(s) = m.subscriptions.iter_mut().find(|s| s.track == *track)
+                    && s.fwd.target != layer
+                {
+                    s.fwd.retarget(layer);
+                    changed.push(*track);
+                }
+            }
+        }
+        for track in changed {
+            self.update_layers(track);
+        }
+        if ready {
+            self.request_pending_keyframes(subscriber, now);
+        }
+    }
+
+    /// Asks for a keyframe of every layer `subscriber` waits for.
+    fn request_pending_keyframes(&mut self, subscriber: SessionId, now: Instant) {
+        let Some(m) = self.members.get(&subscriber) else {
+            return;
+        };
+        if !m.ready {
+            return;
+        }
+        let pending: Vec<(TrackId, Layer)> = m
+            .subscriptions
+            .iter()
+            .filter(|s| s.kind == MediaKind::Video && s.fwd.waiting())
+            .filter_map(|s| Some((s.track, s.fwd.target?)))
+            .collect();
+        for (track, layer) in pending {
+            self.request_keyframe(track, layer, now);
+        }
+    }
+
+    fn request_keyframe(&mut self, track: TrackId, layer: Layer, now: Instant) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let last = &mut t.last_keyframe_request[usize::from(layer.0)];
+        if last.is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        self.out.push_back(Output::RequestKeyframe {
+            publisher: t.publisher,
+            track,
+            layer,
+        });
+    }
+
+    /// Reports the layers of `track` that some subscriber receives or waits for.
+    fn update_layers(&mut self, track: TrackId) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        if t.info.kind != MediaKind::Video {
+            return;
+        }
+        let mut active = [false; MAX_LAYERS];
+        for sub in &t.subscribers {
+            let Some(s) = self.subscription(*sub, track) else {
+                continue;
+            };
+            for l in [s.fwd.current, s.fwd.target].into_iter().flatten() {
+                active[usize::from(l.0)] = true;
+            }
+        }
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if t.active != active {
+            t.active = active;
+            self.out.push_back(Output::Layers {
+                publisher: t.publisher,
+                track,
+                active,
+            });
+        }
+    }
+}
+
+/// What each layer of `t` costs: measured where it has been, assumed where not.
+fn rates(t: &Track) -> LayerRates {
+    let n = usize::from(t.info.layers);
+    let mut bps = [0; MAX_LAYERS];
+    for (l, b) in bps.iter_mut().enumerate().take(n) {
+        *b = t.rates[l].bps.unwrap_or(DEFAULT_BPS_FROM_TOP[n - 1 - l]);
+    }
+    LayerRates {
+        bps,
+        layers: t.info.layers,
+    }
+}

@@ -1,0 +1,414 @@
+//! The SFU core under simulated time: every input carries `now`, which the tests move.
+
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use crate::*;
+
+const HZ: u32 = 90_000;
+
+struct Call {
+    sfu: Sfu,
+    now: Instant,
+    /// RTP time of the next frame per layer: each layer has its own clock offset, as at a
+    /// real publisher.
+    rtp: [u64; MAX_LAYERS],
+}
+
+impl Call {
+    fn new() -> Self {
+        Call {
+            sfu: Sfu::new(),
+            now: Instant::now(),
+            rtp: [1_000, 5_000_000, 9_000_000, 0],
+        }
+    }
+
+    fn member(&mut self, room: &str, s: u64) -> SessionId {
+        let id = SessionId(s);
+        self.sfu.join(room, id, self.now);
+        self.sfu.ready(id, self.now);
+        id
+    }
+
+    fn outputs(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.sfu.poll_output()).collect()
+    }
+
+    /// One frame of every layer of `track` (30 fps), the time moving 33 ms; `key` marks them
+    /// keyframes. Returns who got which layer at which RTP time.
+    fn frames(&mut self, track: TrackId, layers: u8, key: bool) -> Vec<(SessionId, Layer, u64)> {
+        let mut got = Vec::new();
+        for l in 0..layers {
+            let frame = Frame {
+                layer: Layer(l),
+                keyframe: key,
+                time: self.rtp[usize::from(l)],
+                hz: HZ,
+                bytes: [600, 2_000, 6_000][usize::from(l)],
+                audio_level: None,
+            };
+            for t in self.sfu.route(track, frame, self.now) {
+                got.push((t.subscriber, Layer(l), t.time));
+            }
+        }
+        for r in &mut self.rtp {
+            *r += 3_000;
+        }
+        self.tick(Duration::from_millis(33));
+        got
+    }
+
+    fn tick(&mut self, d: Duration) {
+        self.now += d;
+        self.sfu.handle_timeout(self.now);
+    }
+}
+
+#[test]
+fn tracks_reach_every_other_member_of_their_room_only() {
+    let mut c = Call::new();
+    let (a, b) = (c.member("r", 1), c.member("r", 2));
+    let other = c.member("elsewhere", 3);
+    let video = c.sfu.publish(a, TrackInfo::video(1), c.now).unwrap();
+    let audio = c.sfu.publish(a, TrackInfo::audio(), c.now).unwrap();
+    let out = c.outputs();
+    for (track, kind) in [(video, MediaKind::Video), (audio, MediaKind::Audio)] {
+        assert!(out.contains(&Output::Subscribe {
+            subscriber: b,
+            track,
+            kind
+        }));
+    }
+    assert!(
+        out.iter()
+            .all(|o| !matches!(o, Output::Subscribe { subscriber, .. } if *subscriber != b)),
+        "neither the publisher nor another room subscribes: {out:?}"
+    );
+    // Video starts at a keyframe, asked for at once.
+    assert!(out.contains(&Output::RequestKeyframe {
+        publisher: a,
+        track: video,
+        layer: Layer(0)
+    }));
+    assert!(
+        c.frames(video, 1, false).is_empty(),
+        "no picture before a keyframe"
+    );
+    let got = c.frames(video, 1, true);
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [b]);
+    assert_eq!(c.frames(video, 1, false).len(), 1);
+    // Audio flows from its first packet.
+    let frame = Frame {
+        layer: Layer(0),
+        keyframe: false,
+        time: 0,
+        hz: 48_000,
+        bytes: 80,
+        audio_level: Some(30),
+    };
+    assert_eq!(
+        c.sfu.route(audio, frame, c.now),
+        &[Target {
+            subscriber: b,
+            time: 0
+        }]
+    );
+    let _ = other;
+}
+
+#[test]
+fn a_latecomer_gets_what_is_published_and_a_leaver_takes_it_away() {
+    let mut c = Call::new();
+    let a = c.member("r", 1);
+    let video = c.sfu.publish(a, TrackInfo::video(3), c.now).unwrap();
+    let out = c.outputs();
+    assert!(
+        out.contains(&Output::Layers {
+            publisher: a,
+            track: video,
+            active: [false; MAX_LAYERS]
+        }),
+        "nobody watches: every layer may pause ({out:?})"
+    );
+    let b = c.member("r", 2);
+    let out = c.outputs();
+    assert!(out.contains(&Output::Subscribe {
+        subscriber: b,
+        track: video,
+        kind: MediaKind::Video
+    }));
+    assert!(out.contains(&Output::Layers {
+        publisher: a,
+        track: video,
+        active: [false, false, true, false]
+    }));
+    c.sfu.leave(a, c.now);
+    let out = c.outputs();
+    assert!(out.contains(&Output::Unsubscribe {
+        subscriber: b,
+        track: video
+    }));
+    assert!(c.sfu.tracks("r").is_empty());
+    c.sfu.leave(b, c.now);
+    assert_eq!(c.sfu.room_count(), 0);
+}
+
+#[test]
+fn the_estimate_picks_the_layer_and_switches_wait_for_its_keyframe() {
+    let mut c = Call::new();
+    let a = c.member("r", 1);
+    let (rich, poor) = (c.member("r", 2), c.member("r", 3));
+    let video = c.sfu.publish(a, TrackInfo::video(3), c.now).unwrap();
+    // 30 fps of 600 / 2,000 / 6,000 bytes: ~144 kbit/s, 480 kbit/s and 1.44 Mbit/s, measured
+    // after a second of keyframes.
+    for _ in 0..35 {
+        c.frames(video, 3, true);
+    }
+    c.sfu.set_estimate(rich, 5_000_000, c.now);
+    c.sfu.set_estimate(poor, 300_000, c.now);
+    c.outputs();
+    assert_eq!(c.sfu.target_layer(rich, video), Some(Layer(2)));
+    assert_eq!(c.sfu.target_layer(poor, video), Some(Layer(0)));
+    let got = c.frames(video, 3, true);
+    assert!(got.contains(&(rich, Layer(2), got.iter().find(|g| g.0 == rich).unwrap().2)));
+    assert!(got.iter().any(|g| g.0 == poor && g.1 == Layer(0)));
+    assert_eq!(got.len(), 2, "one layer each: {got:?}");
+
+    // The poor link improves: it moves up only at a keyframe of layer 1, and its RTP time
+    // goes on from where it was (the layers' clocks are millions of ticks apart).
+    let before = c.frames(video, 3, false);
+    let last = before.iter().find(|g| g.0 == poor).unwrap().2;
+    c.sfu.set_estimate(poor, 900_000, c.now);
+    assert_eq!(c.sfu.target_layer(poor, video), Some(Layer(1)));
+    assert!(c.outputs().contains(&Output::RequestKeyframe {
+        publisher: a,
+        track: video,
+        layer: Layer(1)
+    }));
+    let during = c.frames(video, 3, false);
+    let kept = during.iter().find(|g| g.0 == poor).unwrap();
+    assert_eq!(kept.1, Layer(0), "the old layer flows until the switch");
+    // Layer 0's frame of that instant still goes out (it arrives first), then the switch.
+    let after = c.frames(video, 3, true);
+    let switched = after.iter().rev().find(|g| g.0 == poor).unwrap();
+    assert_eq!(switched.1, Layer(1));
+    let step = switched.2.wrapping_sub(kept.2);
+    assert!(
+        (3_000..=3_010).contains(&step),
+        "continuous: {} then {} (step {step})",
+        kept.2,
+        switched.2
+    );
+    assert!(kept.2 > last);
+    let next = c.frames(video, 3, false);
+    assert_eq!(
+        next.iter().find(|g| g.0 == poor).unwrap().2,
+        switched.2 + 3_000
+    );
+}
+
+#[test]
+fn tile_size_caps_the_layer_and_hidden_tiles_get_nothing() {
+    let mut c = Call::new();
+    let a = c.member("r", 1);
+    let b = c.member("r", 2);
+    let info = TrackInfo {
+        width: 1280,
+        height: 720,
+        ..TrackInfo::video(3)
+    };
+    let video = c.sfu.publish(a, info, c.now).unwrap();
+    let small = View {
+        visible: true,
+        width: 320,
+        height: 180,
+    };
+    c.sfu.set_view(b, video, small, c.now);
+    assert_eq!(c.sfu.target_layer(b, video), Some(Layer(0)));
+    let mid = View {
+        width: 400,
+        height: 225,
+        ..small
+    };
+    c.sfu.set_view(b, video, mid, c.now);
+    assert_eq!(c.sfu.target_layer(b, video), Some(Layer(1)));
+    c.frames(video, 3, true);
+    assert_eq!(c.sfu.current_layer(b, video), Some(Layer(1)));
+    c.outputs();
+    let hidden = View {
+        visible: false,
+        ..mid
+    };
+    c.sfu.set_view(b, video, hidden, c.now);
+    assert_eq!(c.sfu.current_layer(b, video), None, "paused at once");
+    assert!(c.frames(video, 3, true).is_empty());
+    assert!(c.outputs().contains(&Output::Layers {
+        publisher: a,
+        track: video,
+        active: [false; MAX_LAYERS]
+    }));
+}
+
+#[test]
+fn screen_share_keeps_its_layer_when_the_link_is_short() {
+    let mut c = Call::new();
+    let a = c.member("r", 1);
+    let b = c.member("r", 2);
+    let camera = c.sfu.publish(a, TrackInfo::video(3), c.now).unwrap();
+    let screen = TrackInfo {
+        screen: true,
+        ..TrackInfo::video(1)
+    };
+    let share = c.sfu.publish(a, screen, c.now).unwrap();
+    // Defaults: the screen's single layer 1.5 Mbit/s, the camera's smallest 150 kbit/s.
+    c.sfu.set_estimate(b, 1_700_000, c.now);
+    assert_eq!(c.sfu.target_layer(b, share), Some(Layer(0)));
+    assert_eq!(c.sfu.target_layer(b, camera), Some(Layer(0)));
+    c.sfu.set_estimate(b, 1_560_000, c.now);
+    assert_eq!(c.sfu.target_layer(b, share), Some(Layer(0)));
+    assert_eq!(c.sfu.target_layer(b, camera), None);
+}
+
+#[test]
+fn keyframe_requests_are_at_most_one_a_second_per_layer() {
+    let mut c = Call::new();
+    let a = c.member("r", 1);
+    let video = c.sfu.publish(a, TrackInfo::video(1), c.now).unwrap();
+    let b = c.member("r", 2);
+    let count = |c: &mut Call| {
+        c.outputs()
+            .iter()
+            .filter(|o| matches!(o, Output::RequestKeyframe { .. }))
+            .count()
+    };
+    assert_eq!(count(&mut c), 1);
+    for _ in 0..10 {
+        c.sfu.keyframe_wanted(b, video, c.now);
+        c.tick(Duration::from_millis(50));
+    }
+    assert_eq!(count(&mut c), 0, "within the second");
+    c.tick(Duration::from_millis(600));
+    c.sfu.keyframe_wanted(b, video, c.now);
+    assert_eq!(count(&mut c), 1, "unanswered, asked again after a second");
+}
+
+#[test]
+fn only_the_loudest_microphones_are_forwarded_and_the_pages_are_told() {
+    let mut c = Call::new();
+    let listener = c.member("r", 100);
+    let mut mics = Vec::new();
+    for s in 1..=6 {
+        let id = c.member("r", s);
+        mics.push((id, c.sfu.publish(id, TrackInfo::audio(), c.now).unwrap()));
+    }
+    // Two speak (levels 20 and 30 -dBov), four are near silence.
+    let mut forwarded = vec![0; mics.len()];
+    for _ in 0..100 {
+        for (i, (_, track)) in mics.iter().enumerate() {
+            let level = [20, 30, 110, 115, 120, 127][i];
+            let frame = Frame {
+                layer: Layer(0),
+                keyframe: false,
+                time: 0,
+                hz: 48_000,
+                bytes: 80,
+                audio_level: Some(level),
+            };
+            if c.sfu
+                .route(*track, frame, c.now)
+                .iter()
+                .any(|t| t.subscriber == listener)
+            {
+                forwarded[i] += 1;
+            }
+        }
+        c.tick(Duration::from_millis(20));
+    }
+    assert!(forwarded[0] > 90 && forwarded[1] > 90, "{forwarded:?}");
+    assert!(forwarded[2..].iter().all(|&n| n == 0), "{forwarded:?}");
+    let speakers = c
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Speakers { room, sessions } => Some((room, sessions)),
+            _ => None,
+        })
+        .next_back();
+    assert_eq!(speakers, Some(("r".to_owned(), vec![mics[0].0, mics[1].0])));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join(u8, u8),
+    Leave(u8),
+    Ready(u8),
+    Publish(u8, bool, u8),
+    Unpublish(u8),
+    Frame(u8, u8, bool),
+    Estimate(u8, u32),
+    View(u8, u8, bool, u16),
+    Tick(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0..8u8, 0..3u8).prop_map(|(s, r)| Op::Join(s, r)),
+        (0..8u8).prop_map(Op::Leave),
+        (0..8u8).prop_map(Op::Ready),
+        (0..8u8, any::<bool>(), 0..5u8).prop_map(|(s, a, l)| Op::Publish(s, a, l)),
+        (0..16u8).prop_map(Op::Unpublish),
+        (0..16u8, 0..5u8, any::<bool>()).prop_map(|(t, l, k)| Op::Frame(t, l, k)),
+        (0..8u8, any::<u32>()).prop_map(|(s, b)| Op::Estimate(s, b)),
+        (0..8u8, 0..16u8, any::<bool>(), any::<u16>())
+            .prop_map(|(s, t, v, w)| Op::View(s, t, v, w)),
+        (0..2000u16).prop_map(Op::Tick),
+    ]
+}
+
+proptest! {
+    /// Whatever happens, a frame goes only to members of its track's room other than the
+    /// publisher, and a member that left gets nothing.
+    #[test]
+    fn frames_never_leave_their_room(ops in proptest::collection::vec(op(), 1..200)) {
+        let mut c = Call::new();
+        let mut rooms: std::collections::HashMap<SessionId, String> = Default::default();
+        for op in ops {
+            match op {
+                Op::Join(s, r) => {
+                    c.sfu.join(&format!("r{r}"), SessionId(s.into()), c.now);
+                    rooms.insert(SessionId(s.into()), format!("r{r}"));
+                }
+                Op::Leave(s) => {
+                    c.sfu.leave(SessionId(s.into()), c.now);
+                    rooms.remove(&SessionId(s.into()));
+                }
+                Op::Ready(s) => c.sfu.ready(SessionId(s.into()), c.now),
+                Op::Publish(s, audio, layers) => {
+                    let info = if audio { TrackInfo::audio() } else { TrackInfo::video(layers) };
+                    let _ = c.sfu.publish(SessionId(s.into()), info, c.now);
+                }
+                Op::Unpublish(t) => c.sfu.unpublish(TrackId(t.into()), c.now),
+                Op::Frame(t, l, key) => {
+                    let track = TrackId(t.into());
+                    let publisher = c.sfu.publisher(track);
+                    let frame = Frame { layer: Layer(l), keyframe: key, time: 7, hz: HZ, bytes: 100, audio_level: Some(10) };
+                    let targets = c.sfu.route(track, frame, c.now).to_vec();
+                    for t in targets {
+                        let p = publisher.expect("a routed frame has a publisher");
+                        prop_assert_ne!(t.subscriber, p);
+                        prop_assert_eq!(rooms.get(&t.subscriber), rooms.get(&p));
+                    }
+                }
+                Op::Estimate(s, b) => c.sfu.set_estimate(SessionId(s.into()), b.into(), c.now),
+                Op::View(s, t, visible, w) => {
+                    let view = View { visible, width: w.into(), height: u32::from(w) / 2 };
+                    c.sfu.set_view(SessionId(s.into()), TrackId(t.into()), view, c.now);
+                }
+                Op::Tick(ms) => c.tick(Duration::from_millis(ms.into())),
+            }
+            c.outputs();
+        }
+    }
+}
