@@ -1,5 +1,7 @@
-//! Every media session of a server behind one UDP port: demultiplexing, str0m's run loop
-//! (mutate → drain to `Timeout`), echo, relay and the hand-off of frames to transcoders.
+//! Every media session of a server behind one UDP port: the host half of the media peer.
+//! Demultiplexing, str0m's run loop (mutate → drain to `Timeout`), timers, session lifecycle,
+//! echo and the hand-off of frames to transcoders; for room sessions it feeds the SFU core
+//! (`huddle-sfu`) what str0m reports and carries out what the core decides.
 //!
 //! Sans-IO: datagrams and time come in through `handle_*`, datagrams and jobs go out through
 //! [`Engine::poll_output`], and [`Engine::poll_timeout`] says when to call back.
@@ -10,18 +12,19 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use huddle_sfu::{Frame, Layer, Sfu, TrackId, TrackInfo};
 use str0m::bwe::BweKind;
 use str0m::change::SdpOffer;
 use str0m::channel::ChannelData;
 use str0m::config::DtlsCert;
-use str0m::media::{KeyframeRequestKind, MediaData, MediaKind, MediaTime};
+use str0m::media::{KeyframeRequestKind, MediaAdded, MediaData, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
-use crate::relay::{Relay, RoomTaken};
-use crate::session::{CloseReason, Session, SessionId, SessionKind};
+use crate::session::{CloseReason, Line, LineUse, Session, SessionKind};
 use crate::timers::Timers;
 use crate::transform::Transform;
+use huddle_sfu::SessionId;
 
 /// Where the server's media socket(s) are, and how the outside sees them.
 #[derive(Clone, Debug)]
@@ -134,8 +137,11 @@ pub struct Engine {
     /// Remote address → session, learnt from accepted datagrams; a miss falls back to asking
     /// every session (`Rtc::accepts`, which knows the ICE credentials).
     by_source: HashMap<SocketAddr, SessionId>,
-    relay: Relay,
+    /// Who is in which room, what they publish, and where each frame goes.
+    sfu: Sfu,
     timers: Timers,
+    /// The latest time an input carried: what the calls without one (`close`) act at.
+    now: Option<Instant>,
     next_id: u64,
     out: VecDeque<Output>,
 }
@@ -149,8 +155,9 @@ impl Engine {
             cert,
             sessions: HashMap::new(),
             by_source: HashMap::new(),
-            relay: Relay::default(),
+            sfu: Sfu::new(),
             timers: Timers::default(),
+            now: None,
             next_id: 1,
             out: VecDeque::new(),
         }
@@ -196,12 +203,8 @@ impl Engine {
         let parsed =
             SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(e.to_string()))?;
         let has = |m: &str| offer.lines().any(|l| l.starts_with(m));
-        let (video, audio) = (has("m=video "), has("m=audio "));
-        match &kind {
-            SessionKind::Echo(_) if !video => return Err(OfferError::NoVideo),
-            _ if !video && !audio => return Err(OfferError::NoMedia),
-            _ => {}
-        }
+        kind.check_offer(has("m=video "), has("m=audio "))?;
+        self.now = Some(now);
 
         // str0m asserts some invariants of the remote description while negotiating (a payload
         // type claimed twice panics, found by fuzz/media_engine); the Rtc is new and dropped on
@@ -214,13 +217,18 @@ impl Engine {
 
         let id = SessionId(self.next_id);
         self.next_id += 1;
-        match &kind {
-            SessionKind::Publish { room } => self
-                .relay
-                .publish(room, id)
-                .map_err(|RoomTaken| OfferError::RoomTaken(room.clone()))?,
-            SessionKind::Watch { room } => self.relay.watch(room, id),
-            SessionKind::Echo(_) => {}
+        if let Some(room) = kind.room() {
+            // A WHIP room has one publisher: WHEP viewers see one camera.
+            let taken = kind.publishes()
+                && self
+                    .sfu
+                    .members(room)
+                    .iter()
+                    .any(|m| self.sessions.get(m).is_some_and(|s| s.kind.publishes()));
+            if taken {
+                return Err(OfferError::RoomTaken(room.to_owned()));
+            }
+            self.sfu.join(room, id, now);
         }
         tracing::debug!(session = %id, ?kind, "media session created");
         self.sessions.insert(id, Session::new(rtc, kind, now));
@@ -273,6 +281,7 @@ impl Engine {
         destination: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), ReceiveError> {
+        self.now = Some(now);
         let receive = Receive::new(Protocol::Udp, source, destination, datagram)
             .map_err(|_| ReceiveError::Unparsable)?;
         let input = Input::Receive(now, receive);
@@ -309,6 +318,13 @@ impl Engine {
 
     /// Time has reached `now`: run every session whose deadline passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
+            self.sfu.handle_timeout(now);
+            let mut work = VecDeque::new();
+            self.apply_sfu(&mut work);
+            self.drive_all(work, now);
+        }
         for id in self.timers.pop_due(now) {
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
@@ -335,7 +351,9 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
-        let Some(mid) = s.video else { return };
+        let Some(mid) = s.first(MediaKind::Video) else {
+            return;
+        };
         let Some(writer) = s.rtc.writer(mid) else {
             return;
         };
@@ -359,6 +377,11 @@ impl Engine {
     /// Ends a session now (WHIP/WHEP `DELETE`, shutdown). Unknown ids are ignored.
     pub fn close(&mut self, session: SessionId) {
         self.close_with(session, CloseReason::Closed);
+        if let Some(now) = self.now {
+            let mut work = VecDeque::new();
+            self.apply_sfu(&mut work);
+            self.drive_all(work, now);
+        }
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -366,13 +389,19 @@ impl Engine {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.sfu.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Drains `id` to its next timeout, then acts on what it reported; acting may mutate this
     /// and other sessions, which are drained in turn (a worklist, so no recursion).
     fn drive(&mut self, id: SessionId, now: Instant) {
-        let mut work = VecDeque::from([id]);
+        self.drive_all(VecDeque::from([id]), now);
+    }
+
+    fn drive_all(&mut self, mut work: VecDeque<SessionId>, now: Instant) {
         while let Some(id) = work.pop_front() {
             let events = self.drain(id);
             for event in events {
@@ -382,6 +411,48 @@ impl Engine {
                 && !s.rtc.is_alive()
             {
                 self.close_with(id, CloseReason::Disconnected);
+            }
+            self.apply_sfu(&mut work);
+        }
+    }
+
+    /// Carries out what the SFU core decided; sessions it wrote to join `work`.
+    fn apply_sfu(&mut self, work: &mut VecDeque<SessionId>) {
+        while let Some(out) = self.sfu.poll_output() {
+            match out {
+                huddle_sfu::Output::Subscribe {
+                    subscriber,
+                    track,
+                    kind,
+                } => {
+                    let Some(s) = self.sessions.get_mut(&subscriber) else {
+                        continue;
+                    };
+                    let kind = match kind {
+                        huddle_sfu::MediaKind::Audio => MediaKind::Audio,
+                        huddle_sfu::MediaKind::Video => MediaKind::Video,
+                    };
+                    if !s.bind(track, kind) {
+                        s.unbound.push((track, kind));
+                    }
+                }
+                huddle_sfu::Output::Unsubscribe { subscriber, track } => {
+                    if let Some(s) = self.sessions.get_mut(&subscriber) {
+                        s.unbind(track);
+                    }
+                }
+                huddle_sfu::Output::RequestKeyframe {
+                    publisher,
+                    track,
+                    layer,
+                } => {
+                    if let Some(s) = self.sessions.get_mut(&publisher) {
+                        request_layer_keyframe(s, track, layer);
+                        work.push_back(publisher);
+                    }
+                }
+                // Browsers in SFU rooms act on these over signaling; a WHIP encoder cannot.
+                huddle_sfu::Output::Layers { .. } | huddle_sfu::Output::Speakers { .. } => {}
             }
         }
     }
@@ -428,10 +499,7 @@ impl Engine {
             Event::Connected => {
                 s.connected = true;
                 tracing::debug!(session = %id, "media session connected");
-                if let SessionKind::Watch { room } = &s.kind {
-                    let room = room.clone();
-                    self.ask_publisher_for_keyframe(&room, now, work);
-                }
+                self.sfu.ready(id, now);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 let reason = if s.connected {
@@ -442,92 +510,155 @@ impl Engine {
                 self.close_with(id, reason);
             }
             Event::Closed => self.close_with(id, CloseReason::RemoteClosed),
-            Event::MediaAdded(m) => match m.kind {
-                MediaKind::Audio => s.audio = Some(m.mid),
-                MediaKind::Video => s.video = Some(m.mid),
-            },
-            Event::MediaData(data) => self.on_media(id, data, work),
-            Event::KeyframeRequest(req) => match s.kind.clone() {
-                SessionKind::Echo(t) if t.decodes() => {
-                    self.out.push_back(Output::EncoderKeyframe(id))
-                }
-                SessionKind::Echo(_) => {
+            Event::MediaAdded(m) => self.on_media_added(id, m, now),
+            Event::MediaData(data) => self.on_media(id, data, now, work),
+            Event::KeyframeRequest(req) => {
+                if s.kind.transcodes() {
+                    self.out.push_back(Output::EncoderKeyframe(id));
+                } else if s.kind.echo().is_some() {
                     request_keyframe_from(s, now);
                     work.push_back(id);
+                } else if let Some(LineUse::Carries(track)) =
+                    s.line(req.mid).map(|l| l.use_.clone())
+                {
+                    self.sfu.keyframe_wanted(id, track, now);
                 }
-                SessionKind::Watch { room } => self.ask_publisher_for_keyframe(&room, now, work),
-                SessionKind::Publish { .. } => {
-                    tracing::debug!(session = %id, ?req, "keyframe request from a publisher ignored")
-                }
-            },
+            }
             Event::ChannelData(d) if answer_ping(s, &d) => {
                 work.push_back(id);
             }
             Event::EgressBitrateEstimate(
                 BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
             ) => {
-                if matches!(s.kind, SessionKind::Echo(t) if t.decodes()) {
+                if s.kind.transcodes() {
                     self.out.push_back(Output::EncoderBitrate {
                         session: id,
                         bps: estimate.as_u64(),
                     });
+                } else if s.kind.room().is_some() {
+                    self.sfu.set_estimate(id, estimate.as_u64(), now);
                 }
             }
             _ => {}
         }
     }
 
-    fn on_media(&mut self, id: SessionId, data: MediaData, work: &mut VecDeque<SessionId>) {
+    /// A media section was negotiated: an echo line, a track the browser publishes into the
+    /// room, or a line to send another member's track on.
+    fn on_media_added(&mut self, id: SessionId, m: MediaAdded, now: Instant) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        let kind = if Some(data.mid) == s.video {
-            MediaKind::Video
+        let use_ = if s.kind.echo().is_some() {
+            LineUse::Echo
+        } else if s.kind.publishes() && m.direction.is_receiving() {
+            let rids: Vec<_> = m
+                .simulcast
+                .iter()
+                .flat_map(|sc| sc.recv.iter().map(|l| l.rid))
+                .collect();
+            let info = match m.kind {
+                MediaKind::Audio => TrackInfo::audio(),
+                MediaKind::Video => TrackInfo::video(rids.len().max(1) as u8),
+            };
+            match self.sfu.publish(id, info, now) {
+                Some(track) => LineUse::Publishes { track, rids },
+                None => LineUse::Idle,
+            }
+        } else if m.direction.is_sending() {
+            LineUse::Free
         } else {
-            MediaKind::Audio
+            LineUse::Idle
         };
-        match s.kind.clone() {
-            SessionKind::Echo(t) if t.decodes() && kind == MediaKind::Video => {
-                let elapsed = s.video_elapsed(data.time);
-                self.out.push_back(Output::Transcode(TranscodeJob {
-                    session: id,
-                    transform: t,
-                    access_unit: data.data,
-                    media_time: data.time,
-                    elapsed,
-                }));
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.lines.push(Line {
+            mid: m.mid,
+            kind: m.kind,
+            use_,
+        });
+        // Subscriptions that came before this line take it if they can.
+        let unbound = std::mem::take(&mut s.unbound);
+        for (track, kind) in unbound {
+            if !s.bind(track, kind) {
+                s.unbound.push((track, kind));
             }
-            SessionKind::Echo(_) => {
-                write_media(s, data.mid, &data);
-                work.push_back(id);
-            }
-            SessionKind::Publish { room } => {
-                let viewers = self.relay.viewers(&room).to_vec();
-                for v in viewers {
-                    if let Some(viewer) = self.sessions.get_mut(&v)
-                        && let Some(mid) = viewer.mid(kind)
-                    {
-                        write_media(viewer, mid, &data);
-                        work.push_back(v);
-                    }
-                }
-            }
-            SessionKind::Watch { .. } => {}
         }
     }
 
-    fn ask_publisher_for_keyframe(
+    fn on_media(
         &mut self,
-        room: &str,
+        id: SessionId,
+        data: MediaData,
         now: Instant,
         work: &mut VecDeque<SessionId>,
     ) {
-        let Some(p) = self.relay.publisher(room) else {
+        let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        if let Some(publisher) = self.sessions.get_mut(&p) {
-            request_keyframe_from(publisher, now);
-            work.push_back(p);
+        let Some(line) = s.line(data.mid) else {
+            return;
+        };
+        match line.use_ {
+            LineUse::Publishes { track, ref rids } => {
+                let layer = match data.rid {
+                    None => Layer(0),
+                    Some(rid) => match rids.iter().position(|r| *r == rid) {
+                        Some(i) => Layer(i as u8),
+                        None => return,
+                    },
+                };
+                self.forward(track, layer, &data, now, work);
+            }
+            LineUse::Echo if s.kind.transcodes() && line.kind == MediaKind::Video => {
+                let elapsed = s.video_elapsed(data.time);
+                if let Some(transform) = s.kind.echo() {
+                    self.out.push_back(Output::Transcode(TranscodeJob {
+                        session: id,
+                        transform,
+                        access_unit: data.data,
+                        media_time: data.time,
+                        elapsed,
+                    }));
+                }
+            }
+            LineUse::Echo => {
+                write_media(s, data.mid, &data, data.time);
+                work.push_back(id);
+            }
+            LineUse::Carries(_) | LineUse::Free | LineUse::Idle => {}
+        }
+    }
+
+    /// A frame of a published track: to every subscriber the SFU core routes it to, at the
+    /// RTP time it says (continuous across layer switches).
+    fn forward(
+        &mut self,
+        track: TrackId,
+        layer: Layer,
+        data: &MediaData,
+        now: Instant,
+        work: &mut VecDeque<SessionId>,
+    ) {
+        let frame = Frame {
+            layer,
+            keyframe: data.is_keyframe(),
+            time: data.time.numer(),
+            hz: data.time.frequency().get(),
+            bytes: data.data.len(),
+            audio_level: data.ext_vals.audio_level.map(i8::unsigned_abs),
+        };
+        let freq = data.time.frequency();
+        for target in self.sfu.route(track, frame, now) {
+            let Some(sub) = self.sessions.get_mut(&target.subscriber) else {
+                continue;
+            };
+            let Some(mid) = sub.carrying(track) else {
+                continue;
+            };
+            write_media(sub, mid, data, MediaTime::new(target.time, freq));
+            work.push_back(target.subscriber);
         }
     }
 
@@ -554,8 +685,10 @@ impl Engine {
                 self.by_source.remove(source);
             }
         }
-        if let Some(room) = s.kind.room() {
-            self.relay.leave(room, id);
+        if s.kind.room().is_some()
+            && let Some(now) = self.now
+        {
+            self.sfu.leave(id, now);
         }
         tracing::debug!(session = %id, ?reason, "media session closed");
         self.out.push_back(Output::Closed {
@@ -565,22 +698,25 @@ impl Engine {
     }
 }
 
-/// Writes a received frame into `session`'s `mid`, with the payload type matching the frame's
-/// codec; frames in a codec the session did not negotiate are dropped.
-fn write_media(session: &mut Session, mid: str0m::media::Mid, data: &MediaData) {
+/// Writes a received frame into `session`'s `mid` at RTP `time`, with the payload type matching
+/// the frame's codec; frames in a codec the session did not negotiate are dropped.
+fn write_media(session: &mut Session, mid: Mid, data: &MediaData, time: MediaTime) {
     let Some(writer) = session.rtc.writer(mid) else {
         return;
     };
     let Some(pt) = writer.match_params(data.params) else {
         return;
     };
-    if let Err(e) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
+    if let Err(e) = writer.write(pt, data.network_time, time, data.data.clone()) {
         tracing::debug!(error = %e, "frame not forwarded");
     }
 }
 
+/// Asks an echo session's browser for a keyframe of its video, throttled per session.
 fn request_keyframe_from(session: &mut Session, now: Instant) {
-    let Some(mid) = session.video else { return };
+    let Some(mid) = session.first(MediaKind::Video) else {
+        return;
+    };
     if !session.may_request_keyframe(now) {
         return;
     }
@@ -588,6 +724,23 @@ fn request_keyframe_from(session: &mut Session, now: Instant) {
         && writer.is_request_keyframe_possible(KeyframeRequestKind::Pli)
     {
         let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+    }
+}
+
+/// Asks a publisher's browser for a keyframe of one layer of `track` (the SFU throttles).
+fn request_layer_keyframe(session: &mut Session, track: TrackId, layer: Layer) {
+    let Some((mid, rid)) = session.lines.iter().find_map(|l| match &l.use_ {
+        LineUse::Publishes { track: t, rids } if *t == track => {
+            Some((l.mid, rids.get(usize::from(layer.0)).copied()))
+        }
+        _ => None,
+    }) else {
+        return;
+    };
+    if let Some(mut writer) = session.rtc.writer(mid)
+        && writer.is_request_keyframe_possible(KeyframeRequestKind::Pli)
+    {
+        let _ = writer.request_keyframe(rid, KeyframeRequestKind::Pli);
     }
 }
 
@@ -612,13 +765,7 @@ fn check_answer(kind: &SessionKind, answer: &str) -> Result<(), OfferError> {
             .lines()
             .any(|l| l.starts_with(m) && !l.starts_with(&format!("{m}0 ")))
     };
-    let (video, audio) = (accepted("m=video "), accepted("m=audio "));
-    match kind {
-        SessionKind::Echo(t) if t.decodes() && !video => Err(OfferError::NoH264),
-        SessionKind::Echo(_) if !video => Err(OfferError::NoCommonCodec),
-        _ if !video && !audio => Err(OfferError::NoCommonCodec),
-        _ => Ok(()),
-    }
+    kind.check_answer(accepted("m=video "), accepted("m=audio "))
 }
 
 #[cfg(test)]

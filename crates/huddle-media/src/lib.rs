@@ -3,7 +3,8 @@
 //! datagrams and time and runs the [`codec::Transcoder`]s on worker threads.
 //!
 //! - echo (aiortc's `POST /offer`): tracks come back, video through a [`Transform`];
-//! - WHIP publish / WHEP watch: a room's tracks feed every watcher through the [`relay`].
+//! - WHIP publish / WHEP watch: members of a room of the SFU core (`huddle-sfu`), which
+//!   decides where each published frame goes.
 
 #[cfg(feature = "h264")]
 pub mod codec;
@@ -11,7 +12,6 @@ mod dtls;
 mod engine;
 pub mod frame;
 mod offer_request;
-pub mod relay;
 mod session;
 mod timers;
 pub mod transform;
@@ -20,8 +20,9 @@ pub use engine::{
     Engine, EngineConfig, LocalAddr, MAX_MEDIA_SECTIONS, OfferError, Output, ReceiveError,
     TranscodeJob,
 };
+pub use huddle_sfu::SessionId;
 pub use offer_request::{OfferRequest, OfferRequestError};
-pub use session::{CloseReason, SessionId, SessionKind};
+pub use session::{CloseReason, SessionKind};
 pub use str0m::config::DtlsCert;
 pub use str0m::media::MediaTime;
 pub use str0m::net::Transmit;

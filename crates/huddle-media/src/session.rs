@@ -3,9 +3,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::media::{MediaKind, MediaTime, Mid};
+use huddle_sfu::TrackId;
+use str0m::media::{MediaKind, MediaTime, Mid, Rid};
 use str0m::{Rtc, RtcConfig};
 
+use crate::engine::OfferError;
 use crate::transform::Transform;
 
 /// What a session does with the media it receives and which media it sends.
@@ -19,11 +21,57 @@ pub enum SessionKind {
     Watch { room: String },
 }
 
+/// What each kind of session is, in one place: the engine asks these, never the kind.
 impl SessionKind {
+    /// The SFU room the session is a member of; echo sessions are in none.
     pub fn room(&self) -> Option<&str> {
         match self {
             SessionKind::Publish { room } | SessionKind::Watch { room } => Some(room),
             SessionKind::Echo(_) => None,
+        }
+    }
+
+    /// Whether the media the browser sends is published into the room.
+    pub fn publishes(&self) -> bool {
+        matches!(self, SessionKind::Publish { .. })
+    }
+
+    /// Echo's transform: the session's media comes back to it, video through this.
+    pub fn echo(&self) -> Option<Transform> {
+        match self {
+            SessionKind::Echo(t) => Some(*t),
+            _ => None,
+        }
+    }
+
+    /// Whether an offer without video is of no use (echo shows the video coming back).
+    fn needs_video(&self) -> bool {
+        matches!(self, SessionKind::Echo(_))
+    }
+
+    /// Whether this session decodes and encodes video itself (a transforming echo).
+    pub(crate) fn transcodes(&self) -> bool {
+        self.echo().is_some_and(|t| t.decodes())
+    }
+
+    /// Why the offer cannot serve this kind, judged from the media sections it offers.
+    pub(crate) fn check_offer(&self, video: bool, audio: bool) -> Result<(), OfferError> {
+        if self.needs_video() && !video {
+            return Err(OfferError::NoVideo);
+        }
+        if !video && !audio {
+            return Err(OfferError::NoMedia);
+        }
+        Ok(())
+    }
+
+    /// Why the answer cannot serve this kind, from the media str0m accepted.
+    pub(crate) fn check_answer(&self, video: bool, audio: bool) -> Result<(), OfferError> {
+        match () {
+            _ if self.transcodes() && !video => Err(OfferError::NoH264),
+            _ if self.needs_video() && !video => Err(OfferError::NoCommonCodec),
+            _ if !video && !audio => Err(OfferError::NoCommonCodec),
+            _ => Ok(()),
         }
     }
 
@@ -42,30 +90,21 @@ impl SessionKind {
         // that left frees its session soon.
         config.set_max_stun_rto(STUN_MAX_RTO);
         config.set_max_stun_retransmits(STUN_MAX_RETRANSMITS);
-        match self {
+        if self.transcodes() {
             // The encoder follows the receiver's bandwidth estimate (TWCC, paced sending).
-            SessionKind::Echo(t) if t.decodes() => config
+            config
                 .enable_h264(true)
-                .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000))),
+                .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000)))
+        } else {
             // Forwarded frames cannot adapt to an estimate: no BWE, so no pacer — packets go
             // out as they come, without a timer wake-up per packet.
-            _ => config.enable_vp8(true).enable_h264(true).enable_vp9(true),
+            config.enable_vp8(true).enable_h264(true).enable_vp9(true)
         }
     }
 }
 
 const STUN_MAX_RTO: Duration = Duration::from_millis(1000);
 const STUN_MAX_RETRANSMITS: usize = 5;
-
-/// Opaque handle of a session, unique for the life of an [`Engine`](crate::Engine).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
-
-impl std::fmt::Display for SessionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s{}", self.0)
-    }
-}
 
 /// Why a session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,14 +126,41 @@ pub(crate) struct Session {
     pub(crate) kind: SessionKind,
     pub(crate) created: Instant,
     pub(crate) connected: bool,
-    pub(crate) audio: Option<Mid>,
-    pub(crate) video: Option<Mid>,
+    /// The negotiated media sections, in the order str0m reported them.
+    pub(crate) lines: Vec<Line>,
+    /// Tracks of the room this session subscribes to that wait for a sending line of their
+    /// kind (a subscription can come before the offer's lines are reported).
+    pub(crate) unbound: Vec<(TrackId, MediaKind)>,
     /// Media time of the first video frame, so transforms see time since the stream began.
     pub(crate) video_origin: Option<MediaTime>,
     /// Last keyframe request sent to this session's browser (requests are throttled).
     pub(crate) last_keyframe_request: Option<Instant>,
     /// Addresses this session received from, for the demultiplexing table.
     pub(crate) sources: Vec<SocketAddr>,
+}
+
+/// One negotiated media section of a session.
+#[derive(Debug)]
+pub(crate) struct Line {
+    pub(crate) mid: Mid,
+    pub(crate) kind: MediaKind,
+    pub(crate) use_: LineUse,
+}
+
+/// What a media section of a room session does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LineUse {
+    /// Echo: whatever arrives goes back out on the same line.
+    Echo,
+    /// The browser publishes `track` on it, in the simulcast layers `rids` (smallest first;
+    /// empty without simulcast).
+    Publishes { track: TrackId, rids: Vec<Rid> },
+    /// It sends `track` of another member to the browser.
+    Carries(TrackId),
+    /// A sending line with nothing to send yet.
+    Free,
+    /// Neither: a line the browser sends on where the session does not publish.
+    Idle,
 }
 
 /// Keyframe requests towards one sender are at most this frequent: every new viewer and every
@@ -108,18 +174,53 @@ impl Session {
             kind,
             created: now,
             connected: false,
-            audio: None,
-            video: None,
+            lines: Vec::new(),
+            unbound: Vec::new(),
             video_origin: None,
             last_keyframe_request: None,
             sources: Vec::new(),
         }
     }
 
-    pub(crate) fn mid(&self, kind: MediaKind) -> Option<Mid> {
-        match kind {
-            MediaKind::Audio => self.audio,
-            MediaKind::Video => self.video,
+    /// The first media section of `kind` (echo sends its video back there).
+    pub(crate) fn first(&self, kind: MediaKind) -> Option<Mid> {
+        self.lines.iter().find(|l| l.kind == kind).map(|l| l.mid)
+    }
+
+    pub(crate) fn line(&self, mid: Mid) -> Option<&Line> {
+        self.lines.iter().find(|l| l.mid == mid)
+    }
+
+    /// The line that sends `track` to this session's browser.
+    pub(crate) fn carrying(&self, track: TrackId) -> Option<Mid> {
+        self.lines
+            .iter()
+            .find(|l| l.use_ == LineUse::Carries(track))
+            .map(|l| l.mid)
+    }
+
+    /// Binds `track` to a free sending line of `kind`; false if there is none.
+    pub(crate) fn bind(&mut self, track: TrackId, kind: MediaKind) -> bool {
+        match self
+            .lines
+            .iter_mut()
+            .find(|l| l.kind == kind && l.use_ == LineUse::Free)
+        {
+            Some(l) => {
+                l.use_ = LineUse::Carries(track);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Frees the line that carried `track`.
+    pub(crate) fn unbind(&mut self, track: TrackId) {
+        self.unbound.retain(|(t, _)| *t != track);
+        for l in &mut self.lines {
+            if l.use_ == LineUse::Carries(track) {
+                l.use_ = LineUse::Free;
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
-use crate::session::SessionId;
+use huddle_sfu::SessionId;
 
 #[derive(Debug, Default)]
 pub(crate) struct Timers {

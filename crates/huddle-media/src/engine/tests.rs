@@ -39,6 +39,8 @@ struct Browser {
     channel: Option<ChannelId>,
     received: Vec<(MediaKind, Vec<u8>)>,
     messages: Vec<String>,
+    /// Keyframe requests (PLI/FIR) the server sent this browser.
+    keyframe_requests: usize,
     connected: bool,
     closed: bool,
 }
@@ -85,6 +87,7 @@ impl Browser {
             channel: None,
             received: Vec::new(),
             messages: Vec::new(),
+            keyframe_requests: 0,
             connected: false,
             closed: false,
         };
@@ -112,6 +115,7 @@ impl Browser {
                     Event::MediaAdded(m) if m.kind == MediaKind::Video => self.video = Some(m.mid),
                     Event::MediaAdded(m) => self.audio = Some(m.mid),
                     Event::ChannelOpen(id, _) => self.channel = Some(id),
+                    Event::KeyframeRequest(_) => self.keyframe_requests += 1,
                     Event::ChannelData(d) => self.messages.push(String::from_utf8(d.data).unwrap()),
                     Event::MediaData(d) => {
                         let kind = if Some(d.mid) == self.video {
@@ -576,11 +580,7 @@ fn sessions_that_never_connect_time_out_and_free_their_state() {
         }
     }
     assert_eq!(closed, Some((id, CloseReason::NeverConnected)));
-    assert_eq!(
-        e.relay.room_count(),
-        0,
-        "the room went with its last viewer"
-    );
+    assert_eq!(e.sfu.room_count(), 0, "the room went with its last viewer");
 }
 
 #[test]
@@ -637,7 +637,7 @@ fn closing_a_session_tells_the_browser() {
         !n.browsers[0].rtc.is_alive() || n.browsers[0].closed
     });
     assert_eq!(net.closed, [(id, CloseReason::Closed)]);
-    assert_eq!(net.engine.relay.room_count(), 0);
+    assert_eq!(net.engine.sfu.room_count(), 0);
 }
 
 #[test]
@@ -676,9 +676,27 @@ fn viewers_keyframe_requests_reach_the_publisher_throttled() {
         SessionKind::Watch { room: "a".into() },
         "10.0.0.3:5000",
     );
-    // The viewer connecting asked the publisher for a keyframe; the publisher's session records it.
-    let p = net.engine.relay.publisher("a").unwrap();
-    assert!(net.engine.sessions[&p].last_keyframe_request.is_some());
+    // The viewer connecting asked the publisher for a keyframe…
+    net.run_until("a keyframe request", |n| {
+        n.browsers[0].keyframe_requests > 0
+    });
+    assert_eq!(net.browsers[0].keyframe_requests, 1);
+    // …and its own requests, however many, reach the publisher once a second at most.
+    let viewer_mid = net.browsers[1].video.unwrap();
+    for _ in 0..20 {
+        let mut w = net.browsers[1]
+            .rtc
+            .writer(viewer_mid)
+            .expect("the viewer's video");
+        w.request_keyframe(None, KeyframeRequestKind::Pli)
+            .expect("a viewer may ask");
+        net.step(&mut |_| None);
+    }
+    assert!(
+        net.browsers[0].keyframe_requests <= 2,
+        "{} requests",
+        net.browsers[0].keyframe_requests
+    );
 }
 
 #[test]
