@@ -16,7 +16,9 @@ fn keys() -> &'static Keys {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     if selector % 2 == 0 {
         // Arbitrary text as a token.
         let text = String::from_utf8_lossy(rest);
@@ -30,13 +32,17 @@ fuzz_target!(|data: &[u8]| {
         let claims = Claims::for_room("fuzz", "room", NOW, 600);
         let token = keys().mint("main", &claims).unwrap();
         let mut bytes = token.clone().into_bytes();
-        let (Some(&at), Some(&with)) = (rest.first(), rest.get(1)) else { return };
+        let (Some(&at), Some(&with)) = (rest.first(), rest.get(1)) else {
+            return;
+        };
         let at = usize::from(at) * 7 % bytes.len();
         if bytes[at] == with {
             return;
         }
         bytes[at] = with;
-        let Ok(tampered) = String::from_utf8(bytes) else { return };
+        let Ok(tampered) = String::from_utf8(bytes) else {
+            return;
+        };
         // base64url is read canonically, so every changed character changes what is signed.
         assert!(keys().verify(&tampered, "room", NOW).is_err(), "{tampered}");
     }
