@@ -12,19 +12,20 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use huddle_sfu::{Frame, Layer, Sfu, TrackId, TrackInfo};
+use huddle_sfu::{Frame, Layer, Owner, SessionId, Sfu, TrackId, TrackInfo};
 use str0m::bwe::BweKind;
-use str0m::change::SdpOffer;
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelData;
 use str0m::config::DtlsCert;
-use str0m::media::{KeyframeRequestKind, MediaAdded, MediaData, MediaKind, MediaTime, Mid};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaAdded, MediaChanged, MediaData, MediaKind, MediaTime, Mid,
+};
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use crate::session::{CloseReason, Line, LineUse, Session, SessionKind};
 use crate::timers::Timers;
 use crate::transform::Transform;
-use huddle_sfu::SessionId;
 
 /// Where the server's media socket(s) are, and how the outside sees them.
 #[derive(Clone, Debug)]
@@ -119,6 +120,52 @@ pub enum Output {
         session: SessionId,
         reason: CloseReason,
     },
+    /// The server's offer on a page's receiving connection (tracks to add): give it to the
+    /// page, whose answer goes to [`Engine::accept_answer`]. Preceded by `Tracks`.
+    Offer {
+        session: SessionId,
+        sdp: String,
+    },
+    /// What each sending line of `session` carries now; the page labels its tiles by it.
+    Tracks {
+        session: SessionId,
+        tracks: Vec<CarriedTrack>,
+    },
+    /// The layers of a page's published track anyone receives: the page pauses the others
+    /// (`RTCRtpEncodingParameters.active`).
+    Layers {
+        session: SessionId,
+        mid: String,
+        active: Vec<bool>,
+    },
+    /// Who speaks in `room`, loudest first (signaling peer ids).
+    Speakers {
+        room: String,
+        peers: Vec<String>,
+    },
+}
+
+/// One sending line of a page's receiving connection and whose track it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarriedTrack {
+    pub mid: String,
+    pub kind: huddle_sfu::MediaKind,
+    /// The publishing participant; None for a WHIP publisher.
+    pub peer: Option<String>,
+}
+
+/// Why a page's answer to the server's offer was not taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnswerError {
+    #[error("no media session {0}")]
+    NoSession(SessionId),
+    #[error("the server has no offer waiting for an answer on this connection")]
+    NoOffer,
+    #[error("the SDP answer does not parse: {0}")]
+    BadSdp(String),
+    #[error("the answer was refused: {0}")]
+    Refused(String),
 }
 
 /// A datagram nobody could take.
@@ -142,6 +189,10 @@ pub struct Engine {
     timers: Timers,
     /// The latest time an input carried: what the calls without one (`close`) act at.
     now: Option<Instant>,
+    /// Participants (room, peer) with sessions here, as the SFU core's owners, with how many
+    /// sessions each has (a page has two: upstream and downstream).
+    owners: HashMap<(String, String), (Owner, usize)>,
+    next_owner: u64,
     next_id: u64,
     out: VecDeque<Output>,
 }
@@ -158,6 +209,8 @@ impl Engine {
             sfu: Sfu::new(),
             timers: Timers::default(),
             now: None,
+            owners: HashMap::new(),
+            next_owner: 0,
             next_id: 1,
             out: VecDeque::new(),
         }
@@ -192,6 +245,11 @@ impl Engine {
         offer: &str,
         now: Instant,
     ) -> Result<(SessionId, String), OfferError> {
+        if kind.server_offers() {
+            return Err(OfferError::Refused(
+                "the server makes the offers on this connection".into(),
+            ));
+        }
         if self.sessions.len() >= self.config.max_sessions {
             return Err(OfferError::Full(self.sessions.len()));
         }
@@ -219,21 +277,149 @@ impl Engine {
         self.next_id += 1;
         if let Some(room) = kind.room() {
             // A WHIP room has one publisher: WHEP viewers see one camera.
-            let taken = kind.publishes()
-                && self
-                    .sfu
-                    .members(room)
-                    .iter()
-                    .any(|m| self.sessions.get(m).is_some_and(|s| s.kind.publishes()));
+            let taken = kind.publishes_alone()
+                && self.sfu.members(room).iter().any(|m| {
+                    self.sessions
+                        .get(m)
+                        .is_some_and(|s| s.kind.publishes_alone())
+                });
             if taken {
                 return Err(OfferError::RoomTaken(room.to_owned()));
             }
-            self.sfu.join(room, id, now);
         }
-        tracing::debug!(session = %id, ?kind, "media session created");
-        self.sessions.insert(id, Session::new(rtc, kind, now));
-        self.drive(id, now);
+        self.admit(id, Session::new(rtc, kind, now), now);
         Ok((id, answer))
+    }
+
+    /// Opens the connection a page of an SFU room receives on (`kind` is
+    /// [`SessionKind::Downstream`]) and returns the server's first offer: a data channel and a
+    /// sending line for every track the room has. Later tracks come as [`Output::Offer`].
+    pub fn open_downstream(
+        &mut self,
+        kind: SessionKind,
+        now: Instant,
+    ) -> Result<(SessionId, String), OfferError> {
+        if !kind.server_offers() {
+            return Err(OfferError::Refused(
+                "the page makes the offers on this connection".into(),
+            ));
+        }
+        if self.sessions.len() >= self.config.max_sessions {
+            return Err(OfferError::Full(self.sessions.len()));
+        }
+        self.now = Some(now);
+        let rtc = self.new_rtc(&kind, now);
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        self.admit(id, Session::new(rtc, kind, now), now);
+        let offer = self.offer_unbound(id, true);
+        self.emit_tracks(id);
+        // A new Rtc with a data channel to add always has an offer to make.
+        offer
+            .ok_or(OfferError::Refused("nothing to offer".into()))
+            .map(|sdp| (id, sdp))
+    }
+
+    /// The page's answer to the server's last offer on `session`.
+    pub fn accept_answer(
+        &mut self,
+        session: SessionId,
+        answer: &str,
+        now: Instant,
+    ) -> Result<(), AnswerError> {
+        self.now = Some(now);
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(AnswerError::NoSession(session))?;
+        let answer =
+            SdpAnswer::from_sdp_string(answer).map_err(|e| AnswerError::BadSdp(e.to_string()))?;
+        let pending = s.pending_offer.take().ok_or(AnswerError::NoOffer)?;
+        let rtc = &mut s.rtc;
+        let taken = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            rtc.sdp_api().accept_answer(pending, answer)
+        }));
+        match taken {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(AnswerError::Refused(e.to_string())),
+            Err(_) => {
+                // str0m may have been left mid-update: this connection cannot go on.
+                self.close_with(session, CloseReason::Failed);
+                return Err(AnswerError::Refused(
+                    "the answer contradicts the offer".into(),
+                ));
+            }
+        }
+        self.drive(session, now);
+        // Tracks that came while the offer was out go in the next one.
+        if let Some(sdp) = self.offer_unbound(session, false) {
+            self.emit_tracks(session);
+            self.out.push_back(Output::Offer { session, sdp });
+        }
+        Ok(())
+    }
+
+    /// A new offer from the page on its sending connection `session` (it added, replaced or
+    /// stopped a track); returns the answer.
+    pub fn reoffer(
+        &mut self,
+        session: SessionId,
+        offer: &str,
+        now: Instant,
+    ) -> Result<String, OfferError> {
+        self.now = Some(now);
+        let sections = offer.lines().filter(|l| l.starts_with("m=")).count();
+        if sections > MAX_MEDIA_SECTIONS {
+            return Err(OfferError::TooManyMedia(sections));
+        }
+        let parsed =
+            SdpOffer::from_sdp_string(offer).map_err(|e| OfferError::BadSdp(e.to_string()))?;
+        let s = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(OfferError::Refused(format!("no media session {session}")))?;
+        if s.kind.server_offers() {
+            return Err(OfferError::Refused(
+                "the server makes the offers on this connection".into(),
+            ));
+        }
+        let rtc = &mut s.rtc;
+        let taken =
+            std::panic::catch_unwind(AssertUnwindSafe(|| rtc.sdp_api().accept_offer(parsed)));
+        let answer = match taken {
+            Ok(Ok(answer)) => answer.to_sdp_string(),
+            Ok(Err(e)) => return Err(OfferError::Refused(e.to_string())),
+            Err(_) => {
+                self.close_with(session, CloseReason::Failed);
+                return Err(OfferError::Unnegotiable);
+            }
+        };
+        self.drive(session, now);
+        Ok(answer)
+    }
+
+    /// Takes a new session in: the SFU room it is a member of, its first drive.
+    fn admit(&mut self, id: SessionId, session: Session, now: Instant) {
+        if let Some(room) = session.kind.room() {
+            let owner = match session.kind.peer() {
+                Some(peer) => {
+                    let key = (room.to_owned(), peer.to_owned());
+                    let next = &mut self.next_owner;
+                    let entry = self.owners.entry(key).or_insert_with(|| {
+                        *next += 1;
+                        // Apart from the session ids that WHIP and WHEP sessions own by.
+                        (Owner((1 << 63) | *next), 0)
+                    });
+                    entry.1 += 1;
+                    entry.0
+                }
+                None => Owner(id.0),
+            };
+            self.sfu.join(room, id, owner, now);
+        }
+        tracing::debug!(session = %id, kind = ?session.kind, "media session created");
+        self.sessions.insert(id, session);
+        self.drive(id, now);
     }
 
     /// A new peer connection that has accepted `offer`, and its answer.
@@ -243,6 +429,17 @@ impl Engine {
         offer: SdpOffer,
         now: Instant,
     ) -> Result<(Rtc, String), OfferError> {
+        let mut rtc = self.new_rtc(kind, now);
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| OfferError::Refused(e.to_string()))?
+            .to_sdp_string();
+        Ok((rtc, answer))
+    }
+
+    /// A peer connection for `kind` with the server's candidates.
+    fn new_rtc(&self, kind: &SessionKind, now: Instant) -> Rtc {
         let mut rtc = kind
             .rtc_config()
             .set_dtls_cert(self.cert.clone())
@@ -265,12 +462,74 @@ impl Engine {
                 }
             }
         }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| OfferError::Refused(e.to_string()))?
-            .to_sdp_string();
-        Ok((rtc, answer))
+        rtc
+    }
+
+    /// Makes the server's next offer on a downstream session: a sending line for each track
+    /// waiting for one (and the data channel, `first`). None if there is nothing to add or an
+    /// offer is still unanswered (its answer brings the next one).
+    fn offer_unbound(&mut self, id: SessionId, first: bool) -> Option<String> {
+        let s = self.sessions.get_mut(&id)?;
+        if !s.kind.server_offers() || s.pending_offer.is_some() || s.offered == first {
+            return None;
+        }
+        if s.unbound.is_empty() && !first {
+            return None;
+        }
+        let unbound = std::mem::take(&mut s.unbound);
+        let mut change = s.rtc.sdp_api();
+        if first {
+            change.add_channel("huddle".into());
+        }
+        let added: Vec<(Mid, MediaKind, TrackId)> = unbound
+            .into_iter()
+            .map(|(track, kind)| {
+                let mid = change.add_media(kind, Direction::SendOnly, None, None, None);
+                (mid, kind, track)
+            })
+            .collect();
+        let (offer, pending) = change.apply()?;
+        for (mid, kind, track) in added {
+            s.lines.push(Line {
+                mid,
+                kind,
+                use_: LineUse::Carries(track),
+            });
+        }
+        s.pending_offer = Some(pending);
+        s.offered = true;
+        Some(offer.to_sdp_string())
+    }
+
+    /// Tells the page of downstream `id` what each of its lines carries.
+    fn emit_tracks(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.get(&id) else {
+            return;
+        };
+        if !s.kind.server_offers() {
+            return;
+        }
+        let tracks = s
+            .lines
+            .iter()
+            .filter_map(|l| match l.use_ {
+                LineUse::Carries(track) => Some(CarriedTrack {
+                    mid: l.mid.to_string(),
+                    kind: sfu_kind(l.kind),
+                    peer: self
+                        .sfu
+                        .publisher(track)
+                        .and_then(|p| self.sessions.get(&p))
+                        .and_then(|p| p.kind.peer())
+                        .map(str::to_owned),
+                }),
+                _ => None,
+            })
+            .collect();
+        self.out.push_back(Output::Tracks {
+            session: id,
+            tracks,
+        });
     }
 
     /// A datagram arrived at `destination` (one of the configured local addresses).
@@ -418,6 +677,7 @@ impl Engine {
 
     /// Carries out what the SFU core decided; sessions it wrote to join `work`.
     fn apply_sfu(&mut self, work: &mut VecDeque<SessionId>) {
+        let mut rebound = Vec::new();
         while let Some(out) = self.sfu.poll_output() {
             match out {
                 huddle_sfu::Output::Subscribe {
@@ -435,10 +695,13 @@ impl Engine {
                     if !s.bind(track, kind) {
                         s.unbound.push((track, kind));
                     }
+                    rebound.push(subscriber);
                 }
                 huddle_sfu::Output::Unsubscribe { subscriber, track } => {
-                    if let Some(s) = self.sessions.get_mut(&subscriber) {
-                        s.unbind(track);
+                    if let Some(s) = self.sessions.get_mut(&subscriber)
+                        && s.unbind(track)
+                    {
+                        rebound.push(subscriber);
                     }
                 }
                 huddle_sfu::Output::RequestKeyframe {
@@ -451,8 +714,48 @@ impl Engine {
                         work.push_back(publisher);
                     }
                 }
-                // Browsers in SFU rooms act on these over signaling; a WHIP encoder cannot.
-                huddle_sfu::Output::Layers { .. } | huddle_sfu::Output::Speakers { .. } => {}
+                huddle_sfu::Output::Layers {
+                    publisher,
+                    track,
+                    active,
+                } => {
+                    // A WHIP encoder has no channel to be told on; a page has.
+                    let Some(s) = self.sessions.get(&publisher) else {
+                        continue;
+                    };
+                    let Some(line) = s.lines.iter().find(
+                        |l| matches!(&l.use_, LineUse::Publishes { track: t, .. } if *t == track),
+                    ) else {
+                        continue;
+                    };
+                    if s.kind.peer().is_some() {
+                        let layers = match &line.use_ {
+                            LineUse::Publishes { rids, .. } => rids.len().max(1),
+                            _ => 1,
+                        };
+                        self.out.push_back(Output::Layers {
+                            session: publisher,
+                            mid: line.mid.to_string(),
+                            active: active[..layers].to_vec(),
+                        });
+                    }
+                }
+                huddle_sfu::Output::Speakers { room, sessions } => {
+                    let peers = sessions
+                        .iter()
+                        .filter_map(|s| self.sessions.get(s)?.kind.peer().map(str::to_owned))
+                        .collect();
+                    self.out.push_back(Output::Speakers { room, peers });
+                }
+            }
+        }
+        rebound.sort_unstable();
+        rebound.dedup();
+        for id in rebound {
+            let offer = self.offer_unbound(id, false);
+            self.emit_tracks(id);
+            if let Some(sdp) = offer {
+                self.out.push_back(Output::Offer { session: id, sdp });
             }
         }
     }
@@ -511,6 +814,7 @@ impl Engine {
             }
             Event::Closed => self.close_with(id, CloseReason::RemoteClosed),
             Event::MediaAdded(m) => self.on_media_added(id, m, now),
+            Event::MediaChanged(c) => self.on_media_changed(id, c, now),
             Event::MediaData(data) => self.on_media(id, data, now, work),
             Event::KeyframeRequest(req) => {
                 if s.kind.transcodes() {
@@ -549,6 +853,10 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
+        if s.line(m.mid).is_some() {
+            // A line the server added to its own offer.
+            return;
+        }
         let use_ = if s.kind.echo().is_some() {
             LineUse::Echo
         } else if s.kind.publishes() && m.direction.is_receiving() {
@@ -584,6 +892,40 @@ impl Engine {
             if !s.bind(track, kind) {
                 s.unbound.push((track, kind));
             }
+        }
+    }
+
+    /// The page stopped (or started again) sending on a line: its track leaves (or joins)
+    /// the room.
+    fn on_media_changed(&mut self, id: SessionId, c: MediaChanged, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if !s.kind.publishes() {
+            return;
+        }
+        let Some(line) = s.lines.iter_mut().find(|l| l.mid == c.mid) else {
+            return;
+        };
+        match (&line.use_, c.direction.is_receiving()) {
+            (LineUse::Publishes { track, .. }, false) => {
+                let track = *track;
+                line.use_ = LineUse::Idle;
+                self.sfu.unpublish(track, now);
+            }
+            (LineUse::Idle, true) => {
+                let info = match line.kind {
+                    MediaKind::Audio => TrackInfo::audio(),
+                    MediaKind::Video => TrackInfo::video(1),
+                };
+                if let Some(track) = self.sfu.publish(id, info, now) {
+                    line.use_ = LineUse::Publishes {
+                        track,
+                        rids: Vec::new(),
+                    };
+                }
+            }
+            _ => {}
         }
     }
 
@@ -685,16 +1027,32 @@ impl Engine {
                 self.by_source.remove(source);
             }
         }
-        if s.kind.room().is_some()
+        if let Some(room) = s.kind.room()
             && let Some(now) = self.now
         {
             self.sfu.leave(id, now);
+            if let Some(peer) = s.kind.peer() {
+                let key = (room.to_owned(), peer.to_owned());
+                if let Some(entry) = self.owners.get_mut(&key) {
+                    entry.1 -= 1;
+                    if entry.1 == 0 {
+                        self.owners.remove(&key);
+                    }
+                }
+            }
         }
         tracing::debug!(session = %id, ?reason, "media session closed");
         self.out.push_back(Output::Closed {
             session: id,
             reason,
         });
+    }
+}
+
+fn sfu_kind(kind: MediaKind) -> huddle_sfu::MediaKind {
+    match kind {
+        MediaKind::Audio => huddle_sfu::MediaKind::Audio,
+        MediaKind::Video => huddle_sfu::MediaKind::Video,
     }
 }
 

@@ -17,9 +17,10 @@ mod timers;
 pub mod transform;
 
 pub use engine::{
-    Engine, EngineConfig, LocalAddr, MAX_MEDIA_SECTIONS, OfferError, Output, ReceiveError,
-    TranscodeJob,
+    AnswerError, CarriedTrack, Engine, EngineConfig, LocalAddr, MAX_MEDIA_SECTIONS, OfferError,
+    Output, ReceiveError, TranscodeJob,
 };
+pub use huddle_sfu::MediaKind;
 pub use huddle_sfu::SessionId;
 pub use offer_request::{OfferRequest, OfferRequestError};
 pub use session::{CloseReason, SessionKind};

@@ -19,6 +19,12 @@ pub enum SessionKind {
     Publish { room: String },
     /// WHEP playback: the session receives what `room`'s publisher sends.
     Watch { room: String },
+    /// A page in an SFU room, on the connection it sends its camera, microphone and screen
+    /// on: the page offers, the server answers.
+    Upstream { room: String, peer: String },
+    /// A page in an SFU room, on the connection it receives everyone else's tracks on: the
+    /// server offers (a sending line per track), the page answers.
+    Downstream { room: String, peer: String },
 }
 
 /// What each kind of session is, in one place: the engine asks these, never the kind.
@@ -26,14 +32,38 @@ impl SessionKind {
     /// The SFU room the session is a member of; echo sessions are in none.
     pub fn room(&self) -> Option<&str> {
         match self {
-            SessionKind::Publish { room } | SessionKind::Watch { room } => Some(room),
+            SessionKind::Publish { room }
+            | SessionKind::Watch { room }
+            | SessionKind::Upstream { room, .. }
+            | SessionKind::Downstream { room, .. } => Some(room),
             SessionKind::Echo(_) => None,
+        }
+    }
+
+    /// The room's participant (signaling peer id) the session belongs to.
+    pub fn peer(&self) -> Option<&str> {
+        match self {
+            SessionKind::Upstream { peer, .. } | SessionKind::Downstream { peer, .. } => Some(peer),
+            _ => None,
         }
     }
 
     /// Whether the media the browser sends is published into the room.
     pub fn publishes(&self) -> bool {
+        matches!(
+            self,
+            SessionKind::Publish { .. } | SessionKind::Upstream { .. }
+        )
+    }
+
+    /// Whether the room may have only this one publisher (WHIP: WHEP viewers see one camera).
+    pub(crate) fn publishes_alone(&self) -> bool {
         matches!(self, SessionKind::Publish { .. })
+    }
+
+    /// Whether the server makes the offers on this connection.
+    pub(crate) fn server_offers(&self) -> bool {
+        matches!(self, SessionKind::Downstream { .. })
     }
 
     /// Echo's transform: the session's media comes back to it, video through this.
@@ -49,6 +79,12 @@ impl SessionKind {
         matches!(self, SessionKind::Echo(_))
     }
 
+    /// Whether an offer may carry no audio or video at all (a page that joins with camera
+    /// and microphone off still sends its first offer, with a data channel).
+    fn may_be_empty(&self) -> bool {
+        matches!(self, SessionKind::Upstream { .. })
+    }
+
     /// Whether this session decodes and encodes video itself (a transforming echo).
     pub(crate) fn transcodes(&self) -> bool {
         self.echo().is_some_and(|t| t.decodes())
@@ -59,7 +95,7 @@ impl SessionKind {
         if self.needs_video() && !video {
             return Err(OfferError::NoVideo);
         }
-        if !video && !audio {
+        if !video && !audio && !self.may_be_empty() {
             return Err(OfferError::NoMedia);
         }
         Ok(())
@@ -70,7 +106,7 @@ impl SessionKind {
         match () {
             _ if self.transcodes() && !video => Err(OfferError::NoH264),
             _ if self.needs_video() && !video => Err(OfferError::NoCommonCodec),
-            _ if !video && !audio => Err(OfferError::NoCommonCodec),
+            _ if !video && !audio && !self.may_be_empty() => Err(OfferError::NoCommonCodec),
             _ => Ok(()),
         }
     }
@@ -129,8 +165,13 @@ pub(crate) struct Session {
     /// The negotiated media sections, in the order str0m reported them.
     pub(crate) lines: Vec<Line>,
     /// Tracks of the room this session subscribes to that wait for a sending line of their
-    /// kind (a subscription can come before the offer's lines are reported).
+    /// kind (a subscription can come before the offer's lines are reported, or before the
+    /// server's next offer adds one).
     pub(crate) unbound: Vec<(TrackId, MediaKind)>,
+    /// The server's offer the page has not answered yet (str0m allows one at a time).
+    pub(crate) pending_offer: Option<str0m::change::SdpPendingOffer>,
+    /// Whether the server made its first offer (later ones only add tracks).
+    pub(crate) offered: bool,
     /// Media time of the first video frame, so transforms see time since the stream began.
     pub(crate) video_origin: Option<MediaTime>,
     /// Last keyframe request sent to this session's browser (requests are throttled).
@@ -176,6 +217,8 @@ impl Session {
             connected: false,
             lines: Vec::new(),
             unbound: Vec::new(),
+            pending_offer: None,
+            offered: false,
             video_origin: None,
             last_keyframe_request: None,
             sources: Vec::new(),
@@ -214,14 +257,17 @@ impl Session {
         }
     }
 
-    /// Frees the line that carried `track`.
-    pub(crate) fn unbind(&mut self, track: TrackId) {
+    /// Frees the line that carried `track`; whether one did.
+    pub(crate) fn unbind(&mut self, track: TrackId) -> bool {
         self.unbound.retain(|(t, _)| *t != track);
+        let mut freed = false;
         for l in &mut self.lines {
             if l.use_ == LineUse::Carries(track) {
                 l.use_ = LineUse::Free;
+                freed = true;
             }
         }
+        freed
     }
 
     /// Time since the first video frame, for time-dependent transforms.

@@ -29,6 +29,12 @@ impl std::fmt::Display for SessionId {
     }
 }
 
+/// Whose sessions these are: one participant may publish on one connection and receive on
+/// another (or both on one); it never receives its own tracks. A WHIP or WHEP session is its
+/// own owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Owner(pub u64);
+
 /// A published track, unique for the life of an [`Sfu`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackId(pub u64);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::allocate::{self, LayerRates, View, Wanted};
 use crate::forward::Forwarding;
 use crate::speakers::Speakers;
-use crate::{Layer, MAX_LAYERS, SessionId, TrackId};
+use crate::{Layer, MAX_LAYERS, Owner, SessionId, TrackId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MediaKind {
@@ -112,6 +112,7 @@ struct Room {
 #[derive(Debug)]
 struct Member {
     room: String,
+    owner: Owner,
     /// Ready to receive (its connection is up): frames and keyframe requests wait for it.
     ready: bool,
     estimate: Option<u64>,
@@ -131,6 +132,7 @@ struct Subscription {
 #[derive(Debug)]
 struct Track {
     publisher: SessionId,
+    owner: Owner,
     room: String,
     info: TrackInfo,
     subscribers: Vec<SessionId>,
@@ -191,9 +193,9 @@ impl Sfu {
         Self::default()
     }
 
-    /// `session` joins `room` and subscribes to every track published there. A session in
-    /// another room leaves it first.
-    pub fn join(&mut self, room: &str, session: SessionId, now: Instant) {
+    /// `session` joins `room` for `owner` and subscribes to every track published there by
+    /// other owners. A session in another room leaves it first.
+    pub fn join(&mut self, room: &str, session: SessionId, owner: Owner, now: Instant) {
         if self.members.get(&session).is_some_and(|m| m.room == room) {
             return;
         }
@@ -205,6 +207,7 @@ impl Sfu {
             session,
             Member {
                 room: room.to_owned(),
+                owner,
                 ready: false,
                 estimate: None,
                 published: Vec::new(),
@@ -261,6 +264,7 @@ impl Sfu {
         now: Instant,
     ) -> Option<TrackId> {
         let m = self.members.get_mut(&publisher)?;
+        let owner = m.owner;
         let id = TrackId(self.next_track);
         self.next_track += 1;
         m.published.push(id);
@@ -280,6 +284,7 @@ impl Sfu {
             id,
             Track {
                 publisher,
+                owner,
                 room,
                 info,
                 subscribers: Vec::new(),
@@ -326,6 +331,10 @@ impl Sfu {
 
     pub fn publisher(&self, track: TrackId) -> Option<SessionId> {
         self.tracks.get(&track).map(|t| t.publisher)
+    }
+
+    pub fn owner(&self, track: TrackId) -> Option<Owner> {
+        self.tracks.get(&track).map(|t| t.owner)
     }
 
     pub fn room_count(&self) -> usize {
@@ -465,7 +474,7 @@ impl Sfu {
         let Some(m) = self.members.get_mut(&subscriber) else {
             return;
         };
-        if t.publisher == subscriber || m.subscriptions.iter().any(|s| s.track == track) {
+        if t.owner == m.owner || m.subscriptions.iter().any(|s| s.track == track) {
             return;
         }
         t.subscribers.push(subscriber);

@@ -1,6 +1,7 @@
 //! The engine against real str0m peers playing the browser, in simulated time: datagrams are
 //! handed across directly, and time jumps to the next deadline instead of sleeping.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -41,20 +42,15 @@ struct Browser {
     messages: Vec<String>,
     /// Keyframe requests (PLI/FIR) the server sent this browser.
     keyframe_requests: usize,
+    /// Every frame received, by the line it came on.
+    frames: Vec<(Mid, Vec<u8>)>,
     connected: bool,
     closed: bool,
 }
 
 impl Browser {
-    /// Offers what `kinds` says in direction `dir`, plus a data channel when `channel`.
-    fn offer(
-        addr: &str,
-        kinds: &[MediaKind],
-        dir: Direction,
-        channel: bool,
-        h264_only: bool,
-        now: Instant,
-    ) -> (Browser, String, str0m::change::SdpPendingOffer) {
+    /// A browser at `addr` with Chromium's usual codecs (VP8 left out if `h264_only`).
+    fn new(addr: &str, h264_only: bool, now: Instant) -> Browser {
         let mut cfg = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
@@ -65,33 +61,61 @@ impl Browser {
         let mut rtc = cfg.build(now);
         let addr: SocketAddr = addr.parse().unwrap();
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut change = rtc.sdp_api();
-        let (mut video, mut audio) = (None, None);
+        Browser {
+            rtc,
+            addr,
+            timeout: now,
+            video: None,
+            audio: None,
+            channel: None,
+            received: Vec::new(),
+            messages: Vec::new(),
+            keyframe_requests: 0,
+            frames: Vec::new(),
+            connected: false,
+            closed: false,
+        }
+    }
+
+    /// Offers what `kinds` says in direction `dir`, plus a data channel when `channel`.
+    fn offer(
+        addr: &str,
+        kinds: &[MediaKind],
+        dir: Direction,
+        channel: bool,
+        h264_only: bool,
+        now: Instant,
+    ) -> (Browser, String, str0m::change::SdpPendingOffer) {
+        let mut b = Browser::new(addr, h264_only, now);
+        let mut change = b.rtc.sdp_api();
         for k in kinds {
             let mid = Some(change.add_media(*k, dir, None, None, None));
             match k {
-                MediaKind::Video => video = mid,
-                MediaKind::Audio => audio = mid,
+                MediaKind::Video => b.video = mid,
+                MediaKind::Audio => b.audio = mid,
             }
         }
         if channel {
             change.add_channel("chat".into());
         }
         let (offer, pending) = change.apply().unwrap();
-        let b = Browser {
-            rtc,
-            addr,
-            timeout: now,
-            video,
-            audio,
-            channel: None,
-            received: Vec::new(),
-            messages: Vec::new(),
-            keyframe_requests: 0,
-            connected: false,
-            closed: false,
-        };
         (b, offer.to_sdp_string(), pending)
+    }
+
+    /// A page's receiving connection: answers the server's first offer.
+    fn answering(addr: &str, offer: &str, now: Instant) -> (Browser, String) {
+        let mut b = Browser::new(addr, false, now);
+        let answer = b.answer(offer);
+        (b, answer)
+    }
+
+    fn answer(&mut self, offer: &str) -> String {
+        let offer = str0m::change::SdpOffer::from_sdp_string(offer).unwrap();
+        self.rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .unwrap()
+            .to_sdp_string()
     }
 
     fn accept(&mut self, pending: str0m::change::SdpPendingOffer, answer: &str) {
@@ -124,6 +148,7 @@ impl Browser {
                             MediaKind::Audio
                         };
                         self.received.push((kind, d.data.to_vec()));
+                        self.frames.push((d.mid, d.data.to_vec()));
                     }
                     _ => {}
                 },
@@ -159,6 +184,10 @@ struct Net {
     bitrates: Vec<u64>,
     /// Datagrams from browsers not yet delivered to the engine.
     pending: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Downstream sessions and the browser that receives on each.
+    downstreams: HashMap<SessionId, usize>,
+    /// The last `Tracks` of each downstream session.
+    tracks: HashMap<SessionId, Vec<CarriedTrack>>,
 }
 
 impl Net {
@@ -206,6 +235,18 @@ impl Net {
                 Output::EncoderKeyframe(_) => self.keyframes += 1,
                 Output::EncoderBitrate { bps, .. } => self.bitrates.push(bps),
                 Output::Closed { session, reason } => self.closed.push((session, reason)),
+                Output::Offer { session, sdp } => {
+                    let i = self.downstreams[&session];
+                    let answer = self.browsers[i].answer(&sdp);
+                    self.engine
+                        .accept_answer(session, &answer, self.now)
+                        .unwrap();
+                    self.pending.extend(self.browsers[i].drain());
+                }
+                Output::Tracks { session, tracks } => {
+                    self.tracks.insert(session, tracks);
+                }
+                Output::Layers { .. } | Output::Speakers { .. } => {}
             }
         }
         // Advance to the next deadline, at most 10 ms (media is written every step).
@@ -242,6 +283,8 @@ fn connect(net: &mut Net, kind: SessionKind, addr: &str) -> SessionId {
         SessionKind::Echo(_) => Direction::SendRecv,
         SessionKind::Publish { .. } => Direction::SendOnly,
         SessionKind::Watch { .. } => Direction::RecvOnly,
+        SessionKind::Upstream { .. } => Direction::SendOnly,
+        SessionKind::Downstream { .. } => unreachable!("the server offers: use `join_sfu`"),
     };
     let (mut b, offer, pending) = Browser::offer(addr, &AV, dir, true, false, net.now);
     let (id, answer) = net.engine.accept(kind, &offer, net.now).unwrap();
@@ -266,6 +309,8 @@ fn net() -> Net {
         keyframes: 0,
         bitrates: Vec::new(),
         pending: Vec::new(),
+        downstreams: HashMap::new(),
+        tracks: HashMap::new(),
     }
 }
 
@@ -716,4 +761,152 @@ fn behind_one_to_one_nat_the_answer_names_the_public_address() {
     assert!(answer.contains("203.0.113.7 7000 typ srflx"), "{answer}");
     // The host candidate stays: it is what arriving datagrams are matched against.
     assert!(answer.contains("10.0.0.1 7000 typ host"), "{answer}");
+}
+
+/// A page in SFU room `room` as `peer`: its sending connection (audio and video) from
+/// `up`, its receiving connection from `down`. Returns both sessions and both browsers.
+fn join_sfu(net: &mut Net, room: &str, peer: &str, up: &str, down: &str) -> SfuPage {
+    let kind = |r: &str, p: &str| (r.to_owned(), p.to_owned());
+    let (room, peer) = kind(room, peer);
+    let upstream = connect(
+        net,
+        SessionKind::Upstream {
+            room: room.clone(),
+            peer: peer.clone(),
+        },
+        up,
+    );
+    let up_browser = net.browsers.len() - 1;
+    let (downstream, offer) = net
+        .engine
+        .open_downstream(SessionKind::Downstream { room, peer }, net.now)
+        .unwrap();
+    let (mut b, answer) = Browser::answering(down, &offer, net.now);
+    net.engine
+        .accept_answer(downstream, &answer, net.now)
+        .unwrap();
+    net.pending.extend(b.drain());
+    net.browsers.push(b);
+    let down_browser = net.browsers.len() - 1;
+    net.downstreams.insert(downstream, down_browser);
+    net.run_until("the receiving connection", |n| {
+        n.browsers[down_browser].connected
+    });
+    SfuPage {
+        upstream,
+        downstream,
+        up: up_browser,
+        down: down_browser,
+    }
+}
+
+struct SfuPage {
+    upstream: SessionId,
+    downstream: SessionId,
+    up: usize,
+    down: usize,
+}
+
+impl Net {
+    /// `page` sends video frame `i` (an IDR) and audio.
+    fn send_from(&mut self, page: &SfuPage, i: u8) {
+        let now = self.now;
+        let time = MediaTime::from_90khz(3000 * u64::from(i));
+        self.browsers[page.up].write(MediaKind::Video, time, &fake_h264(i), now);
+        self.browsers[page.up].write(
+            MediaKind::Audio,
+            MediaTime::new(960 * u64::from(i), str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            &[0xf8, i, 1, 2],
+            now,
+        );
+        self.step(&mut |_| None);
+    }
+
+    /// Whose tracks `page`'s receiving connection carries, by peer, as the engine said.
+    fn carried(&self, page: &SfuPage) -> Vec<(String, huddle_sfu::MediaKind)> {
+        let mut v: Vec<_> = self.tracks[&page.downstream]
+            .iter()
+            .map(|t| (t.peer.clone().unwrap_or_default(), t.kind))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0).then((a.1 as u8).cmp(&(b.1 as u8))));
+        v
+    }
+
+    /// Video frames `page` received from `peer`, by the line the engine said carries it.
+    fn video_from(&self, page: &SfuPage, peer: &str) -> Vec<Vec<u8>> {
+        let mids: Vec<String> = self.tracks[&page.downstream]
+            .iter()
+            .filter(|t| t.peer.as_deref() == Some(peer) && t.kind == huddle_sfu::MediaKind::Video)
+            .map(|t| t.mid.clone())
+            .collect();
+        self.browsers[page.down]
+            .frames
+            .iter()
+            .filter(|(mid, _)| mids.contains(&mid.to_string()))
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+}
+
+#[test]
+fn an_sfu_room_sends_every_page_everyone_elses_tracks_and_renegotiates_for_latecomers() {
+    use huddle_sfu::MediaKind::{Audio as A, Video as V};
+    let mut net = net();
+    let a = join_sfu(&mut net, "r", "ada", "10.0.1.1:5000", "10.0.1.1:5001");
+    let b = join_sfu(&mut net, "r", "bob", "10.0.1.2:5000", "10.0.1.2:5001");
+    let other = join_sfu(&mut net, "s", "eve", "10.0.1.9:5000", "10.0.1.9:5001");
+    // Bob's first offer had Ada's tracks; Ada got a new offer with Bob's when he published.
+    net.run_until("renegotiated", |n| {
+        n.tracks[&a.downstream].len() == 2 && n.tracks[&b.downstream].len() == 2
+    });
+    assert_eq!(net.carried(&a), [("bob".into(), A), ("bob".into(), V)]);
+    assert_eq!(net.carried(&b), [("ada".into(), A), ("ada".into(), V)]);
+    assert!(
+        net.tracks[&other.downstream].is_empty(),
+        "room s has nobody else"
+    );
+
+    for i in 0..30 {
+        net.send_from(&a, i);
+        net.send_from(&b, i);
+    }
+    net.run_until("video both ways", |n| {
+        n.video_from(&a, "bob").contains(&fake_h264(29))
+            && n.video_from(&b, "ada").contains(&fake_h264(29))
+    });
+    assert!(
+        net.browsers[other.down].frames.is_empty(),
+        "nothing crosses rooms"
+    );
+
+    // A latecomer gets both in its first offer; both get its tracks by renegotiation.
+    let c = join_sfu(&mut net, "r", "cy", "10.0.1.3:5000", "10.0.1.3:5001");
+    net.run_until("three-way", |n| {
+        [&a, &b, &c]
+            .iter()
+            .all(|p| n.tracks[&p.downstream].len() == 4)
+    });
+    assert_eq!(
+        net.carried(&c),
+        [
+            ("ada".into(), A),
+            ("ada".into(), V),
+            ("bob".into(), A),
+            ("bob".into(), V)
+        ]
+    );
+    for i in 30..60 {
+        net.send_from(&c, i);
+    }
+    net.run_until("cy's video at both", |n| {
+        n.video_from(&a, "cy").contains(&fake_h264(59))
+            && n.video_from(&b, "cy").contains(&fake_h264(59))
+    });
+
+    // Cy leaves: its lines are freed at the others (kept for the next track).
+    net.engine.close(c.upstream);
+    net.engine.close(c.downstream);
+    net.step(&mut |_| None);
+    assert_eq!(net.carried(&a), [("bob".into(), A), ("bob".into(), V)]);
+    let _ = (a.upstream, b.upstream);
 }
