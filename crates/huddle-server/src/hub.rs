@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use huddle_signal_proto::{CloseKind, ConnId, Output, Rooms, ServerMessage, Stats, close_code};
+use huddle_signal_proto::{
+    CloseKind, ConnId, ErrorCode, MediaRequest, Output, Rooms, ServerMessage, Stats, close_code,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::mpsc::error::TrySendError;
@@ -17,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::ice::IceServers;
-use crate::media::Media;
+use crate::media::{Media, SfuEvent};
 use crate::rate_limit::PerIpRate;
 use crate::revocations::Revocations;
 
@@ -28,6 +30,10 @@ const OUTBOX: usize = 512;
 /// so stops reading its client — instead of queueing more: a flooding client holds at most one
 /// waiting input, and the hub's channel is FIFO, so everyone else still gets a turn.
 const INBOX: usize = 4096;
+
+/// Messages of the media peer for SFU room pages waiting for the hub; the media thread drops
+/// what does not fit rather than wait (see `media::Runner::to_hub`).
+const FROM_MEDIA: usize = 4096;
 
 /// How long a clean close waits to deliver our reply to the client's close frame.
 const CLOSE_REPLY: Duration = Duration::from_secs(1);
@@ -273,6 +279,10 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
+    let (to_hub, mut from_media) = mpsc::channel(FROM_MEDIA);
+    if let Some(media) = &effects.media {
+        media.connect_hub(to_hub).await;
+    }
     loop {
         let wake = rooms.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -301,6 +311,10 @@ async fn run(
                     }
                 }
             }
+            Some(event) = from_media.recv() => match event {
+                SfuEvent::ToPeer { peer, msg } => rooms.handle_media(&peer, msg),
+                SfuEvent::ToRoom { room, msg } => rooms.handle_media_room(&room, msg),
+            },
             () = sleep_until(wake) => rooms.handle_timeout(Instant::now().into_std()),
         }
         drain(&mut rooms, &mut outboxes, &effects);
@@ -342,6 +356,23 @@ fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, effe
                         .add(&room, &revocation, crate::http::unix_now());
                     if let Some(media) = &effects.media {
                         media.revoke(room, revocation);
+                    }
+                    continue;
+                }
+                Output::Media(request) => {
+                    let peer = match &request {
+                        MediaRequest::Join { peer, .. } | MediaRequest::Sdp { peer, .. } => {
+                            Some(peer.clone())
+                        }
+                        MediaRequest::Leave { .. } => None,
+                    };
+                    let refused = match &effects.media {
+                        Some(media) => media.sfu(request).err().map(|e| e.to_string()),
+                        None => Some("the media peer is turned off on this server".to_owned()),
+                    };
+                    if let (Some(peer), Some(why)) = (peer, refused) {
+                        let msg = ServerMessage::error(ErrorCode::MediaFailed, why);
+                        rooms.handle_media(&peer, msg);
                     }
                     continue;
                 }

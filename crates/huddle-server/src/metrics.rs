@@ -141,6 +141,8 @@ pub fn render_media(
         ("echo", stats.echo),
         ("publish", stats.publish),
         ("watch", stats.watch),
+        ("sfu_upstream", stats.upstream),
+        ("sfu_downstream", stats.downstream),
     ] {
         let _ = writeln!(out, "huddle_media_sessions{{kind=\"{kind}\"}} {n}");
     }

@@ -17,6 +17,7 @@ assets! {
     "app.js" => "text/javascript; charset=utf-8",
     "signaling.js" => "text/javascript; charset=utf-8",
     "peer.js" => "text/javascript; charset=utf-8",
+    "sfu.js" => "text/javascript; charset=utf-8",
     "media.js" => "text/javascript; charset=utf-8",
     "ui.js" => "text/javascript; charset=utf-8",
     "ice.js" => "text/javascript; charset=utf-8",

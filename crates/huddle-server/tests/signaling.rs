@@ -85,7 +85,7 @@ async fn every_bad_input_gets_a_named_error_and_the_socket_stays_open() {
             ErrorCode::NotJoined,
         ),
         (
-            json!({"type": "join", "v": 2, "room": "r", "name": "A"}).to_string(),
+            json!({"type": "join", "v": 3, "room": "r", "name": "A"}).to_string(),
             ErrorCode::UnsupportedVersion,
         ),
         (

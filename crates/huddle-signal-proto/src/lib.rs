@@ -22,6 +22,7 @@
 //!         Output::Ping { conn } => println!("ping {conn:?}"),
 //!         Output::Close { conn, code, reason } => println!("close {conn:?} {code} {reason}"),
 //!         Output::Revoked { room, revocation } => println!("refuse {revocation:?} in {room}"),
+//!         Output::Media(request) => println!("for the media peer: {request:?}"),
 //!     }
 //! }
 //! // An I/O loop sleeps until `poll_timeout()` and then calls `handle_timeout(now)`.
@@ -36,8 +37,11 @@ mod wire;
 
 pub use names::{DisplayName, NameError, RoomName};
 pub use rate::TokenBucket;
-pub use rooms::{CloseKind, Config, ConnId, Output, Revocation, Rooms, Stats, close_code};
+pub use rooms::{
+    CloseKind, Config, ConnId, MediaRequest, Output, Revocation, Rooms, Stats, close_code,
+};
 pub use wire::{
-    ClientMessage, DecodeError, ErrorCode, IceServer, LeaveReason, MediaState, PROTOCOL_VERSION,
-    PeerId, PeerInfo, Permissions, ServerMessage, SessionDescription, Source, Welcome,
+    ClientMessage, DecodeError, ErrorCode, IceServer, LeaveReason, MediaState,
+    OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, PeerId, PeerInfo, Permissions, RoomMode, SdpKind,
+    ServerMessage, SessionDescription, Source, TrackLabel, Welcome,
 };

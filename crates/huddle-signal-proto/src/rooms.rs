@@ -9,8 +9,8 @@ use rand::RngCore;
 use crate::names::{DisplayName, RoomName};
 use crate::rate::TokenBucket;
 use crate::wire::{
-    ClientMessage, ErrorCode, LeaveReason, MediaState, PROTOCOL_VERSION, PeerId, PeerInfo,
-    ServerMessage, SessionDescription, Welcome,
+    ClientMessage, ErrorCode, LeaveReason, MediaState, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    PeerId, PeerInfo, RoomMode, ServerMessage, SessionDescription, Welcome,
 };
 use crate::wire::{Permissions, Source};
 
@@ -60,8 +60,12 @@ pub mod close_code {
 /// Limits and timers. Every field has a default that suits a mesh call.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Participants per room (a full mesh costs every browser one encode per peer).
+    /// Participants per mesh room (a full mesh costs every browser one encode per peer).
     pub capacity: usize,
+    /// Participants per SFU room.
+    pub sfu_capacity: usize,
+    /// The mode of a room whose first join does not ask for one.
+    pub default_mode: RoomMode,
     /// Largest text frame accepted; bigger ones close the connection.
     pub max_message_bytes: usize,
     /// Sustained messages per second per connection before it is closed for flooding.
@@ -89,6 +93,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             capacity: 6,
+            sfu_capacity: 100,
+            default_mode: RoomMode::Mesh,
             max_message_bytes: 64 * 1024,
             rate_per_second: 50,
             rate_burst: 200,
@@ -126,6 +132,25 @@ pub enum Output {
         room: String,
         revocation: Revocation,
     },
+    /// Something for the server's media peer (SFU rooms): the I/O layer carries it there and
+    /// brings what it answers back through [`Rooms::handle_media`].
+    Media(MediaRequest),
+}
+
+/// A participant of an SFU room, as the media peer needs to hear of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaRequest {
+    /// `peer` joined `room`: open the connection it receives on (the server offers).
+    Join { room: String, peer: PeerId },
+    /// `peer`'s SDP for the media peer: an offer on the connection it sends on, or its answer
+    /// to the server's offer.
+    Sdp {
+        room: String,
+        peer: PeerId,
+        sdp: SessionDescription,
+    },
+    /// `peer` left `room` (whatever the reason): end its media connections.
+    Leave { room: String, peer: PeerId },
 }
 
 /// What a removal refuses: a token (its `jti`, or its signature) and the identity it named.
@@ -168,6 +193,8 @@ struct Conn {
 }
 
 struct Peer {
+    /// The protocol version it joined with (its `welcome` says the same).
+    v: u32,
     name: DisplayName,
     room: RoomName,
     state: MediaState,
@@ -206,6 +233,8 @@ pub struct Rooms<R> {
     resume_index: HashMap<String, PeerId>,
     /// Rooms an admin locked; forgotten with the room.
     locked: HashSet<RoomName>,
+    /// Each room's mode, set by the join that made it; forgotten with the room.
+    modes: HashMap<RoomName, RoomMode>,
     /// Tokens removed from each room (revocation id → expiry, Unix seconds): refused there
     /// until they expire, even after the room has emptied.
     revoked: HashMap<RoomName, HashMap<String, u64>>,
@@ -228,6 +257,7 @@ impl<R: RngCore> Rooms<R> {
             rooms: HashMap::new(),
             resume_index: HashMap::new(),
             locked: HashSet::new(),
+            modes: HashMap::new(),
             revoked: HashMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
@@ -243,6 +273,24 @@ impl<R: RngCore> Rooms<R> {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A message from the server's media peer for `peer` (its SDP, what its lines carry):
+    /// delivered like any other, held while the peer is away. Unknown peers are ignored (the
+    /// media peer may speak of one that just left).
+    pub fn handle_media(&mut self, peer: &PeerId, msg: ServerMessage) {
+        self.deliver(peer, msg);
+    }
+
+    /// A message from the media peer for everyone in `room` (who speaks).
+    pub fn handle_media_room(&mut self, room: &str, msg: ServerMessage) {
+        let Ok(room) = RoomName::parse(room) else {
+            return;
+        };
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        for pid in members {
+            self.deliver(&pid, msg.clone());
+        }
     }
 
     /// A new transport connection; it must `join` before anything else.
@@ -401,6 +449,7 @@ impl<R: RngCore> Rooms<R> {
             state,
             resume,
             token,
+            mode,
         } = msg
         {
             let join = Join {
@@ -410,6 +459,7 @@ impl<R: RngCore> Rooms<R> {
                 state,
                 resume,
                 token,
+                mode,
             };
             return self.handle_join(conn, join, now);
         }
@@ -456,17 +506,27 @@ impl<R: RngCore> Rooms<R> {
                 "this connection already joined a room; send 'leave' first".into(),
             ));
         }
-        if join.v != PROTOCOL_VERSION {
+        if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&join.v) {
             return Err((
                 ErrorCode::UnsupportedVersion,
                 format!(
-                    "server speaks protocol v{PROTOCOL_VERSION}, client sent v{}",
+                    "server speaks protocol v{OLDEST_PROTOCOL_VERSION} to v{PROTOCOL_VERSION}, client sent v{}",
                     join.v
                 ),
             ));
         }
         let room = RoomName::parse(join.room)
             .map_err(|e| (ErrorCode::BadRoomName, format!("room name {e}")))?;
+        let mode = self.modes.get(&room).copied().unwrap_or(match join.v {
+            OLDEST_PROTOCOL_VERSION => RoomMode::Mesh,
+            _ => join.mode.unwrap_or(self.config.default_mode),
+        });
+        if mode == RoomMode::Sfu && join.v < PROTOCOL_VERSION {
+            return Err((
+                ErrorCode::UnsupportedVersion,
+                format!("room '{room}' is an SFU room: it needs protocol v{PROTOCOL_VERSION}"),
+            ));
+        }
         let Some(admitted) = self.admit(conn, &room, join.token.as_deref(), now) else {
             return Ok(()); // refused and closed
         };
@@ -504,13 +564,11 @@ impl<R: RngCore> Rooms<R> {
             ));
         }
         let members = self.rooms.get(&room).map_or(0, Vec::len);
-        if members >= self.config.capacity {
+        let capacity = self.capacity(mode);
+        if members >= capacity {
             return Err((
                 ErrorCode::RoomFull,
-                format!(
-                    "room '{room}' is full ({} participants)",
-                    self.config.capacity
-                ),
+                format!("room '{room}' is full ({capacity} participants)"),
             ));
         }
         let pid = self.new_peer_id();
@@ -519,6 +577,7 @@ impl<R: RngCore> Rooms<R> {
         self.peers.insert(
             pid.clone(),
             Peer {
+                v: join.v,
                 name,
                 room: room.clone(),
                 state,
@@ -534,6 +593,7 @@ impl<R: RngCore> Rooms<R> {
             .entry(room.clone())
             .or_default()
             .push(pid.clone());
+        self.modes.insert(room.clone(), mode);
         self.resume_index.insert(resume.clone(), pid.clone());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Some(pid.clone());
@@ -542,6 +602,12 @@ impl<R: RngCore> Rooms<R> {
         self.send(conn, self.welcome(&pid, others, resume, false));
         let info = self.peers[&pid].info(&pid);
         self.broadcast(&pid, ServerMessage::PeerJoined { peer: info });
+        if mode == RoomMode::Sfu {
+            self.outputs.push_back(Output::Media(MediaRequest::Join {
+                room: room.to_string(),
+                peer: pid,
+            }));
+        }
         Ok(())
     }
 
@@ -598,6 +664,18 @@ impl<R: RngCore> Rooms<R> {
             return Err((ErrorCode::BadMessage, "a peer cannot signal itself".into()));
         }
         let room = &self.peers[from].room;
+        if to.is_sfu() && self.mode(room) == RoomMode::Sfu {
+            // The media peer puts its candidates in its SDP and learns the page's from the
+            // page's connectivity checks: trickled candidates are not needed there.
+            if let Some(sdp) = sdp {
+                self.outputs.push_back(Output::Media(MediaRequest::Sdp {
+                    room: room.to_string(),
+                    peer: from.clone(),
+                    sdp,
+                }));
+            }
+            return Ok(());
+        }
         if self.peers.get(&to).is_none_or(|p| p.room != *room) {
             return Err((
                 ErrorCode::UnknownPeer,
@@ -723,11 +801,18 @@ impl<R: RngCore> Rooms<R> {
             return;
         };
         self.resume_index.remove(&peer.resume);
+        if self.mode(&peer.room) == RoomMode::Sfu {
+            self.outputs.push_back(Output::Media(MediaRequest::Leave {
+                room: peer.room.to_string(),
+                peer: pid.clone(),
+            }));
+        }
         if let Some(members) = self.rooms.get_mut(&peer.room) {
             members.retain(|m| m != pid);
             if members.is_empty() {
                 self.rooms.remove(&peer.room);
                 self.locked.remove(&peer.room);
+                self.modes.remove(&peer.room);
                 return;
             }
         }
@@ -785,7 +870,7 @@ impl<R: RngCore> Rooms<R> {
         resumed: bool,
     ) -> ServerMessage {
         ServerMessage::Welcome(Welcome {
-            v: PROTOCOL_VERSION,
+            v: self.peers[pid].v,
             id: pid.clone(),
             room: self.peers[pid].room.to_string(),
             peers,
@@ -794,8 +879,20 @@ impl<R: RngCore> Rooms<R> {
             resumed,
             permissions: self.peers[pid].permissions.clone(),
             locked: self.locked.contains(&self.peers[pid].room),
-            capacity: self.config.capacity,
+            capacity: self.capacity(self.mode(&self.peers[pid].room)),
+            mode: self.mode(&self.peers[pid].room),
         })
+    }
+
+    fn mode(&self, room: &RoomName) -> RoomMode {
+        self.modes.get(room).copied().unwrap_or_default()
+    }
+
+    fn capacity(&self, mode: RoomMode) -> usize {
+        match mode {
+            RoomMode::Mesh => self.config.capacity,
+            RoomMode::Sfu => self.config.sfu_capacity,
+        }
     }
 
     fn members<'a>(&'a self, room: &RoomName) -> impl Iterator<Item = (&'a PeerId, &'a Peer)> + 'a {
@@ -835,6 +932,7 @@ struct Join<'a> {
     state: MediaState,
     resume: Option<String>,
     token: Option<String>,
+    mode: Option<RoomMode>,
 }
 
 /// Refuses a state that claims a source the participant may not publish.

@@ -7,8 +7,22 @@ use std::fmt;
 pub use huddle_access::Source;
 use serde::{Deserialize, Serialize};
 
-/// The protocol version a client names in `join`; bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The newest protocol version, the one a client names in `join` to use SFU rooms; bumped on
+/// any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The oldest version still spoken: version 1 clients use mesh rooms as before.
+pub const OLDEST_PROTOCOL_VERSION: u32 = 1;
+
+/// How a room's media flows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomMode {
+    /// Every browser sends to every other (up to six).
+    #[default]
+    Mesh,
+    /// Every browser sends once to the server's media peer, which forwards to the others.
+    Sfu,
+}
 
 /// A participant's id within the server, random and opaque to clients.
 ///
@@ -17,6 +31,18 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct PeerId(pub String);
+
+impl PeerId {
+    /// The server's media peer, the other end of a page's connections in an SFU room. Never a
+    /// participant's id: those are eight characters.
+    pub fn sfu() -> Self {
+        PeerId("sfu".to_owned())
+    }
+
+    pub fn is_sfu(&self) -> bool {
+        self.0 == "sfu"
+    }
+}
 
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -72,6 +98,9 @@ pub enum ClientMessage {
         /// An access token (a LiveKit-compatible JWT), needed when the server has keys.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// (v2) The mode a room this join creates gets; a room that exists keeps its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<RoomMode>,
     },
     /// An SDP description or an ICE candidate for one peer of the same room.
     Signal {
@@ -244,6 +273,21 @@ pub struct Welcome {
     /// No one else may join (an admin locked the room).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub locked: bool,
+    /// How the room's media flows (v2; always `mesh` for a v1 client).
+    #[serde(default)]
+    pub mode: RoomMode,
+}
+
+/// What one sending line of the server's offer carries (SFU rooms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackLabel {
+    /// The line's `mid` (`RTCRtpTransceiver.mid`).
+    pub mid: String,
+    /// Whose track it is; absent for a WHIP publisher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerId>,
+    /// `audio` or `video`.
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,10 +329,12 @@ pub enum ErrorCode {
     Forbidden,
     /// An admin locked the room.
     RoomLocked,
+    /// The server's media peer could not take the page's SDP, or is not running.
+    MediaFailed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::BadJson,
         Self::UnknownType,
         Self::BadMessage,
@@ -305,6 +351,7 @@ impl ErrorCode {
         Self::Unauthorized,
         Self::Forbidden,
         Self::RoomLocked,
+        Self::MediaFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -325,6 +372,7 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::RoomLocked => "room-locked",
+            Self::MediaFailed => "media-failed",
         }
     }
 }
@@ -378,6 +426,20 @@ pub enum ServerMessage {
     /// An admin ended the room; the connection closes next.
     RoomEnded {
         by: PeerId,
+    },
+    /// (SFU rooms) What each line of the page's receiving connection carries now.
+    Tracks {
+        tracks: Vec<TrackLabel>,
+    },
+    /// (SFU rooms) Which simulcast layers of the page's track on line `mid` anyone receives:
+    /// the page may pause the others.
+    Layers {
+        mid: String,
+        active: Vec<bool>,
+    },
+    /// (SFU rooms) Who speaks, loudest first.
+    Speakers {
+        ids: Vec<PeerId>,
     },
 }
 
@@ -480,6 +542,7 @@ mod tests {
                     state,
                     resume,
                     token: None,
+                    mode: None,
                 }),
             (".{0,10}", ".{0,200}").prop_map(|(to, sdp)| ClientMessage::Signal {
                 to: PeerId(to),

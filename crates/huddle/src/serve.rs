@@ -55,9 +55,15 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_NO_TLS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     no_tls: Option<bool>,
 
-    /// Participants per room [default: 6].
+    /// Participants per mesh room [default: 6]. SFU rooms take 100.
     #[arg(long, env = "HUDDLE_ROOM_CAPACITY", value_name = "N")]
     room_capacity: Option<usize>,
+
+    /// How a new room's media flows when its first page does not say (`?mode=` on a room
+    /// link): `mesh`, every browser to every other (up to the room capacity), or `sfu`, through
+    /// the server's media peer (up to 100) [default: mesh].
+    #[arg(long, env = "HUDDLE_ROOM_MODE", value_name = "MODE", value_parser = ["mesh", "sfu"])]
+    room_mode: Option<String>,
 
     /// Messages per second a client may sustain before it is closed for flooding; bursts of
     /// four seconds' worth pass [default: 50].
@@ -183,6 +189,7 @@ impl ServeArgs {
             tls_key,
             no_tls,
             room_capacity,
+            room_mode,
             message_rate,
             ice_server,
             no_media,
@@ -244,6 +251,14 @@ impl ServeArgs {
             anyhow::ensure!(capacity >= 1, "--room-capacity must be at least 1");
             rooms.capacity = capacity;
         }
+        rooms.default_mode = match self.room_mode.as_deref() {
+            None | Some("mesh") => huddle_signal_proto::RoomMode::Mesh,
+            Some("sfu") if self.no_media.unwrap_or(false) => {
+                anyhow::bail!("--room-mode sfu needs the media peer, which --no-media turns off")
+            }
+            Some("sfu") => huddle_signal_proto::RoomMode::Sfu,
+            Some(other) => anyhow::bail!("--room-mode is mesh or sfu, not {other:?}"),
+        };
         if let Some(rate) = self.message_rate {
             anyhow::ensure!(rate >= 1, "--message-rate must be at least 1");
             rooms.rate_per_second = rate;

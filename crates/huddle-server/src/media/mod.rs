@@ -6,7 +6,10 @@
 //! run on a thread per transformed session, never on the engine's thread.
 
 pub(crate) mod routes;
+mod sfu;
 mod transcode;
+
+pub use sfu::SfuEvent;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -72,6 +75,9 @@ pub struct MediaStats {
     pub echo: usize,
     pub publish: usize,
     pub watch: usize,
+    /// SFU room pages' sending and receiving connections.
+    pub upstream: usize,
+    pub downstream: usize,
 }
 
 /// Requests from the HTTP handlers waiting for the media thread. A full queue answers 503
@@ -108,6 +114,10 @@ enum Command {
     },
     NeedKeyframe(SessionId),
     Stats(oneshot::Sender<MediaStats>),
+    /// A participant of an SFU room, from the room core.
+    Sfu(huddle_signal_proto::MediaRequest),
+    /// Where messages for SFU room pages go (the hub, which delivers them).
+    Hub(mpsc::Sender<SfuEvent>),
 }
 
 /// Handle to the media task. Cheap to clone.
@@ -235,6 +245,8 @@ impl Media {
                         requesters: HashMap::new(),
                         per_client: HashMap::new(),
                         max_per_client,
+                        participants: sfu::Participants::default(),
+                        hub: None,
                     };
                     runner.run(command_rx, result_rx, stop).await;
                 });
@@ -300,6 +312,16 @@ impl Media {
 
     /// Ends the media sessions of what an admin removed from `room` (best effort: a full queue
     /// drops the request, and the refused token cannot make new ones).
+    /// Hands the media thread a request of the room core about an SFU room's participant.
+    pub fn sfu(&self, request: huddle_signal_proto::MediaRequest) -> Result<(), MediaUnavailable> {
+        Ok(self.commands.try_send(Command::Sfu(request))?)
+    }
+
+    /// Tells the media thread where messages for SFU room pages go.
+    pub async fn connect_hub(&self, hub: mpsc::Sender<SfuEvent>) {
+        let _ = self.commands.send(Command::Hub(hub)).await;
+    }
+
     pub fn revoke(&self, room: String, revocation: huddle_signal_proto::Revocation) {
         let _ = self.commands.try_send(Command::Revoke { room, revocation });
     }
@@ -364,6 +386,10 @@ struct Runner {
     /// Per socket, datagrams its full send buffer did not take yet, in order; sent when it is
     /// writable again, while the loop goes on serving everything else.
     backlog: Vec<VecDeque<(Vec<u8>, SocketAddr)>>,
+    /// SFU room pages and their sessions.
+    participants: sfu::Participants,
+    /// Where messages for those pages go.
+    hub: Option<mpsc::Sender<SfuEvent>>,
 }
 
 /// Datagrams one socket may have waiting for room in its send buffer; past it the oldest are
@@ -566,11 +592,29 @@ impl Runner {
                         Some(SessionKind::Echo(_)) => stats.echo += 1,
                         Some(SessionKind::Publish { .. }) => stats.publish += 1,
                         Some(SessionKind::Watch { .. }) => stats.watch += 1,
+                        Some(SessionKind::Upstream { .. }) => stats.upstream += 1,
+                        Some(SessionKind::Downstream { .. }) => stats.downstream += 1,
                         None => {}
                     }
                 }
                 let _ = reply.send(stats);
             }
+            Command::Sfu(request) => {
+                let events = self.participants.request(&mut self.engine, request, now);
+                for e in events {
+                    self.tell_hub(e);
+                }
+            }
+            Command::Hub(tx) => self.hub = Some(tx),
+        }
+    }
+
+    /// Hands a message for a page to the hub. Never waits: a hub that far behind is
+    /// overwhelmed, and the page recovers by rejoining (its media connections fail).
+    fn tell_hub(&mut self, event: SfuEvent) {
+        let Some(hub) = &self.hub else { return };
+        if let Err(e) = hub.try_send(event) {
+            tracing::warn!(error = %e, "signaling hub behind; a message for a page was dropped");
         }
     }
 
@@ -585,7 +629,33 @@ impl Runner {
                 Output::Transcode(job) => self.transcoders.push(job),
                 Output::EncoderKeyframe(id) => self.transcoders.keyframe(id),
                 Output::EncoderBitrate { session, bps } => self.transcoders.bitrate(session, bps),
+                Output::Offer { session, sdp } => {
+                    if let Some(peer) = self.participants.peer(session).cloned() {
+                        self.tell_hub(sfu::offer(peer, sdp));
+                    }
+                }
+                Output::Tracks { session, tracks } => {
+                    if let Some(peer) = self.participants.peer(session).cloned() {
+                        self.tell_hub(sfu::tracks(peer, tracks));
+                    }
+                }
+                Output::Layers {
+                    session,
+                    mid,
+                    active,
+                } => {
+                    if let Some(peer) = self.participants.peer(session).cloned() {
+                        let msg = huddle_signal_proto::ServerMessage::Layers { mid, active };
+                        self.tell_hub(SfuEvent::ToPeer { peer, msg });
+                    }
+                }
+                Output::Speakers { room, peers } => {
+                    let ids = peers.into_iter().map(huddle_signal_proto::PeerId).collect();
+                    let msg = huddle_signal_proto::ServerMessage::Speakers { ids };
+                    self.tell_hub(SfuEvent::ToRoom { room, msg });
+                }
                 Output::Closed { session, reason } => {
+                    self.participants.closed(session);
                     self.transcoders.remove(session);
                     self.resources.retain(|_, s| *s != session);
                     if let Some(from) = self.requesters.remove(&session)

@@ -1,7 +1,7 @@
 //! The room core under simulated time: every input, limit and timer.
 
 use super::*;
-use crate::wire::ClientMessage;
+use crate::wire::{ClientMessage, SdpKind};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -78,6 +78,7 @@ fn join(room: &str, name: &str, resume: Option<String>) -> ClientMessage {
         state: MediaState::default(),
         resume,
         token: None,
+        mode: None,
     }
 }
 
@@ -591,6 +592,7 @@ mod access {
             state,
             resume: None,
             token,
+            mode: None,
         }
     }
 
@@ -963,4 +965,92 @@ mod access {
         let out = h.send(a, &ClientMessage::Remove { id: wb.id });
         assert_eq!(error_code(&out, a), Some(ErrorCode::Forbidden));
     }
+}
+
+fn join_v(v: u32, room: &str, name: &str, mode: Option<RoomMode>) -> ClientMessage {
+    ClientMessage::Join {
+        v,
+        room: room.into(),
+        name: name.into(),
+        state: MediaState::default(),
+        resume: None,
+        token: None,
+        mode,
+    }
+}
+
+fn media(out: &[Output]) -> Vec<MediaRequest> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Media(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_sfu_room_sends_its_members_sdp_to_the_media_peer_and_back() {
+    let mut h = Harness::new();
+    let a = h.connect();
+    let out = h.send(a, &join_v(2, "big", "Ada", Some(RoomMode::Sfu)));
+    let w = welcome_of(&out, a).unwrap();
+    assert_eq!((w.mode, w.capacity), (RoomMode::Sfu, 100));
+    let pa = w.id;
+    assert_eq!(
+        media(&out),
+        [MediaRequest::Join {
+            room: "big".into(),
+            peer: pa.clone()
+        }]
+    );
+    // The room keeps its mode whatever a later join asks; a v1 client cannot use it.
+    let b = h.connect();
+    let out = h.send(b, &join_v(2, "big", "Bob", Some(RoomMode::Mesh)));
+    assert_eq!(welcome_of(&out, b).unwrap().mode, RoomMode::Sfu);
+    let old = h.connect();
+    let out = h.send(old, &join_v(1, "big", "Old", None));
+    assert_eq!(error_code(&out, old), Some(ErrorCode::UnsupportedVersion));
+
+    // An offer to "sfu" goes to the media peer; a candidate is not needed there.
+    let out = h.send(a, &offer(&PeerId::sfu()));
+    assert!(matches!(
+        &media(&out)[..],
+        [MediaRequest::Sdp { peer, sdp, .. }] if *peer == pa && sdp.kind == SdpKind::Offer
+    ));
+    let candidate = ClientMessage::Signal {
+        to: PeerId::sfu(),
+        sdp: None,
+        candidate: Some(Default::default()),
+    };
+    let out = h.send(a, &candidate);
+    assert!(media(&out).is_empty() && error_code(&out, a).is_none());
+
+    // What the media peer says reaches the page; leaving ends its media.
+    h.rooms
+        .handle_media(&pa, ServerMessage::Tracks { tracks: vec![] });
+    assert_eq!(
+        sent_to(&h.drain(), a),
+        [ServerMessage::Tracks { tracks: vec![] }]
+    );
+    let out = h.send(a, &ClientMessage::Leave);
+    assert_eq!(
+        media(&out),
+        [MediaRequest::Leave {
+            room: "big".into(),
+            peer: pa
+        }]
+    );
+}
+
+#[test]
+fn mesh_rooms_have_no_media_peer() {
+    let mut h = Harness::new();
+    let (a, _) = h.join("small", "Ada");
+    let out = h.send(a, &offer(&PeerId::sfu()));
+    assert_eq!(error_code(&out, a), Some(ErrorCode::UnknownPeer));
+    assert!(media(&out).is_empty());
+    // v1 clients keep working in mesh rooms.
+    let old = h.connect();
+    let out = h.send(old, &join_v(1, "small", "Old", None));
+    assert_eq!(welcome_of(&out, old).unwrap().mode, RoomMode::Mesh);
 }
