@@ -1,7 +1,9 @@
-// Huddle's web client: lobby (preview, devices, name) and room (mesh call, chat, screen share).
+// Huddle's web client: lobby (preview, devices, name) and room (mesh or SFU call, chat, screen
+// share).
 
 import { Signaling } from './signaling.js';
 import { PeerLink } from './peer.js';
+import { SfuLink } from './sfu.js';
 import { rtcConfig as iceConfig } from './ice.js';
 import { tokenFromLink, readClaims, problemWith, describeRefusal, permissionsFromClaims } from './access.js';
 import { openCamera, openTrack, openScreen, listDevices, describeMediaError } from './media.js';
@@ -36,8 +38,12 @@ const me = {
 
 /** Remote participants: id -> { name, state, streams: Map<streamId, MediaStream> }. */
 const peers = new Map();
-/** id -> PeerLink */
+/** id -> PeerLink in a mesh room; in an SFU room the one SfuLink, under `sfu`. */
 const links = new Map();
+/** The room mode a room this page creates gets (`?mode=mesh|sfu`); the server's default if none. */
+const requestedMode = ['mesh', 'sfu'].includes(params.get('mode')) ? params.get('mode') : null;
+/** SFU rooms: which receiving line carries whose track (the server's `tracks`). */
+let sfuTracks = [];
 let signaling = null;
 let rtcConfig = { iceServers: [] };
 let unread = 0;
@@ -305,7 +311,9 @@ function join() {
   me.name = name;
   me.room = room.toLowerCase();
   localStorage.setItem('huddle.name', name);
-  if (location.pathname !== `/r/${me.room}`) history.replaceState(null, '', `/r/${encodeURIComponent(me.room)}`);
+  if (location.pathname !== `/r/${me.room}`) {
+    history.replaceState(null, '', `/r/${encodeURIComponent(me.room)}${location.search}${location.hash}`);
+  }
 
   showView('room');
   $('room-label').textContent = me.room;
@@ -333,7 +341,9 @@ function join() {
   signaling.addEventListener('removed', () => endedBy('You were removed from the room', 'A host of this room removed you.'));
   signaling.addEventListener('room-ended', () => endedBy('The meeting has ended', 'A host ended the room for everyone.'));
   signaling.addEventListener('room-locked', (e) => onLocked(e.detail));
-  signaling.join(me.room, name, mediaState(), invite);
+  signaling.addEventListener('tracks', (e) => onTracks(e.detail.tracks));
+  signaling.addEventListener('layers', (e) => links.get('sfu')?.setLayers(e.detail.mid, e.detail.active));
+  signaling.join(me.room, name, mediaState(), invite, requestedMode);
 }
 
 /** A host turned off one of our sources: stop sending it, and say so. */
@@ -387,13 +397,18 @@ function onWelcome(w) {
   renderLocal();
   document.querySelectorAll('.tile-remote').forEach((tile) => renderActions(tile));
   rtcConfig = iceConfig(w.ice_servers, params);
+  me.mode = w.mode || 'mesh';
   if (!w.resumed) {
     // A new session (first join, or the server forgot us): start every call afresh.
     for (const id of [...peers.keys()]) dropPeer(id);
+    links.get('sfu')?.close();
+    links.delete('sfu');
+    sfuTracks = [];
     for (const p of w.peers) {
       addPeer(p);
-      linkTo(p.id).start();
+      if (me.mode === 'mesh') linkTo(p.id).start();
     }
+    if (me.mode === 'sfu') sfuLink().start();
   } else {
     // Same id, same peers: the calls never stopped. Paths that broke meanwhile get an ICE restart.
     for (const link of links.values()) {
@@ -422,6 +437,51 @@ function linkTo(id) {
   return link;
 }
 
+/** The page's connections with the server's media peer (SFU rooms). */
+function sfuLink() {
+  let link = links.get('sfu');
+  if (link) return link;
+  link = new SfuLink({
+    rtcConfig,
+    signal: (payload) => signaling.send({ type: 'signal', to: 'sfu', ...payload }),
+    local: localView,
+  });
+  link.addEventListener('track', () => onTracks(sfuTracks));
+  link.addEventListener('state', (e) => {
+    for (const id of peers.keys()) {
+      const tile = document.querySelector(`.tile[data-key="${CSS.escape(id)}"]`);
+      if (tile) setTileConnection(tile, e.detail.state);
+    }
+  });
+  links.set('sfu', link);
+  return link;
+}
+
+/** Gives each participant the tracks the server's lines carry for them (SFU rooms). */
+function onTracks(tracks) {
+  sfuTracks = tracks;
+  const link = links.get('sfu');
+  if (!link) return;
+  const byPeer = new Map();
+  for (const { mid, peer, kind } of tracks) {
+    const track = link.track(mid);
+    if (!peer || !track || track.kind !== kind) continue;
+    if (!byPeer.has(peer)) byPeer.set(peer, []);
+    byPeer.get(peer).push(track);
+  }
+  for (const [id, peer] of peers) {
+    const wanted = byPeer.get(id) || [];
+    let stream = peer.streams.get('sfu');
+    const have = stream ? stream.getTracks() : [];
+    if (stream && have.length === wanted.length && wanted.every((t) => have.includes(t))) continue;
+    // A new stream object, so the tile's <video> takes the new set of tracks.
+    stream = new MediaStream(wanted);
+    peer.streams.set('sfu', stream);
+    for (const t of wanted) t.addEventListener('unmute', () => renderPeer(id));
+    renderPeer(id);
+  }
+}
+
 function addPeer(p) {
   if (!peers.has(p.id)) peers.set(p.id, { name: p.name, state: p.state, hidden: Boolean(p.hidden), streams: new Map() });
   if (p.hidden) {
@@ -431,7 +491,9 @@ function addPeer(p) {
   }
   const tile = ensureTile({ key: p.id, role: 'remote', peer: p.id, name: p.name });
   renderActions(tile);
-  setTileConnection(tile, links.get(p.id)?.pc.connectionState || 'new');
+  const link = me.mode === 'sfu' ? links.get('sfu')?.down : links.get(p.id)?.pc;
+  setTileConnection(tile, link?.connectionState || 'new');
+  if (me.mode === 'sfu') onTracks(sfuTracks);
   updatePeer(p);
   updateCount();
 }
@@ -539,6 +601,10 @@ function dropPeer(id) {
 }
 
 function onSignal({ from, sdp, candidate }) {
+  if (from === 'sfu') {
+    links.get('sfu')?.handleSignal({ sdp });
+    return;
+  }
   if (!peers.has(from)) return; // a stale signal from someone who already left
   linkTo(from).handleSignal({ sdp, candidate });
 }
@@ -574,6 +640,11 @@ function onServerError({ code, message }) {
     case 'server-shutdown':
       banner('The server is restarting — reconnecting…', 'warn');
       break;
+    case 'media-failed':
+      links.get('sfu')?.refused();
+      console.warn(`huddle: ${message}`);
+      banner(`The server could not take your audio or video: ${message}`, 'error', 8000);
+      break;
     default:
       console.warn(`huddle: server error ${code}: ${message}`);
       banner(`Server: ${message}`, 'error', 5000);
@@ -591,6 +662,8 @@ function leaveCall() {
   signaling?.leave();
   signaling = null;
   for (const id of [...peers.keys()]) dropPeer(id);
+  links.get('sfu')?.close();
+  links.delete('sfu');
   stopScreen();
 }
 

@@ -1,7 +1,7 @@
-// The signaling connection: one WebSocket to /ws, protocol v1 (docs/protocol.md).
+// The signaling connection: one WebSocket to /ws, protocol v2 (docs/protocol.md).
 // Reconnects with backoff and resumes the same peer id when the server still remembers it.
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 const PING_EVERY_MS = 5000;
 const PONG_TIMEOUT_MS = 12000;
@@ -23,9 +23,10 @@ export class Signaling extends EventTarget {
     this.retryTimer = null;
   }
 
-  /** Connects (and reconnects until `leave`) and joins `room`, with an access token if any. */
-  join(room, name, state, token = null) {
-    this.joinRequest = { room, name, state, token };
+  /** Connects (and reconnects until `leave`) and joins `room`, with an access token if any;
+   *  `mode` (`mesh` or `sfu`) is what a room this join creates becomes. */
+  join(room, name, state, token = null, mode = null) {
+    this.joinRequest = { room, name, state, token, mode };
     this.closedByUs = false;
     this.connect();
   }
@@ -73,10 +74,11 @@ export class Signaling extends EventTarget {
     ws.onopen = () => {
       opened = true;
       this.lastPong = performance.now();
-      const { room, name, state, token } = this.joinRequest;
+      const { room, name, state, token, mode } = this.joinRequest;
       const join = { type: 'join', v: PROTOCOL_VERSION, room, name, state };
       if (this.resumeToken) join.resume = this.resumeToken;
       if (token) join.token = token;
+      if (mode) join.mode = mode;
       ws.send(JSON.stringify(join));
       clearInterval(this.pinger);
       this.pinger = setInterval(() => this.keepalive(), PING_EVERY_MS);

@@ -183,10 +183,13 @@ export async function inbound(page, kind, field) {
   return page.evaluate(async ({ kind, field }) => {
     let total = 0;
     for (const link of window.huddle.links.values()) {
-      const stats = await link.pc.getStats();
-      stats.forEach((s) => {
-        if (s.type === 'inbound-rtp' && s.kind === kind) total += s[field] || 0;
-      });
+      // A mesh link has one connection; an SFU room's link two (it receives on `down`).
+      for (const pc of link.down ? [link.up, link.down] : [link.pc]) {
+        const stats = await pc.getStats();
+        stats.forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === kind) total += s[field] || 0;
+        });
+      }
     }
     return total;
   }, { kind, field });
