@@ -54,7 +54,8 @@ test('four pages in an SFU room each see and hear the other three through the se
 test('a latecomer is seen by those already in the room, by renegotiation', async () => {
   const a = await join('late', 'Early');
   const b = await join('late', 'Later');
-  await videoFlows(a, 'video[data-role="remote"]');
+  const seen = await videoFlows(a, 'video[data-role="remote"]');
+  console.log('remote video at', seen.w, 'x', seen.h);
   await videoFlows(b, 'video[data-role="remote"]');
   const c = await join('late', 'Last');
   const last = await c.evaluate(() => window.huddle.me.id);

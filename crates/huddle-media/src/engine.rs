@@ -398,6 +398,31 @@ impl Engine {
         Ok(answer)
     }
 
+    /// How the page of downstream `session` shows the track on its line `mid`: the layer it
+    /// receives follows (nothing while hidden). Unknown sessions and lines are ignored.
+    pub fn set_view(
+        &mut self,
+        session: SessionId,
+        mid: &str,
+        view: huddle_sfu::View,
+        now: Instant,
+    ) {
+        self.now = Some(now);
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let track = s.lines.iter().find_map(|l| match l.use_ {
+            LineUse::Carries(track) if l.mid.to_string() == mid => Some(track),
+            _ => None,
+        });
+        if let Some(track) = track {
+            self.sfu.set_view(session, track, view, now);
+            let mut work = VecDeque::new();
+            self.apply_sfu(&mut work);
+            self.drive_all(work, now);
+        }
+    }
+
     /// Takes a new session in: the SFU room it is a member of, its first drive.
     fn admit(&mut self, id: SessionId, session: Session, now: Instant) {
         if let Some(room) = session.kind.room() {
@@ -740,6 +765,19 @@ impl Engine {
                         });
                     }
                 }
+                huddle_sfu::Output::Bitrate {
+                    subscriber,
+                    minimum,
+                    desired,
+                } => {
+                    if let Some(s) = self.sessions.get_mut(&subscriber) {
+                        s.rtc.bwe().set_bitrate(
+                            str0m::bwe::Bitrate::bps(minimum),
+                            str0m::bwe::Bitrate::bps(desired),
+                        );
+                        work.push_back(subscriber);
+                    }
+                }
                 huddle_sfu::Output::Speakers { room, sessions } => {
                     let peers = sessions
                         .iter()
@@ -991,6 +1029,13 @@ impl Engine {
             bytes: data.data.len(),
             audio_level: data.ext_vals.audio_level.map(i8::unsigned_abs),
         };
+        // A keyframe says its picture size (VP8 in its header): tiles pick layers by it.
+        if frame.keyframe
+            && data.params.spec().codec == str0m::format::Codec::Vp8
+            && let Some((w, h)) = crate::vp8::keyframe_size(&data.data)
+        {
+            self.sfu.set_layer_size(track, layer, w, h, now);
+        }
         let freq = data.time.frequency();
         for target in self.sfu.route(track, frame, now) {
             let Some(sub) = self.sessions.get_mut(&target.subscriber) else {

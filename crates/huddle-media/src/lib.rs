@@ -15,13 +15,14 @@ mod offer_request;
 mod session;
 mod timers;
 pub mod transform;
+pub mod vp8;
 
 pub use engine::{
     AnswerError, CarriedTrack, Engine, EngineConfig, LocalAddr, MAX_MEDIA_SECTIONS, OfferError,
     Output, ReceiveError, TranscodeJob,
 };
-pub use huddle_sfu::MediaKind;
 pub use huddle_sfu::SessionId;
+pub use huddle_sfu::{MediaKind, View};
 pub use offer_request::{OfferRequest, OfferRequestError};
 pub use session::{CloseReason, SessionKind};
 pub use str0m::config::DtlsCert;

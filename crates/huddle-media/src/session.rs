@@ -131,6 +131,14 @@ impl SessionKind {
             config
                 .enable_h264(true)
                 .enable_bwe(Some(str0m::bwe::Bitrate::kbps(1_000)))
+        } else if self.server_offers() {
+            // A page's receiving connection: the SFU picks each track's layer from this
+            // estimate (TWCC), starting low so the first picture comes at once.
+            config
+                .enable_vp8(true)
+                .enable_h264(true)
+                .enable_vp9(true)
+                .enable_bwe(Some(str0m::bwe::Bitrate::kbps(INITIAL_ESTIMATE_KBPS)))
         } else {
             // Forwarded frames cannot adapt to an estimate: no BWE, so no pacer — packets go
             // out as they come, without a timer wake-up per packet.
@@ -138,6 +146,10 @@ impl SessionKind {
         }
     }
 }
+
+/// Where a page's receiving connection's estimate starts: the smallest layers of a few
+/// cameras, which the estimator then probes up from.
+const INITIAL_ESTIMATE_KBPS: u64 = 800;
 
 const STUN_MAX_RTO: Duration = Duration::from_millis(1000);
 const STUN_MAX_RETRANSMITS: usize = 5;

@@ -39,10 +39,10 @@ pub struct LayerRates {
 pub(crate) struct Wanted {
     pub view: View,
     pub rates: LayerRates,
-    /// Size of the top layer (0 unknown); each layer below is half as wide and high
-    /// (browsers' `scaleResolutionDownBy` 4, 2, 1).
-    pub width: u32,
-    pub height: u32,
+    /// Each layer's size as last seen in a keyframe, (0, 0) where unknown; a layer of unknown
+    /// size is taken as half as wide and high as the one above (browsers'
+    /// `scaleResolutionDownBy` 4, 2, 1).
+    pub sizes: [(u32, u32); MAX_LAYERS],
     /// Screen shares are placed before cameras.
     pub screen: bool,
 }
@@ -54,12 +54,27 @@ impl Wanted {
             return None;
         }
         let top = self.rates.layers - 1;
-        if self.view.width == 0 || self.width == 0 {
+        // The largest layer whose size is known anchors the guesses for the others.
+        let known = (0..=top)
+            .rev()
+            .find(|&l| self.sizes[usize::from(l)] != (0, 0));
+        let (Some(anchor), true) = (known, self.view.width > 0) else {
             return Some(Layer(top));
-        }
+        };
+        let size = |l: u8| match self.sizes[usize::from(l)] {
+            (0, 0) => {
+                let (w, h) = self.sizes[usize::from(anchor)];
+                let shift = |v: u32| match l.cmp(&anchor) {
+                    std::cmp::Ordering::Less => v >> (anchor - l),
+                    _ => v << (l - anchor).min(4),
+                };
+                (shift(w), shift(h))
+            }
+            known => known,
+        };
         let fits = (0..=top).find(|&l| {
-            let shift = u32::from(top - l);
-            (self.width >> shift) >= self.view.width && (self.height >> shift) >= self.view.height
+            let (w, h) = size(l);
+            w >= self.view.width && h >= self.view.height
         });
         Some(Layer(fits.unwrap_or(top)))
     }
@@ -68,18 +83,51 @@ impl Wanted {
 /// Bits per second kept for each audio track before any video is placed.
 pub(crate) const AUDIO_RESERVE_BPS: u64 = 48_000;
 
-/// The layer of each track in `tracks` (None: paused), for `estimate` bits per second of
-/// video and audio together (None: unknown, every tile gets the layer its size asks for).
+/// A subscriber's layers and what its link should carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Allocation {
+    /// The layer of each track (None: paused).
+    pub layers: Vec<Option<Layer>>,
+    /// Bits per second of everything chosen, and of everything at the layer its tile asks for:
+    /// the estimator keeps `used` plus the next upgrade flowing and probes towards `desired`.
+    pub used: u64,
+    pub next_upgrade: u64,
+    pub desired: u64,
+}
+
+/// The layer of each track in `tracks`, for `estimate` bits per second of video and audio
+/// together (None: unknown, every tile gets the layer its size asks for).
 pub(crate) fn allocate(
     tracks: &[Wanted],
     audio_tracks: usize,
     estimate: Option<u64>,
-) -> Vec<Option<Layer>> {
+) -> Allocation {
     let caps: Vec<Option<Layer>> = tracks.iter().map(Wanted::cap).collect();
-    let Some(estimate) = estimate else {
-        return caps;
+    let audio = AUDIO_RESERVE_BPS * audio_tracks as u64;
+    let cost =
+        |i: usize, l: Option<Layer>| l.map_or(0, |Layer(l)| tracks[i].rates.bps[usize::from(l)]);
+    let desired = audio + (0..tracks.len()).map(|i| cost(i, caps[i])).sum::<u64>();
+    let finish = |layers: Vec<Option<Layer>>| {
+        let used = audio + (0..tracks.len()).map(|i| cost(i, layers[i])).sum::<u64>();
+        let next_upgrade = (0..tracks.len())
+            .filter(|&i| layers[i] < caps[i])
+            .map(|i| match layers[i] {
+                None => cost(i, Some(Layer(0))),
+                Some(Layer(l)) => cost(i, Some(Layer(l + 1))) - cost(i, Some(Layer(l))),
+            })
+            .min()
+            .unwrap_or(0);
+        Allocation {
+            layers,
+            used,
+            next_upgrade,
+            desired,
+        }
     };
-    let mut budget = estimate.saturating_sub(AUDIO_RESERVE_BPS * audio_tracks as u64);
+    let Some(estimate) = estimate else {
+        return finish(caps.clone());
+    };
+    let mut budget = estimate.saturating_sub(audio);
     let mut chosen: Vec<Option<Layer>> = vec![None; tracks.len()];
     // Screen shares first, then in the order given (the host lists by subscription age).
     let mut order: Vec<usize> = (0..tracks.len()).collect();
@@ -111,5 +159,5 @@ pub(crate) fn allocate(
         budget -= r[usize::from(c) + 1].saturating_sub(r[usize::from(c)]);
         chosen[i] = Some(Layer(c + 1));
     }
-    chosen
+    finish(chosen)
 }

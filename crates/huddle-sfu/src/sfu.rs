@@ -90,6 +90,14 @@ pub enum Output {
         room: String,
         sessions: Vec<SessionId>,
     },
+    /// What `subscriber`'s link should carry: keep `minimum` bits per second flowing (what is
+    /// sent plus the next layer up, padded if need be) and probe towards `desired` (every tile
+    /// at the layer its size asks for) — str0m's `Bwe::set_bitrate`.
+    Bitrate {
+        subscriber: SessionId,
+        minimum: u64,
+        desired: u64,
+    },
 }
 
 /// A publisher is asked for a keyframe of one layer at most this often (mediasoup and
@@ -99,8 +107,9 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(250);
 /// The window over which a layer's bitrate is measured.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// A layer's cost until measured: the top at ~1.5 Mbit/s, each below about a third.
-const DEFAULT_BPS_FROM_TOP: [u64; MAX_LAYERS] = [1_500_000, 500_000, 150_000, 50_000];
+/// A layer's cost until measured (a second after it starts): low, so that a new track is
+/// never paused for a rate nobody has seen — the smallest at 150 kbit/s, each above about 3×.
+const DEFAULT_BPS: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000, 2_500_000];
 
 #[derive(Debug, Default)]
 struct Room {
@@ -116,6 +125,8 @@ struct Member {
     /// Ready to receive (its connection is up): frames and keyframe requests wait for it.
     ready: bool,
     estimate: Option<u64>,
+    /// The last `Bitrate` reported (minimum, desired).
+    bitrate: (u64, u64),
     published: Vec<TrackId>,
     /// In the order subscribed.
     subscriptions: Vec<Subscription>,
@@ -140,6 +151,8 @@ struct Track {
     last_keyframe_request: [Option<Instant>; MAX_LAYERS],
     /// Layers last reported as active (dynacast); all at first, as a page starts them.
     active: [bool; MAX_LAYERS],
+    /// Each layer's size as the host last saw it (0, 0 unknown).
+    sizes: [(u32, u32); MAX_LAYERS],
 }
 
 /// Bytes of one layer over the last window.
@@ -210,6 +223,7 @@ impl Sfu {
                 owner,
                 ready: false,
                 estimate: None,
+                bitrate: (0, 0),
                 published: Vec::new(),
                 subscriptions: Vec::new(),
             },
@@ -263,6 +277,10 @@ impl Sfu {
         info: TrackInfo,
         now: Instant,
     ) -> Option<TrackId> {
+        let info = TrackInfo {
+            layers: info.layers.clamp(1, MAX_LAYERS as u8),
+            ..info
+        };
         let m = self.members.get_mut(&publisher)?;
         let owner = m.owner;
         let id = TrackId(self.next_track);
@@ -291,6 +309,11 @@ impl Sfu {
                 rates: [Meter::default(); MAX_LAYERS],
                 last_keyframe_request: [None; MAX_LAYERS],
                 active: [true; MAX_LAYERS],
+                sizes: {
+                    let mut sizes = [(0, 0); MAX_LAYERS];
+                    sizes[usize::from(info.layers - 1)] = (info.width, info.height);
+                    sizes
+                },
             },
         );
         for s in others {
@@ -369,6 +392,30 @@ impl Sfu {
         {
             s.view = view;
             self.reallocate(subscriber, now);
+        }
+    }
+
+    /// The host saw the size of `layer` of `track` (in a keyframe): tiles pick layers by it.
+    pub fn set_layer_size(
+        &mut self,
+        track: TrackId,
+        layer: Layer,
+        width: u32,
+        height: u32,
+        now: Instant,
+    ) {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let Some(size) = t.sizes.get_mut(usize::from(layer.0)) else {
+            return;
+        };
+        if *size == (width, height) {
+            return;
+        }
+        *size = (width, height);
+        for s in t.subscribers.clone() {
+            self.reallocate(s, now);
         }
     }
 
@@ -536,18 +583,31 @@ impl Sfu {
                     wanted.push(Wanted {
                         view: s.view,
                         rates: rates(t),
-                        width: t.info.width,
-                        height: t.info.height,
+                        sizes: t.sizes,
                         screen: t.info.screen,
                     });
                 }
             }
         }
-        let chosen = allocate::allocate(&wanted, audio, m.estimate);
+        let allocation = allocate::allocate(&wanted, audio, m.estimate);
         let ready = m.ready;
         let mut changed = Vec::new();
         if let Some(m) = self.members.get_mut(&subscriber) {
-            for (track, layer) in video.iter().zip(chosen) {
+            let bitrate = (
+                allocation.used + allocation.next_upgrade,
+                allocation.desired,
+            );
+            // Small moves of the measured rates are not worth telling the estimator.
+            let moved = |a: u64, b: u64| a.abs_diff(b) * 10 > a.max(b);
+            if moved(bitrate.0, m.bitrate.0) || moved(bitrate.1, m.bitrate.1) {
+                m.bitrate = bitrate;
+                self.out.push_back(Output::Bitrate {
+                    subscriber,
+                    minimum: bitrate.0,
+                    desired: bitrate.1,
+                });
+            }
+            for (track, layer) in video.iter().zip(allocation.layers) {
                 if let Some(s) = m.subscriptions.iter_mut().find(|s| s.track == *track)
                     && s.fwd.target != layer
                 {
@@ -635,7 +695,7 @@ fn rates(t: &Track) -> LayerRates {
     let n = usize::from(t.info.layers);
     let mut bps = [0; MAX_LAYERS];
     for (l, b) in bps.iter_mut().enumerate().take(n) {
-        *b = t.rates[l].bps.unwrap_or(DEFAULT_BPS_FROM_TOP[n - 1 - l]);
+        *b = t.rates[l].bps.unwrap_or(DEFAULT_BPS[l]);
     }
     LayerRates {
         bps,

@@ -168,7 +168,18 @@ fn the_estimate_picks_the_layer_and_switches_wait_for_its_keyframe() {
     }
     c.sfu.set_estimate(rich, 5_000_000, c.now);
     c.sfu.set_estimate(poor, 300_000, c.now);
-    c.outputs();
+    // The poor link is asked to carry its layer and the next one up, and to probe for the top.
+    let bitrate = c.outputs().into_iter().rev().find_map(|o| match o {
+        Output::Bitrate {
+            subscriber,
+            minimum,
+            desired,
+        } if subscriber == poor => Some((minimum, desired)),
+        _ => None,
+    });
+    let (minimum, desired) = bitrate.expect("a bitrate for the poor link");
+    assert!((450_000..=520_000).contains(&minimum), "{minimum}");
+    assert!((1_400_000..=1_600_000).contains(&desired), "{desired}");
     assert_eq!(c.sfu.target_layer(rich, video), Some(Layer(2)));
     assert_eq!(c.sfu.target_layer(poor, video), Some(Layer(0)));
     let got = c.frames(video, 3, true);
@@ -252,6 +263,36 @@ fn tile_size_caps_the_layer_and_hidden_tiles_get_nothing() {
 }
 
 #[test]
+fn layer_sizes_seen_in_keyframes_guide_the_choice() {
+    let mut c = Call::new();
+    let a = c.member("r", 1);
+    let b = c.member("r", 2);
+    let video = c.sfu.publish(a, TrackInfo::video(3), c.now).unwrap();
+    let view = |width, height| View {
+        visible: true,
+        width,
+        height,
+    };
+    c.sfu.set_view(b, video, view(300, 170), c.now);
+    assert_eq!(
+        c.sfu.target_layer(b, video),
+        Some(Layer(2)),
+        "no size known: the top"
+    );
+    // The smallest layer is 320×180: the others are taken as 640×360 and 1280×720.
+    c.sfu.set_layer_size(video, Layer(0), 320, 180, c.now);
+    assert_eq!(c.sfu.target_layer(b, video), Some(Layer(0)));
+    c.sfu.set_view(b, video, view(600, 340), c.now);
+    assert_eq!(c.sfu.target_layer(b, video), Some(Layer(1)));
+    c.sfu.set_view(b, video, view(1920, 1080), c.now);
+    assert_eq!(
+        c.sfu.target_layer(b, video),
+        Some(Layer(2)),
+        "larger than any: the top"
+    );
+}
+
+#[test]
 fn screen_share_keeps_its_layer_when_the_link_is_short() {
     let mut c = Call::new();
     let a = c.member("r", 1);
@@ -262,13 +303,13 @@ fn screen_share_keeps_its_layer_when_the_link_is_short() {
         ..TrackInfo::video(1)
     };
     let share = c.sfu.publish(a, screen, c.now).unwrap();
-    // Defaults: the screen's single layer 1.5 Mbit/s, the camera's smallest 150 kbit/s.
-    c.sfu.set_estimate(b, 1_700_000, c.now);
+    // Unmeasured, each smallest layer counts as 150 kbit/s.
+    c.sfu.set_estimate(b, 400_000, c.now);
     assert_eq!(c.sfu.target_layer(b, share), Some(Layer(0)));
     assert_eq!(c.sfu.target_layer(b, camera), Some(Layer(0)));
-    c.sfu.set_estimate(b, 1_560_000, c.now);
+    c.sfu.set_estimate(b, 250_000, c.now);
     assert_eq!(c.sfu.target_layer(b, share), Some(Layer(0)));
-    assert_eq!(c.sfu.target_layer(b, camera), None);
+    assert_eq!(c.sfu.target_layer(b, camera), None, "the camera gives way");
 }
 
 #[test]

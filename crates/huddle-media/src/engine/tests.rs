@@ -42,8 +42,9 @@ struct Browser {
     messages: Vec<String>,
     /// Keyframe requests (PLI/FIR) the server sent this browser.
     keyframe_requests: usize,
-    /// Every frame received, by the line it came on.
+    /// Every frame received, by the line it came on, and its RTP time.
     frames: Vec<(Mid, Vec<u8>)>,
+    frame_times: Vec<(Mid, MediaTime)>,
     connected: bool,
     closed: bool,
 }
@@ -72,6 +73,7 @@ impl Browser {
             messages: Vec::new(),
             keyframe_requests: 0,
             frames: Vec::new(),
+            frame_times: Vec::new(),
             connected: false,
             closed: false,
         }
@@ -149,6 +151,7 @@ impl Browser {
                         };
                         self.received.push((kind, d.data.to_vec()));
                         self.frames.push((d.mid, d.data.to_vec()));
+                        self.frame_times.push((d.mid, d.time));
                     }
                     _ => {}
                 },
@@ -777,27 +780,32 @@ fn join_sfu(net: &mut Net, room: &str, peer: &str, up: &str, down: &str) -> SfuP
         up,
     );
     let up_browser = net.browsers.len() - 1;
-    let (downstream, offer) = net
-        .engine
-        .open_downstream(SessionKind::Downstream { room, peer }, net.now)
-        .unwrap();
-    let (mut b, answer) = Browser::answering(down, &offer, net.now);
-    net.engine
-        .accept_answer(downstream, &answer, net.now)
-        .unwrap();
-    net.pending.extend(b.drain());
-    net.browsers.push(b);
-    let down_browser = net.browsers.len() - 1;
-    net.downstreams.insert(downstream, down_browser);
-    net.run_until("the receiving connection", |n| {
-        n.browsers[down_browser].connected
-    });
+    let (downstream, down_browser) = watch_sfu(net, &room, &peer, down);
     SfuPage {
         upstream,
         downstream,
         up: up_browser,
         down: down_browser,
     }
+}
+
+/// A page's receiving connection in SFU room `room`, from `addr`: the session and browser.
+fn watch_sfu(net: &mut Net, room: &str, peer: &str, addr: &str) -> (SessionId, usize) {
+    let kind = SessionKind::Downstream {
+        room: room.to_owned(),
+        peer: peer.to_owned(),
+    };
+    let (downstream, offer) = net.engine.open_downstream(kind, net.now).unwrap();
+    let (mut b, answer) = Browser::answering(addr, &offer, net.now);
+    net.engine
+        .accept_answer(downstream, &answer, net.now)
+        .unwrap();
+    net.pending.extend(b.drain());
+    net.browsers.push(b);
+    let i = net.browsers.len() - 1;
+    net.downstreams.insert(downstream, i);
+    net.run_until("the receiving connection", |n| n.browsers[i].connected);
+    (downstream, i)
 }
 
 struct SfuPage {
@@ -909,4 +917,139 @@ fn an_sfu_room_sends_every_page_everyone_elses_tracks_and_renegotiates_for_latec
     net.step(&mut |_| None);
     assert_eq!(net.carried(&a), [("bob".into(), A), ("bob".into(), V)]);
     let _ = (a.upstream, b.upstream);
+}
+
+/// A VP8 frame of simulcast layer `layer` (0 = q at 320×180, 1 = h, 2 = f at 1280×720), a
+/// keyframe when `key`; its last byte says the layer, the one before the frame number.
+fn vp8_frame(layer: u8, i: u8, key: bool) -> Vec<u8> {
+    let (w, h) = (320u16 << layer, 180u16 << layer);
+    let mut f = vec![if key { 0x50 } else { 0x51 }, 0x42, 0x00, 0x9d, 0x01, 0x2a];
+    f.extend_from_slice(&w.to_le_bytes());
+    f.extend_from_slice(&h.to_le_bytes());
+    f.extend_from_slice(&[0; 20]);
+    f.extend_from_slice(&[i, layer]);
+    f
+}
+
+#[test]
+fn simulcast_layers_follow_each_tile_switch_at_keyframes_and_keep_time_continuous() {
+    use str0m::media::{Rid, Simulcast, SimulcastLayer};
+    let mut net = net();
+    // A page publishing VP8 in three layers, as Chromium does with `sendEncodings`.
+    let mut publisher = Browser::new("10.0.2.1:5000", false, net.now);
+    let mut change = publisher.rtc.sdp_api();
+    let mut layers = Simulcast::new();
+    for rid in ["q", "h", "f"] {
+        layers.add_send_layer(SimulcastLayer::new(rid));
+    }
+    let mid = change.add_media(
+        MediaKind::Video,
+        Direction::SendOnly,
+        None,
+        None,
+        Some(layers),
+    );
+    let (offer, pending) = change.apply().unwrap();
+    let kind = SessionKind::Upstream {
+        room: "r".into(),
+        peer: "pub".into(),
+    };
+    let (_, answer) = net
+        .engine
+        .accept(kind, &offer.to_sdp_string(), net.now)
+        .unwrap();
+    publisher.accept(pending, &answer);
+    publisher.video = Some(mid);
+    net.browsers.push(publisher);
+    net.run_until("the publisher", |n| n.browsers[0].connected);
+
+    let (big, big_b) = watch_sfu(&mut net, "r", "big", "10.0.2.2:5000");
+    let (small, small_b) = watch_sfu(&mut net, "r", "small", "10.0.2.3:5000");
+    let line = |n: &Net, s: SessionId| {
+        n.tracks[&s]
+            .iter()
+            .find(|t| t.peer.as_deref() == Some("pub"))
+            .map(|t| t.mid.clone())
+            .expect("a line for the publisher's video")
+    };
+    let small_line = line(&net, small);
+    let send = |net: &mut Net, i: u8| {
+        let key = i.is_multiple_of(30);
+        let now = net.now;
+        let time = MediaTime::from_90khz(3000 * u64::from(i) + 100_000);
+        let b = &mut net.browsers[0];
+        for (layer, rid) in ["q", "h", "f"].into_iter().enumerate() {
+            let w = b.rtc.writer(mid).unwrap();
+            let pt = w
+                .payload_params()
+                .find(|p| p.spec().codec == str0m::format::Codec::Vp8)
+                .unwrap()
+                .pt();
+            w.rid(Rid::from(rid))
+                .write(pt, now, time, vp8_frame(layer as u8, i, key))
+                .unwrap();
+        }
+        // 30 frames a second.
+        while net.now < now + Duration::from_millis(33) {
+            net.step(&mut |_| None);
+        }
+    };
+    let layers_at = |n: &Net, b: usize| -> Vec<u8> {
+        n.browsers[b]
+            .frames
+            .iter()
+            .filter_map(|(_, d)| d.last().copied())
+            .collect()
+    };
+    // Until the layers' rates are measured (a second) the estimate may hold a page to a
+    // middle layer; then every layer fits these links, and a tile of unknown size gets the top.
+    for i in 0..120 {
+        send(&mut net, i);
+    }
+    for b in [big_b, small_b] {
+        let got = layers_at(&net, b);
+        assert_eq!(got.last(), Some(&2), "the top layer: {got:?}");
+    }
+
+    // The small page shows the tile at 320×180: it moves to layer q at q's next keyframe, not
+    // before, and its RTP time goes on without a jump.
+    let now = net.now;
+    net.engine.set_view(
+        small,
+        &small_line,
+        huddle_sfu::View {
+            visible: true,
+            width: 320,
+            height: 180,
+        },
+        now,
+    );
+    let before = net.browsers[small_b].frames.len();
+    let big_before = net.browsers[big_b].frames.len();
+    for i in 120..180 {
+        send(&mut net, i);
+    }
+    // Layer f until q's keyframe (frame 150), then q only.
+    let after: Vec<u8> = layers_at(&net, small_b)[before..].to_vec();
+    let switch = after.iter().position(|l| *l == 0).expect("a switch to q");
+    assert!(after[..switch].iter().all(|l| *l == 2), "{after:?}");
+    assert!(after[switch..].iter().all(|l| *l == 0), "{after:?}");
+    let frame_of = |k: usize| net.browsers[small_b].frames[before + k].1[26];
+    assert_eq!(frame_of(switch) % 30, 0, "the switch is at a keyframe");
+    assert!(
+        layers_at(&net, big_b)[big_before..].iter().all(|l| *l == 2),
+        "the other page keeps the top"
+    );
+    let times: Vec<u64> = net.browsers[small_b]
+        .frame_times
+        .iter()
+        .map(|(_, t)| t.rebase(str0m::media::Frequency::NINETY_KHZ).numer())
+        .collect();
+    for pair in times.windows(2) {
+        assert!(
+            pair[1] > pair[0] && pair[1] - pair[0] <= 6_000,
+            "RTP time continuous: {pair:?} in {times:?}"
+        );
+    }
+    let _ = big;
 }
