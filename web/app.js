@@ -408,7 +408,13 @@ function onWelcome(w) {
       addPeer(p);
       if (me.mode === 'mesh') linkTo(p.id).start();
     }
-    if (me.mode === 'sfu') sfuLink().start();
+    if (me.mode === 'sfu') {
+      // Sent once, in three layers of which each viewer gets one: the top can be 720p (a mesh
+      // encodes once per peer, so it captures at 360p).
+      me.video?.applyConstraints({ width: { ideal: 1280 }, height: { ideal: 720 } }).catch(() => {});
+      sfuLink().start();
+      lastView = '';
+    }
   } else {
     // Same id, same peers: the calls never stopped. Paths that broke meanwhile get an ICE restart.
     for (const link of links.values()) {
@@ -457,6 +463,35 @@ function sfuLink() {
   return link;
 }
 
+/** SFU rooms: tells the server how each remote tile shows (its size in device pixels, and
+ *  whether it is on screen at all), so it sends the layer that fills the tile and nothing to
+ *  a hidden one. Debounced; sent only when something changed. */
+let viewTimer = null;
+let lastView = '';
+function reportViews() {
+  clearTimeout(viewTimer);
+  viewTimer = setTimeout(() => {
+    const link = links.get('sfu');
+    if (!link || !signaling) return;
+    const tiles = [];
+    for (const video of document.querySelectorAll('video[data-role="remote"], video[data-role="screen"]')) {
+      const track = video.srcObject?.getVideoTracks?.()[0];
+      const mid = track && link.midOf(track);
+      if (!mid) continue;
+      const r = video.getBoundingClientRect();
+      const visible = !document.hidden && r.width > 0 && r.bottom > 0 && r.top < innerHeight
+        && r.right > 0 && r.left < innerWidth;
+      const px = (v) => Math.round(v * devicePixelRatio);
+      tiles.push({ mid, visible, width: px(r.width), height: px(r.height) });
+    }
+    const text = JSON.stringify(tiles);
+    if (text === lastView) return;
+    lastView = text;
+    window.huddle.view = tiles;
+    signaling.send({ type: 'view', tiles });
+  }, 300);
+}
+
 /** Gives each participant the tracks the server's lines carry for them (SFU rooms). */
 function onTracks(tracks) {
   sfuTracks = tracks;
@@ -480,6 +515,7 @@ function onTracks(tracks) {
     for (const t of wanted) t.addEventListener('unmute', () => renderPeer(id));
     renderPeer(id);
   }
+  reportViews();
 }
 
 function addPeer(p) {
@@ -676,6 +712,11 @@ function leave() {
 // ---------------------------------------------------------------- wiring
 
 function wire() {
+  // SFU rooms: a tile that changes size, scrolls away or hides with the tab changes its layer.
+  new ResizeObserver(() => { if (me.mode === 'sfu') reportViews(); }).observe($('grid'));
+  for (const [target, event] of [[window, 'resize'], [document, 'visibilitychange'], [$('grid'), 'scroll']]) {
+    target.addEventListener(event, () => { if (me.mode === 'sfu') reportViews(); });
+  }
   $('join-form').addEventListener('submit', (e) => {
     e.preventDefault();
     join();

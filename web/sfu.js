@@ -100,6 +100,11 @@ export class SfuLink extends EventTarget {
     this.awaitingAnswer?.();
   }
 
+  /** The receiving line that carries `track`, if any. */
+  midOf(track) {
+    return this.down.getTransceivers().find((t) => t.receiver.track === track)?.mid || null;
+  }
+
   /** The receiving line `mid`'s current track, if it has come. */
   track(mid) {
     return this.down.getTransceivers().find((t) => t.mid === mid)?.receiver.track;

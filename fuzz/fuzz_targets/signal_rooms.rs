@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use huddle_signal_proto::{CloseKind, ConnId, Config, Output, Rooms};
+use huddle_signal_proto::{CloseKind, Config, ConnId, Output, Rooms};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
@@ -23,7 +23,10 @@ enum Op {
 
 fuzz_target!(|ops: Vec<Op>| {
     let mut now = Instant::now();
-    let config = Config { capacity: 3, ..Config::default() };
+    let config = Config {
+        capacity: 3,
+        ..Config::default()
+    };
     let mut rooms = Rooms::new(config, StdRng::seed_from_u64(0), now, 1_800_000_000);
     let mut ids: Vec<Option<String>> = vec![None; 8];
     let mut tokens: Vec<Option<String>> = vec![None; 8];
@@ -36,19 +39,27 @@ fuzz_target!(|ops: Vec<Op>| {
                 let msg = format!(
                     r#"{{"type":"join","v":1,"room":"r{}","name":"n{c}"{}}}"#,
                     room % 3,
-                    token.map(|t| format!(r#","resume":"{t}""#)).unwrap_or_default()
+                    token
+                        .map(|t| format!(r#","resume":"{t}""#))
+                        .unwrap_or_default()
                 );
                 rooms.handle_text(ConnId(c as u64), &msg, now);
             }
             Op::Text { conn, text } => rooms.handle_text(ConnId(u64::from(conn % 8)), &text, now),
             Op::Signal { conn, to_conn } => {
                 if let Some(to) = &ids[usize::from(to_conn % 8)] {
-                    let msg = format!(r#"{{"type":"signal","to":"{to}","candidate":{{"candidate":""}}}}"#);
+                    let msg = format!(
+                        r#"{{"type":"signal","to":"{to}","candidate":{{"candidate":""}}}}"#
+                    );
                     rooms.handle_text(ConnId(u64::from(conn % 8)), &msg, now);
                 }
             }
             Op::Close { conn, clean } => {
-                let kind = if clean { CloseKind::Clean } else { CloseKind::Abrupt };
+                let kind = if clean {
+                    CloseKind::Clean
+                } else {
+                    CloseKind::Abrupt
+                };
                 rooms.handle_close(ConnId(u64::from(conn % 8)), kind, now);
             }
             Op::Pong(c) => rooms.handle_frame(ConnId(u64::from(c % 8)), now),
@@ -58,7 +69,11 @@ fuzz_target!(|ops: Vec<Op>| {
             }
         }
         while let Some(out) = rooms.poll_output() {
-            if let Output::Send { conn, msg: huddle_signal_proto::ServerMessage::Welcome(w) } = out {
+            if let Output::Send {
+                conn,
+                msg: huddle_signal_proto::ServerMessage::Welcome(w),
+            } = out
+            {
                 let c = conn.0 as usize % 8;
                 ids[c] = Some(w.id.0.clone());
                 tokens[c] = Some(w.resume.clone());

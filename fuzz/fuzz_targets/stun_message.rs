@@ -5,12 +5,18 @@ use huddle_turn_proto::stun::{AttrType, ErrorCode, Message};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(msg) = Message::parse(data) else { return };
+    let Ok(msg) = Message::parse(data) else {
+        return;
+    };
     let _ = (msg.class(), msg.method(), msg.transaction_id());
     for (ty, value) in msg.attributes() {
         let _ = (ty.comprehension_required(), value.len());
     }
-    for ty in [AttrType::XOR_PEER_ADDRESS, AttrType::XOR_MAPPED_ADDRESS, AttrType::XOR_RELAYED_ADDRESS] {
+    for ty in [
+        AttrType::XOR_PEER_ADDRESS,
+        AttrType::XOR_MAPPED_ADDRESS,
+        AttrType::XOR_RELAYED_ADDRESS,
+    ] {
         let _ = msg.get_xor_address(ty);
     }
     let _ = msg.get_u32(AttrType::LIFETIME);

@@ -18,19 +18,51 @@ use rand::rngs::StdRng;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Raw { client: u8, data: Vec<u8> },
-    Signed { client: u8, method: u8, lifetime: Option<u32>, peer: Option<(u8, u16)>, channel: Option<u16>, extra: Vec<(u16, Vec<u8>)> },
-    ChannelData { client: u8, channel: u16, payload: Vec<u8> },
-    Send { client: u8, peer: (u8, u16), payload: Vec<u8> },
-    FromPeer { relay: u8, peer: (u8, u16), payload: Vec<u8> },
-    BindFails { port_taken: bool },
-    Closed { client: u8 },
-    Advance { secs: u16 },
+    Raw {
+        client: u8,
+        data: Vec<u8>,
+    },
+    Signed {
+        client: u8,
+        method: u8,
+        lifetime: Option<u32>,
+        peer: Option<(u8, u16)>,
+        channel: Option<u16>,
+        extra: Vec<(u16, Vec<u8>)>,
+    },
+    ChannelData {
+        client: u8,
+        channel: u16,
+        payload: Vec<u8>,
+    },
+    Send {
+        client: u8,
+        peer: (u8, u16),
+        payload: Vec<u8>,
+    },
+    FromPeer {
+        relay: u8,
+        peer: (u8, u16),
+        payload: Vec<u8>,
+    },
+    BindFails {
+        port_taken: bool,
+    },
+    Closed {
+        client: u8,
+    },
+    Advance {
+        secs: u16,
+    },
 }
 
 fn client(i: u8) -> FiveTuple {
     FiveTuple {
-        transport: if i % 3 == 0 { Transport::Tcp } else { Transport::Udp },
+        transport: if i % 3 == 0 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        },
         client: SocketAddr::from(([203, 0, 113, i % 4], 40000 + u16::from(i % 4))),
         server: SocketAddr::from(([192, 0, 2, 1], 3478)),
     }
@@ -38,17 +70,27 @@ fn client(i: u8) -> FiveTuple {
 
 fn peer((ip, port): (u8, u16)) -> SocketAddr {
     // Mostly public peers, some of our own relay address.
-    if ip % 5 == 0 { SocketAddr::from(([192, 0, 2, 1], 50000 + port % 8)) } else { SocketAddr::from(([198, 51, 100, ip], port)) }
+    if ip % 5 == 0 {
+        SocketAddr::from(([192, 0, 2, 1], 50000 + port % 8))
+    } else {
+        SocketAddr::from(([198, 51, 100, ip], port))
+    }
 }
 
 fuzz_target!(|ops: Vec<Op>| {
     let mut config = Config {
-        relay_v4: Some(RelayAddr { bind: "192.0.2.1".parse().unwrap(), advertised: "192.0.2.1".parse().unwrap() }),
+        relay_v4: Some(RelayAddr {
+            bind: "192.0.2.1".parse().unwrap(),
+            advertised: "192.0.2.1".parse().unwrap(),
+        }),
         relay_ports: 50000..=50007,
         max_bps: Some(100_000),
         ..Config::default()
     };
-    config.credentials.users.insert("u".into(), Secret::Password("p".into()));
+    config
+        .credentials
+        .users
+        .insert("u".into(), Secret::Password("p".into()));
     let key = long_term_key("u", "huddle", "p");
     let mut now = Instant::now();
     let mut server = Server::new(config, StdRng::seed_from_u64(0), now, 1_700_000_000);
@@ -64,11 +106,24 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Raw { client: c, data } => {
                 let _ = server.handle_client(client(c), &data, now);
             }
-            Op::Signed { client: c, method, lifetime, peer: p, channel, extra } => {
+            Op::Signed {
+                client: c,
+                method,
+                lifetime,
+                peer: p,
+                channel,
+                extra,
+            } => {
                 txid += 1;
                 let mut id = [0u8; 12];
                 id[..8].copy_from_slice(&txid.to_be_bytes());
-                let method = [Method::ALLOCATE, Method::REFRESH, Method::CREATE_PERMISSION, Method::CHANNEL_BIND, Method::BINDING][usize::from(method % 5)];
+                let method = [
+                    Method::ALLOCATE,
+                    Method::REFRESH,
+                    Method::CREATE_PERMISSION,
+                    Method::CHANNEL_BIND,
+                    Method::BINDING,
+                ][usize::from(method % 5)];
                 let mut buf = Vec::new();
                 let mut w = MessageWriter::new(&mut buf, Class::Request, method, id);
                 if method == Method::ALLOCATE {
@@ -87,24 +142,38 @@ fuzz_target!(|ops: Vec<Op>| {
                     w.attr(AttrType(t), &v[..v.len().min(64)]);
                 }
                 if let Some(n) = &nonce {
-                    w.attr(AttrType::USERNAME, b"u").attr(AttrType::REALM, b"huddle").attr(AttrType::NONCE, n.as_bytes());
+                    w.attr(AttrType::USERNAME, b"u")
+                        .attr(AttrType::REALM, b"huddle")
+                        .attr(AttrType::NONCE, n.as_bytes());
                     w.integrity(IntegrityAlg::Sha1, &key);
                 }
                 let _ = server.handle_client(client(c), &buf, now);
             }
-            Op::ChannelData { client: c, channel, payload } => {
+            Op::ChannelData {
+                client: c,
+                channel,
+                payload,
+            } => {
                 let mut d = channel_data::header(channel, payload.len()).to_vec();
                 d.extend_from_slice(&payload);
                 let _ = server.handle_client(client(c), &d, now);
             }
-            Op::Send { client: c, peer: p, payload } => {
+            Op::Send {
+                client: c,
+                peer: p,
+                payload,
+            } => {
                 let mut buf = Vec::new();
                 MessageWriter::new(&mut buf, Class::Indication, Method::SEND, [7; 12])
                     .xor_address(AttrType::XOR_PEER_ADDRESS, peer(p))
                     .attr(AttrType::DATA, &payload);
                 let _ = server.handle_client(client(c), &buf, now);
             }
-            Op::FromPeer { relay, peer: p, payload } => {
+            Op::FromPeer {
+                relay,
+                peer: p,
+                payload,
+            } => {
                 if let Some(r) = relays.get(usize::from(relay) % relays.len().max(1)) {
                     let _ = server.handle_peer(*r, peer(p), &payload, now);
                 }
@@ -142,7 +211,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 Output::Allocation(AllocationEvent::Ended { .. }) => logged -= 1,
             }
         }
-        assert!(server.allocation_count() <= 8, "more allocations than relay ports");
+        assert!(
+            server.allocation_count() <= 8,
+            "more allocations than relay ports"
+        );
         assert_eq!(
             logged,
             server.allocation_count() as i64,

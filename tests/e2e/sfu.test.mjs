@@ -64,3 +64,25 @@ test('a latecomer is seen by those already in the room, by renegotiation', async
   }
   for (const p of [a, b, c]) await p.context().close();
 });
+
+test('a tile off the screen gets no video, and gets it back when shown', async () => {
+  const a = await join('hide', 'Shown');
+  const b = await join('hide', 'Watcher');
+  await videoFlows(b, 'video[data-role="remote"]');
+  // Out of sight: the page says so and the server stops sending it video.
+  await b.evaluate(() => { document.querySelector('#grid').style.display = 'none'; });
+  await sleep(1500);
+  const paused = await inbound(b, 'video', 'framesDecoded');
+  await sleep(1500);
+  assert.equal(await inbound(b, 'video', 'framesDecoded'), paused, 'no frames while hidden');
+  assert.ok(await inbound(b, 'audio', 'packetsReceived') > 0, 'audio goes on');
+  await b.evaluate(() => { document.querySelector('#grid').style.display = ''; });
+  await waitInPage(b, () => true, null);
+  const t0 = Date.now();
+  for (;;) {
+    if (await inbound(b, 'video', 'framesDecoded') > paused + 5) break;
+    assert.ok(Date.now() - t0 < 5000, 'video back within 5 s');
+    await sleep(100);
+  }
+  for (const p of [a, b]) await p.context().close();
+});

@@ -364,7 +364,7 @@ fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, effe
                         MediaRequest::Join { peer, .. } | MediaRequest::Sdp { peer, .. } => {
                             Some(peer.clone())
                         }
-                        MediaRequest::Leave { .. } => None,
+                        MediaRequest::Leave { .. } | MediaRequest::View { .. } => None,
                     };
                     let refused = match &effects.media {
                         Some(media) => media.sfu(request).err().map(|e| e.to_string()),

@@ -43,6 +43,9 @@ pub(crate) struct Wanted {
     /// size is taken as half as wide and high as the one above (browsers'
     /// `scaleResolutionDownBy` 4, 2, 1).
     pub sizes: [(u32, u32); MAX_LAYERS],
+    /// Layers that may be chosen: a layer the publisher was asked for and did not send (an
+    /// encoder that drops its top layer for a small camera or a busy CPU) is not, for a while.
+    pub usable: [bool; MAX_LAYERS],
     /// Screen shares are placed before cameras.
     pub screen: bool,
 }
@@ -59,7 +62,7 @@ impl Wanted {
             .rev()
             .find(|&l| self.sizes[usize::from(l)] != (0, 0));
         let (Some(anchor), true) = (known, self.view.width > 0) else {
-            return Some(Layer(top));
+            return Some(self.nearest_usable(Layer(top)));
         };
         let size = |l: u8| match self.sizes[usize::from(l)] {
             (0, 0) => {
@@ -76,7 +79,31 @@ impl Wanted {
             let (w, h) = size(l);
             w >= self.view.width && h >= self.view.height
         });
-        Some(Layer(fits.unwrap_or(top)))
+        Some(self.nearest_usable(Layer(fits.unwrap_or(top))))
+    }
+
+    /// `want`, or the largest usable layer below it, or the smallest above; `want` itself if
+    /// none is usable (nothing better to wait for).
+    fn nearest_usable(&self, want: Layer) -> Layer {
+        let top = self.rates.layers.saturating_sub(1);
+        let usable = |l: &u8| self.usable[usize::from(*l)];
+        (0..=want.0)
+            .rev()
+            .find(usable)
+            .or_else(|| (want.0..=top).find(usable))
+            .map_or(want, Layer)
+    }
+
+    /// The smallest usable layer (where a paused track starts).
+    fn lowest(&self) -> Layer {
+        self.nearest_usable(Layer(0))
+    }
+
+    /// The next usable layer above `c`, up to `cap`.
+    fn above(&self, c: Layer, cap: Layer) -> Option<Layer> {
+        (c.0 + 1..=cap.0)
+            .find(|l| self.usable[usize::from(*l)])
+            .map(Layer)
     }
 }
 
@@ -113,7 +140,9 @@ pub(crate) fn allocate(
             .filter(|&i| layers[i] < caps[i])
             .map(|i| match layers[i] {
                 None => cost(i, Some(Layer(0))),
-                Some(Layer(l)) => cost(i, Some(Layer(l + 1))) - cost(i, Some(Layer(l))),
+                Some(Layer(l)) => {
+                    cost(i, Some(Layer(l + 1))).saturating_sub(cost(i, Some(Layer(l))))
+                }
             })
             .min()
             .unwrap_or(0);
@@ -133,31 +162,35 @@ pub(crate) fn allocate(
     let mut order: Vec<usize> = (0..tracks.len()).collect();
     order.sort_by_key(|&i| !tracks[i].screen);
     for &i in &order {
-        let cost = tracks[i].rates.bps[0];
-        if caps[i].is_some() && cost <= budget {
-            chosen[i] = Some(Layer(0));
+        let Some(cap) = caps[i] else { continue };
+        let lowest = tracks[i].lowest().min(cap);
+        let cost = tracks[i].rates.bps[usize::from(lowest.0)];
+        if cost <= budget {
+            chosen[i] = Some(lowest);
             budget -= cost;
         }
     }
     // Upgrades one layer at a time: the highest priority, then the lowest layer, first.
+    let step = |i: usize, c: Layer| -> Option<(Layer, u64)> {
+        let next = tracks[i].above(c, caps[i]?)?;
+        let r = &tracks[i].rates.bps;
+        Some((
+            next,
+            r[usize::from(next.0)].saturating_sub(r[usize::from(c.0)]),
+        ))
+    };
     loop {
         let next = order
             .iter()
             .copied()
-            .filter(|&i| matches!((chosen[i], caps[i]), (Some(c), Some(cap)) if c < cap))
-            .filter(|&i| {
-                let Some(Layer(c)) = chosen[i] else {
-                    return false;
-                };
-                let r = &tracks[i].rates.bps;
-                r[usize::from(c) + 1].saturating_sub(r[usize::from(c)]) <= budget
+            .filter_map(|i| {
+                let (to, cost) = step(i, chosen[i]?)?;
+                (cost <= budget).then_some((i, to, cost))
             })
-            .min_by_key(|&i| (!tracks[i].screen, chosen[i]));
-        let Some(i) = next else { break };
-        let Some(Layer(c)) = chosen[i] else { break };
-        let r = &tracks[i].rates.bps;
-        budget -= r[usize::from(c) + 1].saturating_sub(r[usize::from(c)]);
-        chosen[i] = Some(Layer(c + 1));
+            .min_by_key(|&(i, _, _)| (!tracks[i].screen, chosen[i]));
+        let Some((i, to, cost)) = next else { break };
+        budget -= cost;
+        chosen[i] = Some(to);
     }
     finish(chosen)
 }

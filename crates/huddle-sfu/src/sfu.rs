@@ -105,6 +105,10 @@ pub enum Output {
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// How often layer choice and keyframe requests are revisited without any input.
 const TICK: Duration = Duration::from_millis(250);
+/// A layer asked for that sends nothing this long is taken as stopped by its encoder...
+const LAYER_STALL: Duration = Duration::from_secs(1);
+/// ...and is tried again after this long.
+const LAYER_RETRY: Duration = Duration::from_secs(10);
 /// The window over which a layer's bitrate is measured.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// A layer's cost until measured (a second after it starts): low, so that a new track is
@@ -153,6 +157,11 @@ struct Track {
     active: [bool; MAX_LAYERS],
     /// Each layer's size as the host last saw it (0, 0 unknown).
     sizes: [(u32, u32); MAX_LAYERS],
+    /// Per layer: its last frame, since when it is asked for, and since when it is taken as
+    /// stopped (asked for, nothing sent).
+    last_frame: [Option<Instant>; MAX_LAYERS],
+    asked_since: [Option<Instant>; MAX_LAYERS],
+    stalled: [Option<Instant>; MAX_LAYERS],
 }
 
 /// Bytes of one layer over the last window.
@@ -251,7 +260,7 @@ impl Sfu {
                 subscriber: session,
                 track: s.track,
             });
-            self.update_layers(s.track);
+            self.update_layers(s.track, now);
         }
         if let Some(r) = self.rooms.get_mut(&m.room) {
             r.members.retain(|x| *x != session);
@@ -314,13 +323,16 @@ impl Sfu {
                     sizes[usize::from(info.layers - 1)] = (info.width, info.height);
                     sizes
                 },
+                last_frame: [None; MAX_LAYERS],
+                asked_since: [Some(now); MAX_LAYERS],
+                stalled: [None; MAX_LAYERS],
             },
         );
         for s in others {
             self.subscribe(s, id);
             self.reallocate(s, now);
         }
-        self.update_layers(id);
+        self.update_layers(id, now);
         Some(id)
     }
 
@@ -440,6 +452,8 @@ impl Sfu {
             return &self.targets;
         }
         t.rates[l].add(frame.bytes, now);
+        t.last_frame[l] = Some(now);
+        t.stalled[l] = None;
         if t.info.kind == MediaKind::Audio {
             let Some(r) = self.rooms.get_mut(&t.room) else {
                 return &self.targets;
@@ -487,6 +501,9 @@ impl Sfu {
             return;
         }
         self.next_tick = (!self.members.is_empty()).then_some(now + TICK);
+        for t in self.tracks.values_mut() {
+            t.check_layers(now);
+        }
         let sessions: Vec<SessionId> = self.members.keys().copied().collect();
         for s in sessions {
             self.reallocate(s, now);
@@ -584,6 +601,7 @@ impl Sfu {
                         view: s.view,
                         rates: rates(t),
                         sizes: t.sizes,
+                        usable: t.stalled.map(|s| s.is_none()),
                         screen: t.info.screen,
                     });
                 }
@@ -617,7 +635,7 @@ impl Sfu {
             }
         }
         for track in changed {
-            self.update_layers(track);
+            self.update_layers(track, now);
         }
         if ready {
             self.request_pending_keyframes(subscriber, now);
@@ -660,7 +678,7 @@ impl Sfu {
     }
 
     /// Reports the layers of `track` that some subscriber receives or waits for.
-    fn update_layers(&mut self, track: TrackId) {
+    fn update_layers(&mut self, track: TrackId, now: Instant) {
         let Some(t) = self.tracks.get(&track) else {
             return;
         };
@@ -680,12 +698,44 @@ impl Sfu {
             return;
         };
         if t.active != active {
+            // A layer asked for anew gets its time to start before it counts as stopped.
+            for ((now_on, was_on), since) in active.iter().zip(t.active).zip(&mut t.asked_since) {
+                if *now_on && !was_on {
+                    *since = Some(now);
+                }
+            }
             t.active = active;
             self.out.push_back(Output::Layers {
                 publisher: t.publisher,
                 track,
                 active,
             });
+        }
+    }
+}
+
+impl Track {
+    /// Marks the layers asked for that send nothing as stopped, and forgets old stops.
+    fn check_layers(&mut self, now: Instant) {
+        if self.info.kind != MediaKind::Video {
+            return;
+        }
+        for l in 0..usize::from(self.info.layers) {
+            match self.stalled[l] {
+                Some(since) if now.saturating_duration_since(since) >= LAYER_RETRY => {
+                    self.stalled[l] = None;
+                    self.asked_since[l] = Some(now);
+                }
+                Some(_) => {}
+                None => {
+                    let heard = self.last_frame[l].max(self.asked_since[l]);
+                    if self.active[l]
+                        && heard.is_some_and(|t| now.saturating_duration_since(t) >= LAYER_STALL)
+                    {
+                        self.stalled[l] = Some(now);
+                    }
+                }
+            }
         }
     }
 }

@@ -293,6 +293,26 @@ fn layer_sizes_seen_in_keyframes_guide_the_choice() {
 }
 
 #[test]
+fn a_layer_the_encoder_does_not_send_is_given_up_for_one_it_does() {
+    let mut c = Call::new();
+    let a = c.member("r", 1);
+    let b = c.member("r", 2);
+    let video = c.sfu.publish(a, TrackInfo::video(3), c.now).unwrap();
+    assert_eq!(c.sfu.target_layer(b, video), Some(Layer(2)));
+    // The publisher's encoder sends only its two smaller layers (a small camera, a busy CPU).
+    let mut got = Vec::new();
+    for i in 0..60 {
+        got = c.frames(video, 2, i % 15 == 0);
+    }
+    assert_eq!(
+        c.sfu.target_layer(b, video),
+        Some(Layer(1)),
+        "the top never came"
+    );
+    assert_eq!(got, [(b, Layer(1), got[0].2)], "layer h flows");
+}
+
+#[test]
 fn screen_share_keeps_its_layer_when_the_link_is_short() {
     let mut c = Call::new();
     let a = c.member("r", 1);

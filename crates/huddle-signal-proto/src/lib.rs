@@ -43,5 +43,5 @@ pub use rooms::{
 pub use wire::{
     ClientMessage, DecodeError, ErrorCode, IceServer, LeaveReason, MediaState,
     OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, PeerId, PeerInfo, Permissions, RoomMode, SdpKind,
-    ServerMessage, SessionDescription, Source, TrackLabel, Welcome,
+    ServerMessage, SessionDescription, Source, TileView, TrackLabel, Welcome,
 };

@@ -10,7 +10,7 @@ use crate::names::{DisplayName, RoomName};
 use crate::rate::TokenBucket;
 use crate::wire::{
     ClientMessage, ErrorCode, LeaveReason, MediaState, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION,
-    PeerId, PeerInfo, RoomMode, ServerMessage, SessionDescription, Welcome,
+    PeerId, PeerInfo, RoomMode, ServerMessage, SessionDescription, TileView, Welcome,
 };
 use crate::wire::{Permissions, Source};
 
@@ -151,7 +151,16 @@ pub enum MediaRequest {
     },
     /// `peer` left `room` (whatever the reason): end its media connections.
     Leave { room: String, peer: PeerId },
+    /// How `peer`'s page shows what it receives.
+    View {
+        room: String,
+        peer: PeerId,
+        tiles: Vec<TileView>,
+    },
 }
+
+/// Tiles one `view` may describe: more than a page of a grid of a hundred ever shows.
+pub const MAX_TILES: usize = 256;
 
 /// What a removal refuses: a token (its `jti`, or its signature) and the identity it named.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -495,6 +504,7 @@ impl<R: RngCore> Rooms<R> {
             ClientMessage::Remove { id } => self.handle_remove(&pid, &id, now),
             ClientMessage::Lock { locked } => self.handle_lock(&pid, locked),
             ClientMessage::End => self.handle_end(&pid),
+            ClientMessage::View { tiles } => self.handle_view(&pid, tiles),
             ClientMessage::Join { .. } | ClientMessage::Ping => unreachable!("handled above"),
         }
     }
@@ -688,6 +698,28 @@ impl<R: RngCore> Rooms<R> {
             candidate,
         };
         self.deliver(&to, msg);
+        Ok(())
+    }
+
+    fn handle_view(&mut self, pid: &PeerId, tiles: Vec<TileView>) -> Result<(), Failure> {
+        let room = &self.peers[pid].room;
+        if self.mode(room) != RoomMode::Sfu {
+            return Err((
+                ErrorCode::BadMessage,
+                "'view' is for SFU rooms; this room is a mesh".into(),
+            ));
+        }
+        if tiles.len() > MAX_TILES {
+            return Err((
+                ErrorCode::BadMessage,
+                format!("a view of {} tiles; at most {MAX_TILES}", tiles.len()),
+            ));
+        }
+        self.outputs.push_back(Output::Media(MediaRequest::View {
+            room: room.to_string(),
+            peer: pid.clone(),
+            tiles,
+        }));
         Ok(())
     }
 

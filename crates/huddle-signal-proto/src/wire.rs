@@ -128,6 +128,22 @@ pub enum ClientMessage {
     Lock { locked: bool },
     /// (Admins) end the room for everyone.
     End,
+    /// (SFU rooms) How the page shows the tracks it receives: each tile's size and whether it
+    /// is on screen, so that it gets the layer it can use and nothing while hidden.
+    View { tiles: Vec<TileView> },
+}
+
+/// One tile of a page in an SFU room, by the receiving line that feeds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TileView {
+    pub mid: String,
+    pub visible: bool,
+    /// In device pixels.
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
 }
 
 impl ClientMessage {
@@ -144,6 +160,7 @@ impl ClientMessage {
             Self::Remove { .. } => "remove",
             Self::Lock { .. } => "lock",
             Self::End => "end",
+            Self::View { .. } => "view",
         }
     }
 

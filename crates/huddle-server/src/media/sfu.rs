@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use huddle_media::{CarriedTrack, Engine, MediaKind, SessionId, SessionKind};
+use huddle_media::{CarriedTrack, Engine, MediaKind, SessionId, SessionKind, View};
 use huddle_signal_proto::{
     ErrorCode, MediaRequest, PeerId, SdpKind, ServerMessage, SessionDescription, TrackLabel,
 };
@@ -92,6 +92,20 @@ impl Participants {
                         &"the media peer takes offers and answers only",
                     )],
                 }
+            }
+            MediaRequest::View { room, peer, tiles } => {
+                let downstream = self.by_peer.get(&(room, peer)).and_then(|c| c.downstream);
+                if let Some(id) = downstream {
+                    for t in tiles {
+                        let view = View {
+                            visible: t.visible,
+                            width: t.width,
+                            height: t.height,
+                        };
+                        engine.set_view(id, &t.mid, view, now);
+                    }
+                }
+                Vec::new()
             }
             MediaRequest::Leave { room, peer } => {
                 if let Some(c) = self.by_peer.remove(&(room, peer)) {

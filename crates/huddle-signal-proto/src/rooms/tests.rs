@@ -1025,6 +1025,28 @@ fn an_sfu_room_sends_its_members_sdp_to_the_media_peer_and_back() {
     let out = h.send(a, &candidate);
     assert!(media(&out).is_empty() && error_code(&out, a).is_none());
 
+    // How the page shows its tiles goes to the media peer too.
+    let tile = crate::wire::TileView {
+        mid: "3".into(),
+        visible: false,
+        width: 0,
+        height: 0,
+    };
+    let out = h.send(
+        a,
+        &ClientMessage::View {
+            tiles: vec![tile.clone()],
+        },
+    );
+    assert_eq!(
+        media(&out),
+        [MediaRequest::View {
+            room: "big".into(),
+            peer: pa.clone(),
+            tiles: vec![tile]
+        }]
+    );
+
     // What the media peer says reaches the page; leaving ends its media.
     h.rooms
         .handle_media(&pa, ServerMessage::Tracks { tracks: vec![] });
@@ -1049,6 +1071,8 @@ fn mesh_rooms_have_no_media_peer() {
     let out = h.send(a, &offer(&PeerId::sfu()));
     assert_eq!(error_code(&out, a), Some(ErrorCode::UnknownPeer));
     assert!(media(&out).is_empty());
+    let out = h.send(a, &ClientMessage::View { tiles: vec![] });
+    assert_eq!(error_code(&out, a), Some(ErrorCode::BadMessage));
     // v1 clients keep working in mesh rooms.
     let old = h.connect();
     let out = h.send(old, &join_v(1, "small", "Old", None));
