@@ -342,6 +342,7 @@ function join() {
   signaling.addEventListener('room-ended', () => endedBy('The meeting has ended', 'A host ended the room for everyone.'));
   signaling.addEventListener('room-locked', (e) => onLocked(e.detail));
   signaling.addEventListener('tracks', (e) => onTracks(e.detail.tracks));
+  signaling.addEventListener('speakers', (e) => onSpeakers(e.detail.ids));
   signaling.addEventListener('layers', (e) => links.get('sfu')?.setLayers(e.detail.mid, e.detail.active));
   signaling.join(me.room, name, mediaState(), invite, requestedMode);
 }
@@ -492,30 +493,45 @@ function reportViews() {
   }, 300);
 }
 
-/** Gives each participant the tracks the server's lines carry for them (SFU rooms). */
+/** Gives each participant the tracks the server's lines carry for them (SFU rooms): camera
+ *  and microphone in one stream, a screen share in another. */
 function onTracks(tracks) {
   sfuTracks = tracks;
   const link = links.get('sfu');
   if (!link) return;
   const byPeer = new Map();
-  for (const { mid, peer, kind } of tracks) {
+  for (const { mid, peer, kind, source } of tracks) {
     const track = link.track(mid);
     if (!peer || !track || track.kind !== kind) continue;
-    if (!byPeer.has(peer)) byPeer.set(peer, []);
-    byPeer.get(peer).push(track);
+    if (!byPeer.has(peer)) byPeer.set(peer, { sfu: [], 'sfu:screen': [] });
+    byPeer.get(peer)[source === 'screen_share' ? 'sfu:screen' : 'sfu'].push(track);
   }
   for (const [id, peer] of peers) {
-    const wanted = byPeer.get(id) || [];
-    let stream = peer.streams.get('sfu');
-    const have = stream ? stream.getTracks() : [];
-    if (stream && have.length === wanted.length && wanted.every((t) => have.includes(t))) continue;
-    // A new stream object, so the tile's <video> takes the new set of tracks.
-    stream = new MediaStream(wanted);
-    peer.streams.set('sfu', stream);
-    for (const t of wanted) t.addEventListener('unmute', () => renderPeer(id));
-    renderPeer(id);
+    const groups = byPeer.get(id) || { sfu: [], 'sfu:screen': [] };
+    let changed = false;
+    for (const [key, wanted] of Object.entries(groups)) {
+      const have = peer.streams.get(key)?.getTracks() || [];
+      if (have.length === wanted.length && wanted.every((t) => have.includes(t))) continue;
+      changed = true;
+      if (wanted.length) {
+        // A new stream object, so the tile's <video> takes the new set of tracks.
+        peer.streams.set(key, new MediaStream(wanted));
+        for (const t of wanted) t.addEventListener('unmute', () => renderPeer(id));
+      } else {
+        peer.streams.delete(key);
+      }
+    }
+    if (changed) renderPeer(id);
   }
   reportViews();
+}
+
+/** SFU rooms: who speaks, loudest first — their tiles light up. */
+function onSpeakers(ids) {
+  const speaking = new Set(ids);
+  for (const tile of document.querySelectorAll('.tile-remote')) {
+    tile.classList.toggle('speaking', speaking.has(tile.dataset.key));
+  }
 }
 
 function addPeer(p) {
@@ -596,14 +612,15 @@ function renderPeer(id) {
   const peer = peers.get(id);
   if (!peer || peer.hidden) return;
   const screenId = peer.state.screen;
-  const camera = [...peer.streams.values()].find((s) => s.id !== screenId);
+  // In an SFU room the server says which track is which; in a mesh the stream ids do.
+  const camera = peer.streams.get('sfu') || [...peer.streams.values()].find((s) => s.id !== screenId);
   const tile = ensureTile({ key: id, role: 'remote', peer: id, name: peer.name });
   setTileName(tile, peer.name);
   setTileMedia(tile, peer.state);
   attach(tile.querySelector('video'), camera);
 
   const screenKey = `${id}:screen`;
-  const screen = screenId && peer.streams.get(screenId);
+  const screen = peer.streams.get('sfu:screen') || (screenId && peer.streams.get(screenId));
   if (screen) {
     const st = ensureTile({ key: screenKey, role: 'screen', peer: id, name: `${peer.name} — screen` });
     st.classList.add('screen');

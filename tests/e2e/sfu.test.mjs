@@ -86,3 +86,15 @@ test('a tile off the screen gets no video, and gets it back when shown', async (
   }
   for (const p of [a, b]) await p.context().close();
 });
+
+test('a screen share through the SFU shows up as a screen tile next to the camera', async () => {
+  const a = await join('present', 'Presenter');
+  const b = await join('present', 'Viewer');
+  await videoFlows(b, 'video[data-role="remote"]');
+  const presenter = await a.evaluate(() => window.huddle.me.id);
+  await a.click('#btn-screen');
+  const screen = await videoFlows(b, `video[data-role="screen"][data-peer="${presenter}"]`);
+  assert.ok(screen.w > 0);
+  await videoFlows(b, `video[data-role="remote"][data-peer="${presenter}"]`);
+  for (const p of [a, b]) await p.context().close();
+});

@@ -150,6 +150,8 @@ pub enum Output {
 pub struct CarriedTrack {
     pub mid: String,
     pub kind: huddle_sfu::MediaKind,
+    /// A screen share (else a camera or microphone).
+    pub screen: bool,
     /// The publishing participant; None for a WHIP publisher.
     pub peer: Option<String>,
 }
@@ -541,6 +543,7 @@ impl Engine {
                 LineUse::Carries(track) => Some(CarriedTrack {
                     mid: l.mid.to_string(),
                     kind: sfu_kind(l.kind),
+                    screen: self.sfu.info(track).is_some_and(|i| i.screen),
                     peer: self
                         .sfu
                         .publisher(track)
@@ -903,9 +906,15 @@ impl Engine {
                 .iter()
                 .flat_map(|sc| sc.recv.iter().map(|l| l.rid))
                 .collect();
+            // A page's first video line is its camera; a later one is a screen share.
+            let screen =
+                m.kind == MediaKind::Video && s.lines.iter().any(|l| l.kind == MediaKind::Video);
             let info = match m.kind {
                 MediaKind::Audio => TrackInfo::audio(),
-                MediaKind::Video => TrackInfo::video(rids.len().max(1) as u8),
+                MediaKind::Video => TrackInfo {
+                    screen,
+                    ..TrackInfo::video(rids.len().max(1) as u8)
+                },
             };
             match self.sfu.publish(id, info, now) {
                 Some(track) => LineUse::Publishes { track, rids },

@@ -368,6 +368,11 @@ impl Sfu {
         self.tracks.get(&track).map(|t| t.publisher)
     }
 
+    /// What the publisher said of `track`.
+    pub fn info(&self, track: TrackId) -> Option<&TrackInfo> {
+        self.tracks.get(&track).map(|t| &t.info)
+    }
+
     pub fn owner(&self, track: TrackId) -> Option<Owner> {
         self.tracks.get(&track).map(|t| t.owner)
     }

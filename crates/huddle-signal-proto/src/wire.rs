@@ -305,6 +305,8 @@ pub struct TrackLabel {
     pub peer: Option<PeerId>,
     /// `audio` or `video`.
     pub kind: String,
+    /// `microphone`, `camera` or `screen_share`.
+    pub source: Source,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use huddle_media::{CarriedTrack, Engine, MediaKind, SessionId, SessionKind, View};
 use huddle_signal_proto::{
-    ErrorCode, MediaRequest, PeerId, SdpKind, ServerMessage, SessionDescription, TrackLabel,
+    ErrorCode, MediaRequest, PeerId, SdpKind, ServerMessage, SessionDescription, Source, TrackLabel,
 };
 
 /// What the media thread tells the hub, for the room core to deliver.
@@ -168,6 +168,11 @@ pub(super) fn tracks(peer: PeerId, tracks: Vec<CarriedTrack>) -> SfuEvent {
                 MediaKind::Video => "video",
             }
             .to_owned(),
+            source: match (t.kind, t.screen) {
+                (MediaKind::Audio, _) => Source::Microphone,
+                (MediaKind::Video, false) => Source::Camera,
+                (MediaKind::Video, true) => Source::ScreenShare,
+            },
         })
         .collect();
     SfuEvent::ToPeer {
