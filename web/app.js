@@ -41,7 +41,11 @@ const peers = new Map();
 /** id -> PeerLink in a mesh room; in an SFU room the one SfuLink, under `sfu`. */
 const links = new Map();
 /** The room mode a room this page creates gets (`?mode=mesh|sfu`); the server's default if none. */
-const requestedMode = ['mesh', 'sfu'].includes(params.get('mode')) ? params.get('mode') : null;
+const requestedMode = ['mesh', 'sfu', 'auto'].includes(params.get('mode')) ? params.get('mode') : null;
+/** Auto rooms: back to peer-to-peer this long after the room is down to two (Jitsi's
+ *  backToP2PDelay), so that someone rejoining at once does not make the call switch twice. */
+const BACK_TO_P2P_MS = 5000;
+let backToP2p = null;
 /** SFU rooms: which receiving line carries whose track (the server's `tracks`). */
 let sfuTracks = [];
 let signaling = null;
@@ -409,7 +413,11 @@ function onWelcome(w) {
       addPeer(p);
       if (me.mode === 'mesh') linkTo(p.id).start();
     }
-    if (me.mode === 'sfu') {
+    // Auto rooms: the joiner of a room of two calls the other directly (it also has its
+    // connections with the server, ready for a third).
+    const others = w.peers.filter((p) => !p.hidden);
+    if (me.mode === 'auto' && others.length === 1) linkTo(others[0].id).start();
+    if (me.mode !== 'mesh') {
       // Sent once, in three layers of which each viewer gets one: the top can be 720p (a mesh
       // encodes once per peer, so it captures at 360p).
       me.video?.applyConstraints({ width: { ideal: 1280 }, height: { ideal: 720 } }).catch(() => {});
@@ -439,9 +447,40 @@ function linkTo(id) {
   link.addEventListener('state', (e) => {
     const tile = document.querySelector(`.tile[data-key="${CSS.escape(id)}"]`);
     if (tile) setTileConnection(tile, e.detail.state);
+    // Auto rooms: once the direct call is up, the server no longer needs our media.
+    if (me.mode === 'auto' && e.detail.state === 'connected') {
+      links.get('sfu')?.setPaused(true);
+      renderPeer(id);
+    }
   });
   links.set(id, link);
   return link;
+}
+
+/** Auto rooms: peer-to-peer with the one other person, through the server from three. */
+function updateAutoMode() {
+  if (me.mode !== 'auto') return;
+  const others = [...peers.entries()].filter(([, p]) => !p.hidden).map(([id]) => id);
+  clearTimeout(backToP2p);
+  const direct = [...links.keys()].filter((k) => k !== 'sfu');
+  if (others.length === 1) {
+    if (direct.includes(others[0])) return;
+    // One side calls (the smaller id), the other answers when the offer comes.
+    const other = others[0];
+    if (me.id < other) {
+      backToP2p = setTimeout(() => { if (!links.has(other) && peers.has(other)) linkTo(other).start(); }, BACK_TO_P2P_MS);
+    }
+    return;
+  }
+  for (const id of direct) {
+    links.get(id).close();
+    links.delete(id);
+    const peer = peers.get(id);
+    if (!peer) continue;
+    for (const key of [...peer.streams.keys()]) if (!key.startsWith('sfu')) peer.streams.delete(key);
+    renderPeer(id);
+  }
+  links.get('sfu')?.setPaused(false);
 }
 
 /** The page's connections with the server's media peer (SFU rooms). */
@@ -543,9 +582,10 @@ function addPeer(p) {
   }
   const tile = ensureTile({ key: p.id, role: 'remote', peer: p.id, name: p.name });
   renderActions(tile);
-  const link = me.mode === 'sfu' ? links.get('sfu')?.down : links.get(p.id)?.pc;
+  const link = me.mode === 'mesh' ? links.get(p.id)?.pc : links.get('sfu')?.down;
   setTileConnection(tile, link?.connectionState || 'new');
-  if (me.mode === 'sfu') onTracks(sfuTracks);
+  if (me.mode !== 'mesh') onTracks(sfuTracks);
+  updateAutoMode();
   updatePeer(p);
   updateCount();
 }
@@ -612,15 +652,18 @@ function renderPeer(id) {
   const peer = peers.get(id);
   if (!peer || peer.hidden) return;
   const screenId = peer.state.screen;
-  // In an SFU room the server says which track is which; in a mesh the stream ids do.
-  const camera = peer.streams.get('sfu') || [...peer.streams.values()].find((s) => s.id !== screenId);
+  // Through the server, the server says which track is which; directly, the stream ids do.
+  // An auto room shows the direct call once it is up, the server's tracks until then.
+  const direct = [...peer.streams.entries()].filter(([k]) => !k.startsWith('sfu')).map(([, v]) => v);
+  const useDirect = me.mode === 'mesh' || links.get(id)?.pc.connectionState === 'connected';
+  const camera = (useDirect && direct.find((s) => s.id !== screenId)) || peer.streams.get('sfu');
   const tile = ensureTile({ key: id, role: 'remote', peer: id, name: peer.name });
   setTileName(tile, peer.name);
   setTileMedia(tile, peer.state);
   attach(tile.querySelector('video'), camera);
 
   const screenKey = `${id}:screen`;
-  const screen = peer.streams.get('sfu:screen') || (screenId && peer.streams.get(screenId));
+  const screen = (useDirect && screenId && peer.streams.get(screenId)) || peer.streams.get('sfu:screen');
   if (screen) {
     const st = ensureTile({ key: screenKey, role: 'screen', peer: id, name: `${peer.name} — screen` });
     st.classList.add('screen');
@@ -651,6 +694,7 @@ function dropPeer(id) {
   peers.delete(id);
   removeTiles((t) => t.dataset.key === id || t.dataset.key === `${id}:screen`);
   updateCount();
+  updateAutoMode();
 }
 
 function onSignal({ from, sdp, candidate }) {
@@ -659,6 +703,7 @@ function onSignal({ from, sdp, candidate }) {
     return;
   }
   if (!peers.has(from)) return; // a stale signal from someone who already left
+  if (me.mode === 'sfu') return; // nobody calls directly in an SFU room
   linkTo(from).handleSignal({ sdp, candidate });
 }
 
@@ -730,9 +775,9 @@ function leave() {
 
 function wire() {
   // SFU rooms: a tile that changes size, scrolls away or hides with the tab changes its layer.
-  new ResizeObserver(() => { if (me.mode === 'sfu') reportViews(); }).observe($('grid'));
+  new ResizeObserver(() => { if (me.mode && me.mode !== 'mesh') reportViews(); }).observe($('grid'));
   for (const [target, event] of [[window, 'resize'], [document, 'visibilitychange'], [$('grid'), 'scroll']]) {
-    target.addEventListener(event, () => { if (me.mode === 'sfu') reportViews(); });
+    target.addEventListener(event, () => { if (me.mode && me.mode !== 'mesh') reportViews(); });
   }
   $('join-form').addEventListener('submit', (e) => {
     e.preventDefault();

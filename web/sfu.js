@@ -29,6 +29,10 @@ export class SfuLink extends EventTarget {
     this.videoTx = null;
     this.screenTx = null;
     this.closed = false;
+    // Auto rooms: not sending while a direct call carries the media. `layers` keeps what the
+    // server asked of each line, applied when sending again.
+    this.paused = false;
+    this.layers = new Map();
     // Offers on `up` go one at a time: the next waits for the answer to the last.
     this.upQueue = Promise.resolve();
     this.downQueue = Promise.resolve();
@@ -112,11 +116,26 @@ export class SfuLink extends EventTarget {
 
   /** Which of the simulcast layers anyone receives: the others stop being encoded. */
   async setLayers(mid, active) {
+    this.layers.set(mid, active);
     const tx = this.up.getTransceivers().find((t) => t.mid === mid);
-    if (!tx) return;
+    if (tx) await this.apply(tx);
+  }
+
+  /** Stops (or resumes) sending to the server without renegotiating: an auto room's direct
+   *  call carries the media meanwhile (Jitsi turns its bridge encodings off the same way). */
+  async setPaused(paused) {
+    if (this.paused === paused || this.closed) return;
+    this.paused = paused;
+    for (const tx of this.up.getTransceivers()) await this.apply(tx);
+  }
+
+  async apply(tx) {
     const params = tx.sender.getParameters();
-    if (!params.encodings || params.encodings.length !== active.length) return;
-    params.encodings.forEach((e, i) => { e.active = Boolean(active[i]); });
+    if (!params.encodings?.length) return;
+    const wanted = this.layers.get(tx.mid);
+    params.encodings.forEach((e, i) => {
+      e.active = !this.paused && (!wanted || wanted.length !== params.encodings.length || Boolean(wanted[i]));
+    });
     await tx.sender.setParameters(params).catch(() => {});
   }
 

@@ -18,6 +18,9 @@ after(async () => {
   await lab.teardown();
 });
 
+/** The page's peer id, once its welcome came. */
+const myId = (page) => waitInPage(page, () => window.huddle.me.id, null, { what: 'a welcome' });
+
 const join = (room, name) => lab.page(browser, `/r/${room}?name=${name}&autojoin=1&mode=sfu`);
 
 test('four pages in an SFU room each see and hear the other three through the server', async () => {
@@ -38,7 +41,7 @@ test('four pages in an SFU room each see and hear the other three through the se
   assert.ok(after > before, `audio packets ${before} -> ${after}`);
 
   // A leaver is gone from the others within 2 s, and the rest keep flowing.
-  const leaver = await pages[3].evaluate(() => window.huddle.me.id);
+  const leaver = await myId(pages[3]);
   const t0 = Date.now();
   await pages[3].click('#btn-leave');
   for (const p of pages.slice(0, 3)) {
@@ -58,7 +61,7 @@ test('a latecomer is seen by those already in the room, by renegotiation', async
   console.log('remote video at', seen.w, 'x', seen.h);
   await videoFlows(b, 'video[data-role="remote"]');
   const c = await join('late', 'Last');
-  const last = await c.evaluate(() => window.huddle.me.id);
+  const last = await myId(c);
   for (const p of [a, b]) {
     await videoFlows(p, `video[data-role="remote"][data-peer="${last}"]`);
   }
@@ -91,10 +94,69 @@ test('a screen share through the SFU shows up as a screen tile next to the camer
   const a = await join('present', 'Presenter');
   const b = await join('present', 'Viewer');
   await videoFlows(b, 'video[data-role="remote"]');
-  const presenter = await a.evaluate(() => window.huddle.me.id);
+  const presenter = await myId(a);
   await a.click('#btn-screen');
   const screen = await videoFlows(b, `video[data-role="screen"][data-peer="${presenter}"]`);
   assert.ok(screen.w > 0);
   await videoFlows(b, `video[data-role="remote"][data-peer="${presenter}"]`);
+  for (const p of [a, b]) await p.context().close();
+});
+
+/** Records, in the page, when each frame of `selector`'s video is shown. */
+async function recordFrames(page, selector) {
+  await page.evaluate((selector) => {
+    const v = document.querySelector(selector);
+    v.__shown = [];
+    const count = (now) => { v.__shown.push(now); v.requestVideoFrameCallback(count); };
+    v.requestVideoFrameCallback(count);
+  }, selector);
+}
+
+/** The longest wait between two shown frames of `selector`'s video since `recordFrames`. */
+async function longestGap(page, selector) {
+  return page.evaluate((selector) => {
+    const t = document.querySelector(selector).__shown;
+    let gap = 0;
+    for (let i = 1; i < t.length; i += 1) gap = Math.max(gap, t[i] - t[i - 1]);
+    return { gap, frames: t.length };
+  }, selector);
+}
+
+const directLinks = (p) => p.evaluate(() => [...window.huddle.links.entries()]
+  .filter(([k, l]) => k !== 'sfu' && l.pc.connectionState === 'connected').map(([k]) => k));
+
+test('auto: two are peer-to-peer, a third moves everyone to the SFU, and back to two goes direct', async () => {
+  const auto = (name) => lab.page(browser, `/r/duo?name=${name}&autojoin=1&mode=auto`);
+  const a = await auto('Ann');
+  const b = await auto('Ben');
+  const [ia, ib] = [await myId(a), await myId(b)];
+  for (const [p, other] of [[a, ib], [b, ia]]) {
+    await waitInPage(p, (o) => [...window.huddle.links.keys()].includes(o)
+      && window.huddle.links.get(o).pc.connectionState === 'connected', other, { what: 'a direct call' });
+    await videoFlows(p, `video[data-role="remote"][data-peer="${other}"]`);
+  }
+  const tileOfBen = `video[data-role="remote"][data-peer="${ib}"]`;
+  await recordFrames(a, tileOfBen);
+  const c = await auto('Cat');
+  const ic = await myId(c);
+  for (const p of [a, b]) {
+    await waitInPage(p, () => [...window.huddle.links.keys()].join() === 'sfu', null, { what: 'only the server' });
+  }
+  for (const p of [a, b, c]) {
+    for (const id of await remoteIds(p)) await videoFlows(p, `video[data-role="remote"][data-peer="${id}"]`);
+  }
+  await sleep(1000);
+  const { gap, frames } = await longestGap(a, tileOfBen);
+  console.log(`video gap at the switch to the SFU: ${Math.round(gap)} ms (${frames} frames)`);
+  assert.ok(gap <= 1500, `video stopped for ${Math.round(gap)} ms at the switch`);
+
+  // Back to two: direct again after a few seconds.
+  await c.context().close();
+  for (const p of [a, b]) {
+    await waitInPage(p, (id) => !document.querySelector(`video[data-peer="${id}"]`), ic, { what: 'Cat gone' });
+  }
+  await waitInPage(a, (o) => window.huddle.links.get(o)?.pc.connectionState === 'connected', ib, { timeout: 20000, what: 'direct again' });
+  assert.deepEqual(await directLinks(b), [ia]);
+  await videoFlows(a, tileOfBen);
   for (const p of [a, b]) await p.context().close();
 });

@@ -82,8 +82,8 @@ impl Wanted {
         Some(self.nearest_usable(Layer(fits.unwrap_or(top))))
     }
 
-    /// `want`, or the largest usable layer below it, or the smallest above; `want` itself if
-    /// none is usable (nothing better to wait for).
+    /// `want`, or the largest usable layer below it, or the smallest above; the smallest layer
+    /// if none is usable (the one an encoder is likeliest to send).
     fn nearest_usable(&self, want: Layer) -> Layer {
         let top = self.rates.layers.saturating_sub(1);
         let usable = |l: &u8| self.usable[usize::from(*l)];
@@ -91,7 +91,7 @@ impl Wanted {
             .rev()
             .find(usable)
             .or_else(|| (want.0..=top).find(usable))
-            .map_or(want, Layer)
+            .map_or(Layer(0), Layer)
     }
 
     /// The smallest usable layer (where a paused track starts).

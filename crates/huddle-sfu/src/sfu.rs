@@ -691,6 +691,10 @@ impl Sfu {
             return;
         }
         let mut active = [false; MAX_LAYERS];
+        // While anyone subscribes, the smallest layer keeps flowing: it is cheap, it tells a
+        // layer the encoder does not send from one it was told to pause, and a switch down
+        // finds it ready.
+        active[0] = !t.subscribers.is_empty();
         for sub in &t.subscribers {
             let Some(s) = self.subscription(*sub, track) else {
                 continue;
@@ -725,6 +729,12 @@ impl Track {
         if self.info.kind != MediaKind::Video {
             return;
         }
+        // A publisher that sends nothing at all (paused, camera off) says nothing of its layers.
+        let flowing = self
+            .last_frame
+            .iter()
+            .flatten()
+            .any(|t| now.saturating_duration_since(*t) < LAYER_STALL);
         for l in 0..usize::from(self.info.layers) {
             match self.stalled[l] {
                 Some(since) if now.saturating_duration_since(since) >= LAYER_RETRY => {
@@ -735,6 +745,7 @@ impl Track {
                 None => {
                     let heard = self.last_frame[l].max(self.asked_since[l]);
                     if self.active[l]
+                        && flowing
                         && heard.is_some_and(|t| now.saturating_duration_since(t) >= LAYER_STALL)
                     {
                         self.stalled[l] = Some(now);

@@ -139,11 +139,14 @@ fn a_latecomer_gets_what_is_published_and_a_leaver_takes_it_away() {
         track: video,
         kind: MediaKind::Video
     }));
-    assert!(out.contains(&Output::Layers {
-        publisher: a,
-        track: video,
-        active: [false, false, true, false]
-    }));
+    assert!(
+        out.contains(&Output::Layers {
+            publisher: a,
+            track: video,
+            active: [true, false, true, false]
+        }),
+        "the top for the viewer, and the smallest as long as anyone watches: {out:?}"
+    );
     c.sfu.leave(a, c.now);
     let out = c.outputs();
     assert!(out.contains(&Output::Unsubscribe {
@@ -258,7 +261,7 @@ fn tile_size_caps_the_layer_and_hidden_tiles_get_nothing() {
     assert!(c.outputs().contains(&Output::Layers {
         publisher: a,
         track: video,
-        active: [false; MAX_LAYERS]
+        active: [true, false, false, false]
     }));
 }
 

@@ -531,10 +531,12 @@ impl<R: RngCore> Rooms<R> {
             OLDEST_PROTOCOL_VERSION => RoomMode::Mesh,
             _ => join.mode.unwrap_or(self.config.default_mode),
         });
-        if mode == RoomMode::Sfu && join.v < PROTOCOL_VERSION {
+        if mode.has_media_peer() && join.v < PROTOCOL_VERSION {
             return Err((
                 ErrorCode::UnsupportedVersion,
-                format!("room '{room}' is an SFU room: it needs protocol v{PROTOCOL_VERSION}"),
+                format!(
+                    "room '{room}' goes through the server: it needs protocol v{PROTOCOL_VERSION}"
+                ),
             ));
         }
         let Some(admitted) = self.admit(conn, &room, join.token.as_deref(), now) else {
@@ -612,7 +614,7 @@ impl<R: RngCore> Rooms<R> {
         self.send(conn, self.welcome(&pid, others, resume, false));
         let info = self.peers[&pid].info(&pid);
         self.broadcast(&pid, ServerMessage::PeerJoined { peer: info });
-        if mode == RoomMode::Sfu {
+        if mode.has_media_peer() {
             self.outputs.push_back(Output::Media(MediaRequest::Join {
                 room: room.to_string(),
                 peer: pid,
@@ -674,7 +676,7 @@ impl<R: RngCore> Rooms<R> {
             return Err((ErrorCode::BadMessage, "a peer cannot signal itself".into()));
         }
         let room = &self.peers[from].room;
-        if to.is_sfu() && self.mode(room) == RoomMode::Sfu {
+        if to.is_sfu() && self.mode(room).has_media_peer() {
             // The media peer puts its candidates in its SDP and learns the page's from the
             // page's connectivity checks: trickled candidates are not needed there.
             if let Some(sdp) = sdp {
@@ -703,7 +705,7 @@ impl<R: RngCore> Rooms<R> {
 
     fn handle_view(&mut self, pid: &PeerId, tiles: Vec<TileView>) -> Result<(), Failure> {
         let room = &self.peers[pid].room;
-        if self.mode(room) != RoomMode::Sfu {
+        if !self.mode(room).has_media_peer() {
             return Err((
                 ErrorCode::BadMessage,
                 "'view' is for SFU rooms; this room is a mesh".into(),
@@ -833,7 +835,7 @@ impl<R: RngCore> Rooms<R> {
             return;
         };
         self.resume_index.remove(&peer.resume);
-        if self.mode(&peer.room) == RoomMode::Sfu {
+        if self.mode(&peer.room).has_media_peer() {
             self.outputs.push_back(Output::Media(MediaRequest::Leave {
                 room: peer.room.to_string(),
                 peer: pid.clone(),
@@ -923,7 +925,7 @@ impl<R: RngCore> Rooms<R> {
     fn capacity(&self, mode: RoomMode) -> usize {
         match mode {
             RoomMode::Mesh => self.config.capacity,
-            RoomMode::Sfu => self.config.sfu_capacity,
+            RoomMode::Sfu | RoomMode::Auto => self.config.sfu_capacity,
         }
     }
 

@@ -22,6 +22,16 @@ pub enum RoomMode {
     Mesh,
     /// Every browser sends once to the server's media peer, which forwards to the others.
     Sfu,
+    /// Peer-to-peer while two are in the room, through the server from three (the pages
+    /// switch; the server serves it as an SFU room).
+    Auto,
+}
+
+impl RoomMode {
+    /// Whether pages of the room have connections with the server's media peer.
+    pub fn has_media_peer(self) -> bool {
+        matches!(self, RoomMode::Sfu | RoomMode::Auto)
+    }
 }
 
 /// A participant's id within the server, random and opaque to clients.

@@ -60,9 +60,10 @@ pub struct ServeArgs {
     room_capacity: Option<usize>,
 
     /// How a new room's media flows when its first page does not say (`?mode=` on a room
-    /// link): `mesh`, every browser to every other (up to the room capacity), or `sfu`, through
-    /// the server's media peer (up to 100) [default: mesh].
-    #[arg(long, env = "HUDDLE_ROOM_MODE", value_name = "MODE", value_parser = ["mesh", "sfu"])]
+    /// link): `mesh`, every browser to every other (up to the room capacity); `sfu`, through
+    /// the server's media peer (up to 100); `auto`, peer-to-peer while two are in the room and
+    /// through the server from three [default: mesh].
+    #[arg(long, env = "HUDDLE_ROOM_MODE", value_name = "MODE", value_parser = ["mesh", "sfu", "auto"])]
     room_mode: Option<String>,
 
     /// Messages per second a client may sustain before it is closed for flooding; bursts of
@@ -253,11 +254,14 @@ impl ServeArgs {
         }
         rooms.default_mode = match self.room_mode.as_deref() {
             None | Some("mesh") => huddle_signal_proto::RoomMode::Mesh,
-            Some("sfu") if self.no_media.unwrap_or(false) => {
-                anyhow::bail!("--room-mode sfu needs the media peer, which --no-media turns off")
+            Some("sfu" | "auto") if self.no_media.unwrap_or(false) => {
+                anyhow::bail!(
+                    "--room-mode sfu and auto need the media peer, which --no-media turns off"
+                )
             }
             Some("sfu") => huddle_signal_proto::RoomMode::Sfu,
-            Some(other) => anyhow::bail!("--room-mode is mesh or sfu, not {other:?}"),
+            Some("auto") => huddle_signal_proto::RoomMode::Auto,
+            Some(other) => anyhow::bail!("--room-mode is mesh, sfu or auto, not {other:?}"),
         };
         if let Some(rate) = self.message_rate {
             anyhow::ensure!(rate >= 1, "--message-rate must be at least 1");
