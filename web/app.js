@@ -457,6 +457,40 @@ function linkTo(id) {
   return link;
 }
 
+/** Frames the server's connection has decoded of `id`'s camera. */
+async function serverFrames(id) {
+  const link = links.get('sfu');
+  const track = peers.get(id)?.streams.get('sfu')?.getVideoTracks()[0];
+  const mid = link && track && link.midOf(track);
+  if (!mid) return 0;
+  let frames = 0;
+  (await link.down.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.mid === mid) frames = s.framesDecoded || 0;
+  });
+  return frames;
+}
+
+function closeDirectWhenServerFlows(id) {
+  const started = Date.now();
+  let before = null;
+  const close = () => {
+    links.get(id)?.close();
+    links.delete(id);
+    const peer = peers.get(id);
+    if (!peer) return;
+    for (const key of [...peer.streams.keys()]) if (!key.startsWith('sfu')) peer.streams.delete(key);
+    renderPeer(id);
+  };
+  const check = async () => {
+    if (!links.has(id) || !peers.has(id)) return;
+    const frames = await serverFrames(id);
+    before ??= frames;
+    if (frames >= before + 2 || Date.now() - started > 3000) close();
+    else setTimeout(check, 100);
+  };
+  check();
+}
+
 /** Auto rooms: peer-to-peer with the one other person, through the server from three. */
 function updateAutoMode() {
   if (me.mode !== 'auto') return;
@@ -472,15 +506,10 @@ function updateAutoMode() {
     }
     return;
   }
-  for (const id of direct) {
-    links.get(id).close();
-    links.delete(id);
-    const peer = peers.get(id);
-    if (!peer) continue;
-    for (const key of [...peer.streams.keys()]) if (!key.startsWith('sfu')) peer.streams.delete(key);
-    renderPeer(id);
-  }
+  // Three or more: through the server. The direct calls go once the server's video of that
+  // person is decoding (or after 3 s), so the picture does not stop for the switch.
   links.get('sfu')?.setPaused(false);
+  for (const id of direct) closeDirectWhenServerFlows(id);
 }
 
 /** The page's connections with the server's media peer (SFU rooms). */
