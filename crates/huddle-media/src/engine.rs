@@ -716,10 +716,7 @@ impl Engine {
                     let Some(s) = self.sessions.get_mut(&subscriber) else {
                         continue;
                     };
-                    let kind = match kind {
-                        huddle_sfu::MediaKind::Audio => MediaKind::Audio,
-                        huddle_sfu::MediaKind::Video => MediaKind::Video,
-                    };
+                    let kind = str0m_kind(kind);
                     if !s.bind(track, kind) {
                         s.unbound.push((track, kind));
                     }
@@ -1107,6 +1104,13 @@ fn sfu_kind(kind: MediaKind) -> huddle_sfu::MediaKind {
     match kind {
         MediaKind::Audio => huddle_sfu::MediaKind::Audio,
         MediaKind::Video => huddle_sfu::MediaKind::Video,
+    }
+}
+
+fn str0m_kind(kind: huddle_sfu::MediaKind) -> MediaKind {
+    match kind {
+        huddle_sfu::MediaKind::Audio => MediaKind::Audio,
+        huddle_sfu::MediaKind::Video => MediaKind::Video,
     }
 }
 

@@ -66,6 +66,18 @@ impl Call {
     }
 }
 
+/// An Opus packet at RFC 6464 `level` (-dBov).
+fn voice(level: u8) -> Frame {
+    Frame {
+        layer: Layer(0),
+        keyframe: false,
+        time: 0,
+        hz: 48_000,
+        bytes: 80,
+        audio_level: Some(level),
+    }
+}
+
 #[test]
 fn tracks_reach_every_other_member_of_their_room_only() {
     let mut c = Call::new();
