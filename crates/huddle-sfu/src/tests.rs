@@ -112,16 +112,8 @@ fn tracks_reach_every_other_member_of_their_room_only() {
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [b]);
     assert_eq!(c.frames(video, 1, false).len(), 1);
     // Audio flows from its first packet.
-    let frame = Frame {
-        layer: Layer(0),
-        keyframe: false,
-        time: 0,
-        hz: 48_000,
-        bytes: 80,
-        audio_level: Some(30),
-    };
     assert_eq!(
-        c.sfu.route(audio, frame, c.now),
+        c.sfu.route(audio, voice(30), c.now),
         &[Target {
             subscriber: b,
             time: 0
@@ -384,14 +376,7 @@ fn only_the_loudest_microphones_are_forwarded_and_the_pages_are_told() {
     for _ in 0..100 {
         for (i, (_, track)) in mics.iter().enumerate() {
             let level = [20, 30, 110, 115, 120, 127][i];
-            let frame = Frame {
-                layer: Layer(0),
-                keyframe: false,
-                time: 0,
-                hz: 48_000,
-                bytes: 80,
-                audio_level: Some(level),
-            };
+            let frame = voice(level);
             if c.sfu
                 .route(*track, frame, c.now)
                 .iter()
