@@ -10,6 +10,7 @@ import { openCamera, openTrack, openScreen, listDevices, describeMediaError } fr
 import {
   $, showView, banner, showMessage, ensureTile, setTileName, setTileMedia, setTileConnection,
   removeTiles, updateGridSize, appendChat, fillDeviceSelect, setTileActions, renderPeople,
+  setTilesPerPage, turnPage,
 } from './ui.js';
 
 const params = new URLSearchParams(location.search);
@@ -803,6 +804,15 @@ function leave() {
 // ---------------------------------------------------------------- wiring
 
 function wire() {
+  // `?per-page=N`: tiles on one page of the grid (25 by default).
+  const perPage = Number(params.get('per-page'));
+  if (perPage >= 1) setTilesPerPage(perPage);
+  for (const [id, delta] of [['pager-prev', -1], ['pager-next', 1]]) {
+    $(id).addEventListener('click', () => {
+      turnPage(delta);
+      if (me.mode && me.mode !== 'mesh') reportViews();
+    });
+  }
   // SFU rooms: a tile that changes size, scrolls away or hides with the tab changes its layer.
   new ResizeObserver(() => { if (me.mode && me.mode !== 'mesh') reportViews(); }).observe($('grid'));
   for (const [target, event] of [[window, 'resize'], [document, 'visibilitychange'], [$('grid'), 'scroll']]) {

@@ -140,10 +140,33 @@ export function removeTiles(filter) {
   updateGridSize();
 }
 
+/** Tiles one page of the grid shows; the others wait on the next pages (and, in an SFU room,
+ *  receive no video meanwhile: the page tells the server they are off screen). */
+let tilesPerPage = 25;
+let gridPage = 0;
+
+export function setTilesPerPage(n) {
+  tilesPerPage = Math.max(1, n);
+  updateGridSize();
+}
+
+export function turnPage(delta) {
+  gridPage += delta;
+  updateGridSize();
+}
+
 export function updateGridSize() {
   const grid = $('grid');
-  const n = grid.querySelectorAll('.tile').length;
-  grid.dataset.count = String(Math.min(n, 9));
+  const tiles = [...grid.querySelectorAll('.tile')];
+  const pages = Math.max(1, Math.ceil(tiles.length / tilesPerPage));
+  gridPage = Math.max(0, Math.min(gridPage, pages - 1));
+  tiles.forEach((t, i) => { t.hidden = Math.floor(i / tilesPerPage) !== gridPage; });
+  const shown = tiles.filter((t) => !t.hidden).length;
+  grid.dataset.count = String(Math.min(shown, 9));
+  $('pager').hidden = pages === 1;
+  $('pager-label').textContent = `Page ${gridPage + 1} of ${pages} · ${tiles.length - shown} more`;
+  $('pager-prev').disabled = gridPage === 0;
+  $('pager-next').disabled = gridPage === pages - 1;
 }
 
 export function appendChat({ name, text, mine }) {

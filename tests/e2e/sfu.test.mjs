@@ -160,3 +160,42 @@ test('auto: two are peer-to-peer, a third moves everyone to the SFU, and back to
   await videoFlows(a, tileOfBen);
   for (const p of [a, b]) await p.context().close();
 });
+
+test('a grid of many pages: tiles on other pages get no video until their page is shown', async () => {
+  // Two tiles a page (yours and one other): of three others, two wait on page 2.
+  const a = await lab.page(browser, '/r/pages?name=Pager&autojoin=1&mode=sfu&per-page=2');
+  const others = [];
+  for (const name of ['P1', 'P2', 'P3']) others.push(await join('pages', name));
+  await waitInPage(a, () => document.querySelectorAll('video[data-role="remote"]').length === 3, null, { what: 'three remote tiles' });
+  await waitInPage(a, () => document.querySelector('#pager-label')?.textContent === 'Page 1 of 2 · 2 more'
+    || document.querySelector('#pager-label')?.textContent, null, { what: 'the pager' });
+  assert.equal(await a.textContent('#pager-label'), 'Page 1 of 2 · 2 more');
+  const shown = await a.evaluate(() => [...document.querySelectorAll('video[data-role="remote"]')]
+    .filter((v) => !v.closest('.tile').hidden).map((v) => v.dataset.peer));
+  assert.equal(shown.length, 1);
+  await videoFlows(a, `video[data-peer="${shown[0]}"]`);
+  // Only the shown tile's video decodes.
+  const decoded = () => a.evaluate(async () => {
+    const link = window.huddle.links.get('sfu');
+    const by = {};
+    (await link.down.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') by[s.mid] = s.framesDecoded || 0;
+    });
+    return Object.entries(by).filter(([mid]) => {
+      const v = [...document.querySelectorAll('video[data-role="remote"]')]
+        .find((x) => x.srcObject?.getVideoTracks()[0] === link.track(mid));
+      return v && v.closest('.tile').hidden;
+    }).map(([, n]) => n);
+  });
+  await sleep(2000);
+  const before = await decoded();
+  await sleep(1500);
+  assert.deepEqual(await decoded(), before, 'tiles on page 2 decode nothing');
+  await a.click('#pager-next');
+  assert.equal(await a.textContent('#pager-label'), 'Page 2 of 2 · 2 more');
+  for (const id of await remoteIds(a)) {
+    const hidden = await a.evaluate((id) => document.querySelector(`video[data-peer="${id}"]`).closest('.tile').hidden, id);
+    if (!hidden) await videoFlows(a, `video[data-peer="${id}"]`);
+  }
+  for (const p of [a, ...others]) await p.context().close();
+});
