@@ -314,12 +314,14 @@ impl Engine {
         let id = SessionId(self.next_id);
         self.next_id += 1;
         self.admit(id, Session::new(rtc, kind, now), now);
-        let offer = self.offer_unbound(id, true);
+        // A new Rtc with a data channel to add always has an offer to make; were it not so,
+        // the session would be of no use, so it goes at once.
+        let Some(offer) = self.offer_unbound(id, true) else {
+            self.close(id);
+            return Err(OfferError::Refused("nothing to offer".into()));
+        };
         self.emit_tracks(id);
-        // A new Rtc with a data channel to add always has an offer to make.
-        offer
-            .ok_or(OfferError::Refused("nothing to offer".into()))
-            .map(|sdp| (id, sdp))
+        Ok((id, offer))
     }
 
     /// The page's answer to the server's last offer on `session`.
