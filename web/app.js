@@ -10,7 +10,7 @@ import { openCamera, openTrack, openScreen, listDevices, describeMediaError } fr
 import {
   $, showView, banner, showMessage, ensureTile, setTileName, setTileMedia, setTileConnection,
   removeTiles, updateGridSize, appendChat, fillDeviceSelect, setTileActions, renderPeople,
-  setTilesPerPage, turnPage,
+  setTilesPerPage, turnPage, setTileQuality,
 } from './ui.js';
 
 const params = new URLSearchParams(location.search);
@@ -457,6 +457,33 @@ function linkTo(id) {
   links.set(id, link);
   return link;
 }
+
+/** SFU rooms: each participant's connection quality, from what arrives of their camera over
+ *  the last two seconds (loss and frame rate), shown by the colour of their tile's dot. */
+const lastQuality = new Map();
+async function measureQuality() {
+  const link = links.get('sfu');
+  if (!link || me.mode === 'mesh') return;
+  const byMid = new Map();
+  (await link.down.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') byMid.set(s.mid, s);
+  });
+  for (const [id, peer] of peers) {
+    const track = peer.streams.get('sfu')?.getVideoTracks()[0];
+    const s = track && byMid.get(link.midOf(track));
+    const tile = document.querySelector(`.tile[data-key="${CSS.escape(id)}"]`);
+    if (!s || !tile || !peer.state.video) continue;
+    const before = lastQuality.get(id) || { lost: 0, received: 0 };
+    const lost = (s.packetsLost || 0) - before.lost;
+    const received = (s.packetsReceived || 0) - before.received;
+    lastQuality.set(id, { lost: s.packetsLost || 0, received: s.packetsReceived || 0 });
+    const loss = received + lost > 0 ? lost / (received + lost) : 0;
+    const fps = s.framesPerSecond || 0;
+    const quality = loss > 0.1 || fps < 5 ? 'poor' : loss > 0.02 || fps < 15 ? 'fair' : 'good';
+    setTileQuality(tile, quality, `${(loss * 100).toFixed(1)}% lost, ${Math.round(fps)} fps`);
+  }
+}
+setInterval(() => { measureQuality().catch(() => {}); }, 2000);
 
 /** Frames the server's connection has decoded of `id`'s camera. */
 async function serverFrames(id) {

@@ -133,6 +133,13 @@ export function setTileConnection(tile, state) {
   dot.title = state;
 }
 
+/** How well a participant's media arrives: `good`, `fair` or `poor`, with why in words. */
+export function setTileQuality(tile, quality, why) {
+  const dot = tile.querySelector('.dot');
+  dot.dataset.quality = quality;
+  dot.title = `Connection ${quality}: ${why}`;
+}
+
 export function removeTiles(filter) {
   document.querySelectorAll('.tile').forEach((tile) => {
     if (filter(tile)) tile.remove();

@@ -34,6 +34,9 @@ test('four pages in an SFU room each see and hear the other three through the se
     }
     // Only the server: no connection to another page.
     assert.deepEqual(await p.evaluate(() => [...window.huddle.links.keys()]), ['sfu']);
+    // Each tile says how well that person's video arrives.
+    await waitInPage(p, () => [...document.querySelectorAll('.tile-remote .dot')]
+      .every((d) => ['good', 'fair', 'poor'].includes(d.dataset.quality)), null, { what: 'quality dots' });
   }
   const before = await inbound(pages[0], 'audio', 'packetsReceived');
   await sleep(1000);
