@@ -82,7 +82,7 @@ fn voice(level: u8) -> Frame {
 fn tracks_reach_every_other_member_of_their_room_only() {
     let mut c = Call::new();
     let (a, b) = (c.member("r", 1), c.member("r", 2));
-    let other = c.member("elsewhere", 3);
+    let _elsewhere = c.member("elsewhere", 3);
     let video = c.sfu.publish(a, TrackInfo::video(1), c.now).unwrap();
     let audio = c.sfu.publish(a, TrackInfo::audio(), c.now).unwrap();
     let out = c.outputs();
@@ -119,7 +119,6 @@ fn tracks_reach_every_other_member_of_their_room_only() {
             time: 0
         }]
     );
-    let _ = other;
 }
 
 #[test]

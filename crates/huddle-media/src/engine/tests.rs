@@ -916,7 +916,6 @@ fn an_sfu_room_sends_every_page_everyone_elses_tracks_and_renegotiates_for_latec
     net.engine.close(c.downstream);
     net.step(&mut |_| None);
     assert_eq!(net.carried(&a), [("bob".into(), A), ("bob".into(), V)]);
-    let _ = (a.upstream, b.upstream);
 }
 
 /// A VP8 frame of simulcast layer `layer` (0 = q at 320×180, 1 = h, 2 = f at 1280×720), a
@@ -963,7 +962,7 @@ fn simulcast_layers_follow_each_tile_switch_at_keyframes_and_keep_time_continuou
     net.browsers.push(publisher);
     net.run_until("the publisher", |n| n.browsers[0].connected);
 
-    let (big, big_b) = watch_sfu(&mut net, "r", "big", "10.0.2.2:5000");
+    let (_, big_b) = watch_sfu(&mut net, "r", "big", "10.0.2.2:5000");
     let (small, small_b) = watch_sfu(&mut net, "r", "small", "10.0.2.3:5000");
     let line = |n: &Net, s: SessionId| {
         n.tracks[&s]
@@ -1051,5 +1050,4 @@ fn simulcast_layers_follow_each_tile_switch_at_keyframes_and_keep_time_continuou
             "RTP time continuous: {pair:?} in {times:?}"
         );
     }
-    let _ = big;
 }
