@@ -182,9 +182,9 @@ impl Server {
         self.turn.as_ref().map(|(_, addrs)| addrs)
     }
 
-    /// The UDP port of the media peer, when it runs.
-    pub fn media_port(&self) -> Option<u16> {
-        self.media.as_ref().map(Media::port)
+    /// The media workers' UDP ports, when the media peer runs.
+    pub fn media_ports(&self) -> Option<Vec<u16>> {
+        self.media.as_ref().map(Media::ports)
     }
 
     /// The certificate's SHA-256 fingerprint, when serving HTTPS.

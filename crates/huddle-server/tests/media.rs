@@ -23,6 +23,8 @@ async fn server_with(token: Option<&str>, limits: huddle_server::Limits) -> Test
     config.limits = limits;
     let mut media = MediaConfig::new("127.0.0.1:0".parse().unwrap());
     media.whip_token = token.map(str::to_owned);
+    // The cap holds across workers: the rooms below land on either.
+    media.workers = 2;
     media.max_sessions = 3;
     config.media = Some(media);
     TestServer::with(config).await
@@ -368,5 +370,46 @@ async fn one_address_holds_a_bounded_share_of_media_sessions() {
         "{}",
         r.body
     );
+    s.shutdown().await.unwrap();
+}
+
+/// The port of the answer's host candidate: which media worker took the session.
+fn candidate_port(sdp: &str) -> u16 {
+    let line = sdp
+        .lines()
+        .find(|l| l.starts_with("a=candidate:") && l.contains("typ host"))
+        .unwrap_or_else(|| panic!("no host candidate in {sdp}"));
+    let fields: Vec<&str> = line.split(' ').collect();
+    fields[5].parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_room_lives_on_one_media_worker_and_echo_sessions_take_turns() {
+    let mut config = Config::plain("127.0.0.1:0".parse().unwrap());
+    let mut media = MediaConfig::new("127.0.0.1:0".parse().unwrap());
+    media.workers = 2;
+    config.media = Some(media);
+    let s = TestServer::with(config).await;
+    let body = offer_json(&fixture("chromium-sendrecv.sdp"), "offer", "none");
+    let mut echo_ports = Vec::new();
+    for _ in 0..2 {
+        let r = s.request("POST", "/offer", &[JSON], &body).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let answer: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        echo_ports.push(candidate_port(answer["sdp"].as_str().unwrap()));
+    }
+    assert_ne!(echo_ports[0], echo_ports[1], "one session on each worker");
+    // Every publisher and viewer of a room reaches the same worker, whichever it is.
+    for room in ["stage", "hall", "studio"] {
+        let publish = post_sdp(&s, &format!("/whip/{room}"), "chromium-sendonly.sdp").await;
+        assert_eq!(publish.status, 201, "{}", publish.body);
+        let port = candidate_port(&publish.body);
+        for _ in 0..2 {
+            let watch = post_sdp(&s, &format!("/whep/{room}"), "chromium-recvonly.sdp").await;
+            assert_eq!(watch.status, 201, "{}", watch.body);
+            assert_eq!(candidate_port(&watch.body), port, "{room} is on one worker");
+        }
+        assert!(echo_ports.contains(&port));
+    }
     s.shutdown().await.unwrap();
 }

@@ -159,6 +159,18 @@ pub enum MediaRequest {
     },
 }
 
+impl MediaRequest {
+    /// The room the request is of (the media worker that serves it).
+    pub fn room(&self) -> &str {
+        match self {
+            MediaRequest::Join { room, .. }
+            | MediaRequest::Sdp { room, .. }
+            | MediaRequest::Leave { room, .. }
+            | MediaRequest::View { room, .. } => room,
+        }
+    }
+}
+
 /// Tiles one `view` may describe: more than a page of a grid of a hundred ever shows.
 pub const MAX_TILES: usize = 256;
 

@@ -101,10 +101,16 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_NO_MEDIA", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     no_media: Option<bool>,
 
-    /// UDP address of the media peer: every session shares this one port. An unspecified IP
-    /// binds each interface address [default: 0.0.0.0 and the HTTPS port, e.g. 0.0.0.0:8443].
+    /// UDP address of the first media worker; the others take the ports after it (with two
+    /// workers, 8443 and 8444). An unspecified IP binds each interface address
+    /// [default: 0.0.0.0 and the HTTPS port, e.g. 0.0.0.0:8443].
     #[arg(long, env = "HUDDLE_MEDIA_LISTEN", value_name = "ADDR:PORT")]
     media_listen: Option<SocketAddr>,
+
+    /// Media worker threads, each with a UDP port of its own; a room lives on one
+    /// [default: one per core].
+    #[arg(long, env = "HUDDLE_MEDIA_WORKERS", value_name = "N")]
+    media_workers: Option<usize>,
 
     /// The public IP of a host behind 1:1 NAT (a cloud VM), put in the media peer's candidates.
     #[arg(long, env = "HUDDLE_PUBLIC_IP", value_name = "IP")]
@@ -195,6 +201,7 @@ impl ServeArgs {
             ice_server,
             no_media,
             media_listen,
+            media_workers,
             public_ip,
             whip_token,
             media_max_sessions,
@@ -328,6 +335,10 @@ impl ServeArgs {
                 self.media_listen
                     .unwrap_or(SocketAddr::new(listen.ip(), listen.port())),
             );
+            if let Some(n) = self.media_workers {
+                anyhow::ensure!(n >= 1, "--media-workers must be at least 1");
+                media.workers = n;
+            }
             media.public_ip = self.public_ip;
             media.whip_token = self.whip_token.filter(|t| !t.is_empty());
             if let Some(n) = self.media_max_sessions {
@@ -410,9 +421,11 @@ fn announce(server: &Server) {
             list(&turn.tcp)
         );
     }
-    if let Some(port) = server.media_port() {
+    if let Some(ports) = server.media_ports() {
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
         println!(
-            "Media peer: UDP port {port} · echo test at /echo · WHIP/WHEP at /whip/ROOM, /whep/ROOM"
+            "Media peer: UDP port {} · echo test at /echo · WHIP/WHEP at /whip/ROOM, /whep/ROOM",
+            ports.join(", ")
         );
     }
     let keys = server.access_keys();

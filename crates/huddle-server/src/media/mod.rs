@@ -1,9 +1,12 @@
-//! The media peer's I/O: UDP sockets on one port, the thread that owns the sans-IO
-//! [`huddle_media::Engine`], and the transcoder threads for transformed video.
+//! The media peer's I/O: media workers, each a thread that owns a sans-IO
+//! [`huddle_media::Engine`] and the UDP sockets of its own port, and the transcoder threads for
+//! transformed video.
 //!
-//! One thread drives the engine (str0m wants one owner per `Rtc`) and reads its sockets itself,
-//! handing each datagram to the engine straight from the receive buffer. Decoding and encoding
-//! run on a thread per transformed session, never on the engine's thread.
+//! A worker drives its engine (str0m wants one owner per `Rtc`) and reads its sockets itself,
+//! handing each datagram to the engine straight from the receive buffer. There is one worker per
+//! core (mediasoup's model): a room's sessions all live on the worker its name picks, so a room
+//! is never split and its frames never cross threads, while a machine's rooms use every core.
+//! Decoding and encoding run on a thread per transformed session, never on a worker.
 
 pub(crate) mod routes;
 mod sfu;
@@ -14,7 +17,8 @@ pub use sfu::SfuEvent;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use huddle_media::{
@@ -32,9 +36,12 @@ use crate::udp::batch::{self, RecvBatch};
 /// `huddle serve`'s media settings.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
-    /// UDP address of every media session. An unspecified IP binds each interface address on
-    /// the port, so that arriving datagrams tell which local address they were sent to.
+    /// UDP address of the first worker's sessions; worker `i` uses the port after it by `i`
+    /// (port 0: each picks one). An unspecified IP binds each interface address on the port,
+    /// so that arriving datagrams tell which local address they were sent to.
     pub listen: SocketAddr,
+    /// Media workers: threads with an engine and a port each.
+    pub workers: usize,
     /// The address to put in candidates when the host is behind a 1:1 NAT.
     pub public_ip: Option<IpAddr>,
     /// WHIP/WHEP need `Authorization: Bearer <token>` when set.
@@ -48,6 +55,7 @@ impl MediaConfig {
     pub fn new(listen: SocketAddr) -> Self {
         MediaConfig {
             listen,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
             public_ip: None,
             whip_token: None,
             max_sessions: 1000,
@@ -70,7 +78,7 @@ pub struct MediaCounters {
     pub datagrams_dropped: AtomicU64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct MediaStats {
     pub echo: usize,
     pub publish: usize,
@@ -78,6 +86,16 @@ pub struct MediaStats {
     /// SFU room pages' sending and receiving connections.
     pub upstream: usize,
     pub downstream: usize,
+}
+
+impl std::ops::AddAssign for MediaStats {
+    fn add_assign(&mut self, other: MediaStats) {
+        self.echo += other.echo;
+        self.publish += other.publish;
+        self.watch += other.watch;
+        self.upstream += other.upstream;
+        self.downstream += other.downstream;
+    }
 }
 
 /// Requests from the HTTP handlers waiting for the media thread. A full queue answers 503
@@ -120,17 +138,52 @@ enum Command {
     Hub(mpsc::Sender<SfuEvent>),
 }
 
-/// Handle to the media task. Cheap to clone.
+/// Handle to the media workers. Cheap to clone.
 #[derive(Clone)]
 pub struct Media {
-    commands: mpsc::Sender<Command>,
-    /// Closed when the media thread has ended (its sender is dropped with the thread's state).
-    finished: watch::Receiver<()>,
+    workers: Arc<[Worker]>,
+    /// Where the next session of no room goes (they take turns).
+    next: Arc<AtomicUsize>,
     addrs: Arc<Vec<LocalAddr>>,
     pub(crate) config: Arc<MediaConfig>,
     pub(crate) counters: Arc<MediaCounters>,
 }
 
+/// One media worker's thread, as the handle sees it.
+struct Worker {
+    commands: mpsc::Sender<Command>,
+    /// Closed when the thread has ended (its sender is dropped with the thread's state).
+    finished: watch::Receiver<()>,
+}
+
+/// What the workers share: the limits that hold for the server as a whole.
+struct Shared {
+    counters: Arc<MediaCounters>,
+    /// Sessions per client address.
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    max_per_client: usize,
+    /// Sessions each worker holds, as it last said.
+    sessions: Vec<AtomicUsize>,
+    max_sessions: usize,
+}
+
+impl Shared {
+    fn sessions(&self) -> usize {
+        self.sessions
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The client's sessions, under the lock that must be held from the check to the count.
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // A worker that panicked holding the lock left whole counts behind (each update is a
+        // single insert or decrement), so the map is still right.
+        self.per_client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 /// Who asks for a session: the client's address (sessions are capped per address) and, on a
 /// server with access keys, the token's revocation id and `KEY:identity` (a removal ends the
 /// session).
@@ -178,93 +231,58 @@ impl<T> From<mpsc::error::TrySendError<T>> for MediaUnavailable {
 }
 
 impl Media {
-    /// Binds the sockets and starts the media thread.
+    /// Binds the workers' sockets and starts their threads.
     ///
-    /// The engine gets a thread of its own with a single-threaded runtime: datagrams, timers and
-    /// commands are handled where the sockets are polled, with no hand-off between threads per
-    /// datagram. Transcoding runs on further threads (see `transcode`).
+    /// Each worker gets a thread of its own with a single-threaded runtime: datagrams, timers
+    /// and commands are handled where the sockets are polled, with no hand-off between threads
+    /// per datagram. Transcoding runs on further threads (see `transcode`).
     pub async fn start(config: MediaConfig, stop: watch::Receiver<bool>) -> std::io::Result<Media> {
-        let sockets = bind(&config).await?;
-        let addrs: Vec<SocketAddr> = sockets
-            .iter()
-            .map(|s| s.local_addr())
-            .collect::<Result<_, _>>()?;
-        let locals: Vec<LocalAddr> = addrs
-            .iter()
-            .map(|a| LocalAddr {
-                local: *a,
-                public: config
-                    .public_ip
-                    .filter(|ip| !a.ip().is_loopback() && ip.is_ipv4() == a.is_ipv4())
-                    .map(|ip| SocketAddr::new(ip, a.port())),
-            })
-            .collect();
-        let mut engine_config = EngineConfig::new(locals.clone());
-        engine_config.max_sessions = config.max_sessions;
-        let engine = Engine::new(engine_config, Engine::generate_cert());
+        let n = config.workers.max(1);
         let counters = Arc::new(MediaCounters::default());
-        let (commands, command_rx) = mpsc::channel(COMMANDS);
-        let (results, result_rx) = mpsc::channel(RESULTS);
-        let transcoders = Transcoders::new(results, counters.clone());
-        let std_sockets = sockets
-            .into_iter()
-            .map(|s| s.into_std())
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let thread_counters = counters.clone();
-        let max_per_client = config.max_sessions_per_client;
-        let (finishing, finished) = watch::channel(());
-        std::thread::Builder::new()
-            .name("media".into())
-            .spawn(move || {
-                // Dropped however the thread ends: `Media::finished` then resolves.
-                let _finishing = finishing;
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => return tracing::error!(error = %e, "media thread has no runtime"),
-                };
-                rt.block_on(async move {
-                    let mut sockets = Vec::new();
-                    for s in std_sockets {
-                        match (s.local_addr(), UdpSocket::from_std(s)) {
-                            (Ok(addr), Ok(socket)) => sockets.push((addr, socket)),
-                            (_, Err(e)) | (Err(e), _) => {
-                                return tracing::error!(error = %e, "media socket unusable");
-                            }
-                        }
-                    }
-                    let runner = Runner {
-                        backlog: sockets.iter().map(|_| VecDeque::new()).collect(),
-                        engine,
-                        sockets,
-                        transcoders,
-                        counters: thread_counters,
-                        resources: HashMap::new(),
-                        requesters: HashMap::new(),
-                        per_client: HashMap::new(),
-                        max_per_client,
-                        participants: sfu::Participants::default(),
-                        hub: None,
-                    };
-                    runner.run(command_rx, result_rx, stop).await;
-                });
-            })?;
-        tracing::info!(addrs = ?addrs, "media peer listening (UDP)");
+        let shared = Arc::new(Shared {
+            counters: counters.clone(),
+            per_client: Mutex::new(HashMap::new()),
+            max_per_client: config.max_sessions_per_client,
+            sessions: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            max_sessions: config.max_sessions,
+        });
+        // One certificate: a page's two connections may land on one worker or, for a WHEP
+        // viewer of another room, on two; the fingerprint it pins is the server's either way.
+        let cert = Engine::generate_cert();
+        let mut workers = Vec::with_capacity(n);
+        let mut addrs = Vec::new();
+        for index in 0..n {
+            let port = match config.listen.port() {
+                0 => 0,
+                first => u16::try_from(usize::from(first) + index).map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        format!("{n} media workers need {n} ports from {first}"),
+                    )
+                })?,
+            };
+            let sockets = bind(SocketAddr::new(config.listen.ip(), port)).await?;
+            let (worker, locals) =
+                spawn_worker(index, sockets, &config, cert.clone(), &shared, stop.clone())?;
+            workers.push(worker);
+            addrs.extend(locals);
+        }
+        tracing::info!(workers = n, addrs = ?addrs.iter().map(|a| a.local).collect::<Vec<_>>(), "media peer listening (UDP)");
         Ok(Media {
-            commands,
-            finished,
-            addrs: Arc::new(locals),
+            workers: workers.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+            addrs: Arc::new(addrs),
             config: Arc::new(config),
             counters,
         })
     }
 
-    /// Resolves once the media thread has ended (after shutdown, its sessions told goodbye).
+    /// Resolves once every worker has ended (after shutdown, its sessions told goodbye).
     pub async fn finished(&self) {
-        let mut finished = self.finished.clone();
-        while finished.changed().await.is_ok() {}
+        for w in self.workers.iter() {
+            let mut finished = w.finished.clone();
+            while finished.changed().await.is_ok() {}
+        }
     }
 
     /// Every address a browser may be told to send media to: the bound ones and, with
@@ -276,9 +294,26 @@ impl Media {
             .collect()
     }
 
-    /// The UDP port media is served on (every bound address shares it).
-    pub fn port(&self) -> u16 {
-        self.addrs.first().map_or(0, |a| a.local.port())
+    /// The UDP ports media is served on, a worker's each (every bound address of a worker
+    /// shares its port).
+    pub fn ports(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self.addrs.iter().map(|a| a.local.port()).collect();
+        ports.dedup();
+        ports
+    }
+
+    /// The worker that serves `room`: always the same one, so a room is never split. Sessions
+    /// of no room (echo) take turns.
+    fn worker(&self, room: Option<&str>) -> &Worker {
+        let i = match room {
+            Some(room) => {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(room, &mut h);
+                std::hash::Hasher::finish(&h) as usize
+            }
+            None => self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        &self.workers[i % self.workers.len()]
     }
 
     pub async fn accept(
@@ -288,55 +323,144 @@ impl Media {
         from: Requester,
     ) -> Result<Result<Accepted, AcceptError>, MediaUnavailable> {
         let (reply, rx) = oneshot::channel();
+        let worker = self.worker(kind.room());
         let accept = Command::Accept {
             kind,
             offer,
             from,
             reply,
         };
-        self.commands.try_send(accept)?;
+        worker.commands.try_send(accept)?;
         rx.await.map_err(|_| MediaUnavailable::ShuttingDown)
     }
 
     /// Ends the session behind `resource` of `room`; whether there was one.
     pub async fn delete(&self, room: String, resource: String) -> Result<bool, MediaUnavailable> {
         let (reply, rx) = oneshot::channel();
+        let worker = self.worker(Some(&room));
         let delete = Command::Delete {
             room,
             resource,
             reply,
         };
-        self.commands.try_send(delete)?;
+        worker.commands.try_send(delete)?;
         rx.await.map_err(|_| MediaUnavailable::ShuttingDown)
+    }
+
+    /// Hands the room's worker a request of the room core about an SFU room's participant.
+    pub fn sfu(&self, request: huddle_signal_proto::MediaRequest) -> Result<(), MediaUnavailable> {
+        let worker = self.worker(Some(request.room()));
+        Ok(worker.commands.try_send(Command::Sfu(request))?)
+    }
+
+    /// Tells the workers where messages for SFU room pages go.
+    pub async fn connect_hub(&self, hub: mpsc::Sender<SfuEvent>) {
+        for w in self.workers.iter() {
+            let _ = w.commands.send(Command::Hub(hub.clone())).await;
+        }
     }
 
     /// Ends the media sessions of what an admin removed from `room` (best effort: a full queue
     /// drops the request, and the refused token cannot make new ones).
-    /// Hands the media thread a request of the room core about an SFU room's participant.
-    pub fn sfu(&self, request: huddle_signal_proto::MediaRequest) -> Result<(), MediaUnavailable> {
-        Ok(self.commands.try_send(Command::Sfu(request))?)
-    }
-
-    /// Tells the media thread where messages for SFU room pages go.
-    pub async fn connect_hub(&self, hub: mpsc::Sender<SfuEvent>) {
-        let _ = self.commands.send(Command::Hub(hub)).await;
-    }
-
     pub fn revoke(&self, room: String, revocation: huddle_signal_proto::Revocation) {
-        let _ = self.commands.try_send(Command::Revoke { room, revocation });
+        let worker = self.worker(Some(&room));
+        let _ = worker
+            .commands
+            .try_send(Command::Revoke { room, revocation });
     }
 
+    /// Sessions of every worker, by kind; None if a worker cannot answer.
     pub async fn stats(&self) -> Option<MediaStats> {
-        let (reply, rx) = oneshot::channel();
-        self.commands.try_send(Command::Stats(reply)).ok()?;
-        rx.await.ok()
+        let mut total = MediaStats::default();
+        for w in self.workers.iter() {
+            let (reply, rx) = oneshot::channel();
+            w.commands.try_send(Command::Stats(reply)).ok()?;
+            total += rx.await.ok()?;
+        }
+        Some(total)
     }
 }
 
-async fn bind(config: &MediaConfig) -> std::io::Result<Vec<UdpSocket>> {
-    let ip = config.listen.ip();
+/// Starts worker `index` on its sockets; its handle and the addresses it serves.
+fn spawn_worker(
+    index: usize,
+    sockets: Vec<UdpSocket>,
+    config: &MediaConfig,
+    cert: huddle_media::DtlsCert,
+    shared: &Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<(Worker, Vec<LocalAddr>)> {
+    let locals: Vec<LocalAddr> = sockets
+        .iter()
+        .map(|s| {
+            let a = s.local_addr()?;
+            Ok(LocalAddr {
+                local: a,
+                public: config
+                    .public_ip
+                    .filter(|ip| !a.ip().is_loopback() && ip.is_ipv4() == a.is_ipv4())
+                    .map(|ip| SocketAddr::new(ip, a.port())),
+            })
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut engine_config = EngineConfig::new(locals.clone());
+    // The whole server's cap is checked against every worker's count (`Shared`); one worker
+    // may hold all of it.
+    engine_config.max_sessions = config.max_sessions;
+    let engine = Engine::new(engine_config, cert);
+    let (commands, command_rx) = mpsc::channel(COMMANDS);
+    let (results, result_rx) = mpsc::channel(RESULTS);
+    let transcoders = Transcoders::new(results, shared.counters.clone());
+    let std_sockets = sockets
+        .into_iter()
+        .map(|s| s.into_std())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let shared = shared.clone();
+    let (finishing, finished) = watch::channel(());
+    std::thread::Builder::new()
+        .name(format!("media-{index}"))
+        .spawn(move || {
+            // Dropped however the thread ends: `Media::finished` then resolves.
+            let _finishing = finishing;
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!(error = %e, "media worker has no runtime"),
+            };
+            rt.block_on(async move {
+                let mut sockets = Vec::new();
+                for s in std_sockets {
+                    match (s.local_addr(), UdpSocket::from_std(s)) {
+                        (Ok(addr), Ok(socket)) => sockets.push((addr, socket)),
+                        (_, Err(e)) | (Err(e), _) => {
+                            return tracing::error!(error = %e, "media socket unusable");
+                        }
+                    }
+                }
+                let runner = Runner {
+                    index,
+                    backlog: sockets.iter().map(|_| VecDeque::new()).collect(),
+                    engine,
+                    sockets,
+                    transcoders,
+                    shared,
+                    resources: HashMap::new(),
+                    requesters: HashMap::new(),
+                    participants: sfu::Participants::default(),
+                    hub: None,
+                };
+                runner.run(command_rx, result_rx, stop).await;
+            });
+        })?;
+    Ok((Worker { commands, finished }, locals))
+}
+
+async fn bind(listen: SocketAddr) -> std::io::Result<Vec<UdpSocket>> {
+    let ip = listen.ip();
     if !ip.is_unspecified() {
-        return Ok(vec![UdpSocket::bind(config.listen).await?]);
+        return Ok(vec![UdpSocket::bind(listen).await?]);
     }
     let mut ips: Vec<IpAddr> = crate::interface_addresses()
         .into_iter()
@@ -344,7 +468,7 @@ async fn bind(config: &MediaConfig) -> std::io::Result<Vec<UdpSocket>> {
         .collect();
     ips.sort_by_key(|a| (a.is_loopback(), a.is_ipv6()));
     ips.dedup();
-    let mut port = config.listen.port();
+    let mut port = listen.port();
     let mut sockets = Vec::new();
     for a in ips {
         match UdpSocket::bind(SocketAddr::new(a, port)).await {
@@ -371,18 +495,17 @@ async fn bind(config: &MediaConfig) -> std::io::Result<Vec<UdpSocket>> {
 const RECV_BATCH: usize = 256;
 
 struct Runner {
+    /// Which worker this is (its slot in `Shared::sessions`).
+    index: usize,
     engine: Engine,
     /// Each socket with its bound address (the source of what it sends).
     sockets: Vec<(SocketAddr, UdpSocket)>,
     transcoders: Transcoders,
-    counters: Arc<MediaCounters>,
+    shared: Arc<Shared>,
     /// WHIP/WHEP resource name → session (forgotten when the session ends).
     resources: HashMap<String, SessionId>,
     /// Who asked for each session.
     requesters: HashMap<SessionId, Requester>,
-    /// Sessions per client address, and the most one may hold.
-    per_client: HashMap<IpAddr, usize>,
-    max_per_client: usize,
     /// Per socket, datagrams its full send buffer did not take yet, in order; sent when it is
     /// writable again, while the loop goes on serving everything else.
     backlog: Vec<VecDeque<(Vec<u8>, SocketAddr)>>,
@@ -495,7 +618,8 @@ impl Runner {
                         .handle_receive(now, source, *local, data)
                         .is_err()
                     {
-                        self.counters
+                        self.shared
+                            .counters
                             .datagrams_unmatched
                             .fetch_add(1, Ordering::Relaxed);
                     }
@@ -514,16 +638,26 @@ impl Runner {
         from: Requester,
         now: Instant,
     ) -> Result<Accepted, AcceptError> {
-        let held = self.per_client.get(&from.client).copied().unwrap_or(0);
-        if held >= self.max_per_client {
+        // Held from the check to the count, so two workers cannot both take the last one.
+        let mut clients = self.shared.clients();
+        let held = clients.get(&from.client).copied().unwrap_or(0);
+        if held >= self.shared.max_per_client {
             return Err(AcceptError::TooManyFromAddress(held));
+        }
+        let total = self.shared.sessions();
+        if total >= self.shared.max_sessions {
+            return Err(OfferError::Full(total).into());
         }
         let named = kind.room().is_some();
         let (session, answer) = self.engine.accept(kind, offer, now)?;
-        self.counters
+        *clients.entry(from.client).or_default() += 1;
+        drop(clients);
+        // Before the reply: the client's next request may reach another worker at once.
+        self.shared.sessions[self.index].store(self.engine.session_count(), Ordering::Relaxed);
+        self.shared
+            .counters
             .sessions_created
             .fetch_add(1, Ordering::Relaxed);
-        *self.per_client.entry(from.client).or_default() += 1;
         self.requesters.insert(session, from);
         let resource = named.then(|| {
             let name = resource_name();
@@ -622,6 +756,8 @@ impl Runner {
     /// `sendmmsg` per socket: echoing a frame is several packets at once. What a full send buffer
     /// does not take waits in the socket's backlog; nothing here waits.
     fn flush(&mut self) {
+        // What the other workers check the server's session cap against.
+        self.shared.sessions[self.index].store(self.engine.session_count(), Ordering::Relaxed);
         let mut transmits = Vec::new();
         while let Some(o) = self.engine.poll_output() {
             match o {
@@ -658,12 +794,13 @@ impl Runner {
                     self.participants.closed(session);
                     self.transcoders.remove(session);
                     self.resources.retain(|_, s| *s != session);
-                    if let Some(from) = self.requesters.remove(&session)
-                        && let Some(n) = self.per_client.get_mut(&from.client)
-                    {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.per_client.remove(&from.client);
+                    if let Some(from) = self.requesters.remove(&session) {
+                        let mut clients = self.shared.clients();
+                        if let Some(n) = clients.get_mut(&from.client) {
+                            *n -= 1;
+                            if *n == 0 {
+                                clients.remove(&from.client);
+                            }
                         }
                     }
                     log_close(session, reason);
@@ -688,7 +825,8 @@ impl Runner {
             for (data, to) in &datagrams[sent..] {
                 if backlog.len() == BACKLOG {
                     backlog.pop_front();
-                    self.counters
+                    self.shared
+                        .counters
                         .datagrams_dropped
                         .fetch_add(1, Ordering::Relaxed);
                 }
