@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use huddle_sfu::{Frame, Layer, Owner, SessionId, Sfu, TrackId, TrackInfo};
+use huddle_sfu::{Frame, Layer, Owner, SessionId, Sfu, TrackId};
 use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelData;
@@ -905,16 +905,7 @@ impl Engine {
                 .iter()
                 .flat_map(|sc| sc.recv.iter().map(|l| l.rid))
                 .collect();
-            // A page's first video line is its camera; a later one is a screen share.
-            let screen =
-                m.kind == MediaKind::Video && s.lines.iter().any(|l| l.kind == MediaKind::Video);
-            let info = match m.kind {
-                MediaKind::Audio => TrackInfo::audio(),
-                MediaKind::Video => TrackInfo {
-                    screen,
-                    ..TrackInfo::video(rids.len().max(1) as u8)
-                },
-            };
+            let info = s.published(m.mid, m.kind, &rids);
             match self.sfu.publish(id, info, now) {
                 Some(track) => LineUse::Publishes { track, rids },
                 None => LineUse::Idle,
@@ -954,21 +945,18 @@ impl Engine {
             return;
         };
         match (&line.use_, c.direction.is_receiving()) {
-            (LineUse::Publishes { track, .. }, false) => {
+            (LineUse::Publishes { track, rids }, false) => {
                 let track = *track;
-                line.use_ = LineUse::Idle;
+                line.use_ = LineUse::Stopped { rids: rids.clone() };
                 self.sfu.unpublish(track, now);
             }
-            (LineUse::Idle, true) => {
-                let info = match line.kind {
-                    MediaKind::Audio => TrackInfo::audio(),
-                    MediaKind::Video => TrackInfo::video(1),
-                };
-                if let Some(track) = self.sfu.publish(id, info, now) {
-                    line.use_ = LineUse::Publishes {
-                        track,
-                        rids: Vec::new(),
-                    };
+            (LineUse::Stopped { rids }, true) => {
+                let (rids, kind) = (rids.clone(), line.kind);
+                let info = s.published(c.mid, kind, &rids);
+                if let Some(track) = self.sfu.publish(id, info, now)
+                    && let Some(line) = s.lines.iter_mut().find(|l| l.mid == c.mid)
+                {
+                    line.use_ = LineUse::Publishes { track, rids };
                 }
             }
             _ => {}
@@ -1015,7 +1003,7 @@ impl Engine {
                 write_media(s, data.mid, &data, data.time);
                 work.push_back(id);
             }
-            LineUse::Carries(_) | LineUse::Free | LineUse::Idle => {}
+            LineUse::Carries(_) | LineUse::Free | LineUse::Idle | LineUse::Stopped { .. } => {}
         }
     }
 

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use huddle_sfu::TrackId;
+use huddle_sfu::{TrackId, TrackInfo};
 use str0m::media::{MediaKind, MediaTime, Mid, Rid};
 use str0m::{Rtc, RtcConfig};
 
@@ -214,6 +214,8 @@ pub(crate) enum LineUse {
     Free,
     /// Neither: a line the browser sends on where the session does not publish.
     Idle,
+    /// The browser published on it in `rids` and stopped: sending again publishes the same.
+    Stopped { rids: Vec<Rid> },
 }
 
 /// Keyframe requests towards one sender are at most this frequent: every new viewer and every
@@ -221,6 +223,22 @@ pub(crate) enum LineUse {
 pub(crate) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Session {
+    /// What a track the browser publishes on line `mid` is, in simulcast layers `rids`: a
+    /// page's first video line is its camera, a later one a screen share.
+    pub(crate) fn published(&self, mid: Mid, kind: MediaKind, rids: &[Rid]) -> TrackInfo {
+        match kind {
+            MediaKind::Audio => TrackInfo::audio(),
+            MediaKind::Video => TrackInfo {
+                screen: self
+                    .lines
+                    .iter()
+                    .find(|l| l.kind == MediaKind::Video)
+                    .is_some_and(|first| first.mid != mid),
+                ..TrackInfo::video(u8::try_from(rids.len().max(1)).unwrap_or(u8::MAX))
+            },
+        }
+    }
+
     pub(crate) fn new(rtc: Rtc, kind: SessionKind, now: Instant) -> Self {
         Session {
             rtc,

@@ -953,7 +953,7 @@ fn simulcast_layers_follow_each_tile_switch_at_keyframes_and_keep_time_continuou
         room: "r".into(),
         peer: "pub".into(),
     };
-    let (_, answer) = net
+    let (upstream, answer) = net
         .engine
         .accept(kind, &offer.to_sdp_string(), net.now)
         .unwrap();
@@ -1050,4 +1050,27 @@ fn simulcast_layers_follow_each_tile_switch_at_keyframes_and_keep_time_continuou
             "RTP time continuous: {pair:?} in {times:?}"
         );
     }
+
+    // The page stops sending on the line and starts again (a direction change, renegotiated):
+    // the track comes back in its three layers, and the big page gets the top one again.
+    for direction in [Direction::Inactive, Direction::SendOnly] {
+        let mut change = net.browsers[0].rtc.sdp_api();
+        change.set_direction(mid, direction);
+        let (offer, pending) = change.apply().expect("a direction change to offer");
+        let now = net.now;
+        let answer = net
+            .engine
+            .reoffer(upstream, &offer.to_sdp_string(), now)
+            .unwrap();
+        net.browsers[0].accept(pending, &answer);
+        for _ in 0..10 {
+            net.step(&mut |_| None);
+        }
+    }
+    let big_before = net.browsers[big_b].frames.len();
+    for i in 180..255 {
+        send(&mut net, i);
+    }
+    let got = layers_at(&net, big_b)[big_before..].to_vec();
+    assert_eq!(got.last(), Some(&2), "the top layer again: {got:?}");
 }
