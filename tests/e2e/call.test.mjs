@@ -18,6 +18,7 @@ after(async () => {
   await lab.teardown();
 });
 
+// The server's default room mode (auto): two pages call each other directly.
 const join = (room, name) => lab.page(browser, `/r/${room}?name=${name}&autojoin=1`);
 
 test('two pages see and hear each other', async () => {
@@ -39,7 +40,9 @@ test('two pages see and hear each other', async () => {
 
 test('three pages form a mesh, chat arrives, a leaver disappears within 2 s', async () => {
   const pages = [];
-  for (const name of ['One', 'Two', 'Three']) pages.push(await join('mesh', name));
+  // A mesh by choice: the server's default (auto) would take three through its media peer.
+  for (const name of ['One', 'Two', 'Three']) pages.push(await lab.page(browser, `/r/mesh?name=${name}&autojoin=1&mode=mesh`));
+  await waitInPage(pages[0], () => window.huddle.me.mode === 'mesh', null, { what: 'a mesh room' });
   for (const p of pages) {
     await waitInPage(p, () => document.querySelectorAll('video[data-role="remote"]').length === 2, null, { what: 'two remote tiles' });
     const ids = await remoteIds(p);

@@ -82,7 +82,9 @@ async function pageIn(browser, room, name) {
   const page = await context.newPage();
   page.logs = [];
   page.on('console', (m) => page.logs.push(`${m.type()}: ${m.text()}`));
-  await page.goto(`https://${SERVER}:8443/r/${room}?name=${name}&autojoin=1`);
+  // Browser to browser: through the server, which is on the public side, there would be no NAT
+  // to traverse.
+  await page.goto(`https://${SERVER}:8443/r/${room}?name=${name}&autojoin=1&mode=mesh`);
   return page;
 }
 

@@ -62,7 +62,7 @@ pub struct ServeArgs {
     /// How a new room's media flows when its first page does not say (`?mode=` on a room
     /// link): `mesh`, every browser to every other (up to the room capacity); `sfu`, through
     /// the server's media peer (up to 100); `auto`, peer-to-peer while two are in the room and
-    /// through the server from three [default: mesh].
+    /// through the server from three [default: auto; mesh with --no-media].
     #[arg(long, env = "HUDDLE_ROOM_MODE", value_name = "MODE", value_parser = ["mesh", "sfu", "auto"])]
     room_mode: Option<String>,
 
@@ -260,7 +260,10 @@ impl ServeArgs {
             rooms.capacity = capacity;
         }
         rooms.default_mode = match self.room_mode.as_deref() {
-            None | Some("mesh") => huddle_signal_proto::RoomMode::Mesh,
+            Some("mesh") => huddle_signal_proto::RoomMode::Mesh,
+            // Without the media peer there is no server to move a third person to.
+            None if self.no_media.unwrap_or(false) => huddle_signal_proto::RoomMode::Mesh,
+            None => huddle_signal_proto::RoomMode::Auto,
             Some("sfu" | "auto") if self.no_media.unwrap_or(false) => {
                 anyhow::bail!(
                     "--room-mode sfu and auto need the media peer, which --no-media turns off"
