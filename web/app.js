@@ -49,6 +49,8 @@ const BACK_TO_P2P_MS = 5000;
 let backToP2p = null;
 /** SFU rooms: which receiving line carries whose track (the server's `tracks`). */
 let sfuTracks = [];
+/** WHIP publishers and WHEP viewers in the room: an auto room then goes through the server. */
+let streaming = false;
 let signaling = null;
 let rtcConfig = { iceServers: [] };
 let unread = 0;
@@ -348,6 +350,10 @@ function join() {
   signaling.addEventListener('room-locked', (e) => onLocked(e.detail));
   signaling.addEventListener('tracks', (e) => onTracks(e.detail.tracks));
   signaling.addEventListener('speakers', (e) => onSpeakers(e.detail.ids));
+  signaling.addEventListener('streaming', (e) => {
+    streaming = e.detail.publishers + e.detail.viewers > 0;
+    updateAutoMode();
+  });
   signaling.addEventListener('layers', (e) => links.get('sfu')?.setLayers(e.detail.mid, e.detail.active));
   signaling.join(me.room, name, mediaState(), invite, requestedMode);
 }
@@ -410,6 +416,8 @@ function onWelcome(w) {
     links.get('sfu')?.close();
     links.delete('sfu');
     sfuTracks = [];
+    streaming = false;
+    renderBroadcast([]);
     for (const p of w.peers) {
       addPeer(p);
       if (me.mode === 'mesh') linkTo(p.id).start();
@@ -449,7 +457,7 @@ function linkTo(id) {
     const tile = document.querySelector(`.tile[data-key="${CSS.escape(id)}"]`);
     if (tile) setTileConnection(tile, e.detail.state);
     // Auto rooms: once the direct call is up, the server no longer needs our media.
-    if (me.mode === 'auto' && e.detail.state === 'connected') {
+    if (me.mode === 'auto' && e.detail.state === 'connected' && !streaming) {
       links.get('sfu')?.setPaused(true);
       renderPeer(id);
     }
@@ -525,7 +533,7 @@ function updateAutoMode() {
   const others = [...peers.entries()].filter(([, p]) => !p.hidden).map(([id]) => id);
   clearTimeout(backToP2p);
   const direct = [...links.keys()].filter((k) => k !== 'sfu');
-  if (others.length === 1) {
+  if (others.length === 1 && !streaming) {
     if (direct.includes(others[0])) return;
     // One side calls (the smaller id), the other answers when the offer comes.
     const other = others[0];
@@ -534,8 +542,9 @@ function updateAutoMode() {
     }
     return;
   }
-  // Three or more: through the server. The direct calls go once the server's video of that
-  // person is decoding (or after 3 s), so the picture does not stop for the switch.
+  // Three or more, or a WHIP publisher or WHEP viewer (they are on the server): through the
+  // server. The direct calls go once the server's video of that person is decoding (or after
+  // 3 s), so the picture does not stop for the switch.
   links.get('sfu')?.setPaused(false);
   for (const id of direct) closeDirectWhenServerFlows(id);
 }
@@ -619,7 +628,26 @@ function onTracks(tracks) {
     }
     if (changed) renderPeer(id);
   }
+  // A WHIP publisher (OBS, say) has no page and no peer id: its tracks get a tile of their own.
+  renderBroadcast(tracks.filter((t) => !t.peer && link.track(t.mid)?.kind === t.kind).map((t) => link.track(t.mid)));
   reportViews();
+}
+
+/** The room's WHIP publisher, if it has one: a tile like a participant's. */
+let broadcast = null;
+function renderBroadcast(tracks) {
+  const have = broadcast?.getTracks() || [];
+  if (have.length === tracks.length && tracks.every((t) => have.includes(t))) return;
+  if (!tracks.length) {
+    broadcast = null;
+    removeTiles((t) => t.dataset.key === 'whip');
+  } else {
+    broadcast = new MediaStream(tracks);
+    const tile = ensureTile({ key: 'whip', role: 'remote', peer: 'whip', name: 'Broadcast' });
+    setTileMedia(tile, { audio: tracks.some((t) => t.kind === 'audio'), video: tracks.some((t) => t.kind === 'video') });
+    attach(tile.querySelector('video'), broadcast);
+  }
+  updateGridSize();
 }
 
 /** SFU rooms: who speaks, loudest first — their tiles light up. */
@@ -720,7 +748,9 @@ function renderPeer(id) {
   attach(tile.querySelector('video'), camera);
 
   const screenKey = `${id}:screen`;
-  const screen = (useDirect && screenId && peer.streams.get(screenId)) || peer.streams.get('sfu:screen');
+  // Shown while the sharer's state says it shares: the server's screen line outlives a share
+  // (it is reused by the next), and its last frame would otherwise stay on screen.
+  const screen = screenId && ((useDirect && peer.streams.get(screenId)) || peer.streams.get('sfu:screen'));
   if (screen) {
     const st = ensureTile({ key: screenKey, role: 'screen', peer: id, name: `${peer.name} — screen` });
     st.classList.add('screen');

@@ -102,6 +102,11 @@ test('a screen share through the SFU shows up as a screen tile next to the camer
   const screen = await videoFlows(b, `video[data-role="screen"][data-peer="${presenter}"]`);
   assert.ok(screen.w > 0);
   await videoFlows(b, `video[data-role="remote"][data-peer="${presenter}"]`);
+  // Stopped, the tile goes; shared again, it comes back on the same line.
+  await a.click('#btn-screen');
+  await waitInPage(b, () => !document.querySelector('video[data-role="screen"]'), null, { what: 'screen tile gone' });
+  await a.click('#btn-screen');
+  await videoFlows(b, `video[data-role="screen"][data-peer="${presenter}"]`);
   for (const p of [a, b]) await p.context().close();
 });
 
@@ -129,8 +134,10 @@ const directLinks = (p) => p.evaluate(() => [...window.huddle.links.entries()]
   .filter(([k, l]) => k !== 'sfu' && l.pc.connectionState === 'connected').map(([k]) => k));
 
 test('auto: two are peer-to-peer, a third moves everyone to the SFU, and back to two goes direct', async () => {
-  const auto = (name) => lab.page(browser, `/r/duo?name=${name}&autojoin=1&mode=auto`);
+  // No ?mode=: auto is what a new room is by default.
+  const auto = (name) => lab.page(browser, `/r/duo?name=${name}&autojoin=1`);
   const a = await auto('Ann');
+  await waitInPage(a, () => window.huddle.me.mode === 'auto', null, { what: 'an auto room by default' });
   const b = await auto('Ben');
   const [ia, ib] = [await myId(a), await myId(b)];
   for (const [p, other] of [[a, ib], [b, ia]]) {
@@ -201,4 +208,39 @@ test('a grid of many pages: tiles on other pages get no video until their page i
     if (!hidden) await videoFlows(a, `video[data-peer="${id}"]`);
   }
   for (const p of [a, ...others]) await p.context().close();
+});
+
+test('a WHIP publisher moves an auto room of two onto the server, where its pages see it', async () => {
+  const a = await lab.page(browser, '/r/cast?name=Ann&autojoin=1');
+  const b = await lab.page(browser, '/r/cast?name=Ben&autojoin=1');
+  const [ia, ib] = [await myId(a), await myId(b)];
+  const direct = (p, other) => waitInPage(p, (o) => window.huddle.links.get(o)?.pc.connectionState === 'connected',
+    other, { what: 'a direct call', timeout: 20000 });
+  await direct(a, ib);
+  // What OBS does: publish camera and mic to the room over WHIP, from no page of the room.
+  const obs = await lab.page(browser, '/healthz');
+  const location = await obs.evaluate(async () => {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+    const pc = new RTCPeerConnection();
+    for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: 'sendonly', streams: [stream] });
+    await pc.setLocalDescription(await pc.createOffer());
+    const r = await fetch('/whip/cast', { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (r.status !== 201) throw new Error(`WHIP ${r.status}: ${await r.text()}`);
+    await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+    window.pc = pc;
+    return r.headers.get('Location');
+  });
+  for (const [p, other] of [[a, ib], [b, ia]]) {
+    await videoFlows(p, 'video[data-peer="whip"]');
+    await waitInPage(p, (o) => !window.huddle.links.has(o), other, { what: 'the direct call closed' });
+    await videoFlows(p, `video[data-role="remote"][data-peer="${other}"]`);
+  }
+  // The broadcast ends: its tile goes, and the two call each other directly again.
+  assert.equal(await obs.evaluate(async (loc) => (await fetch(loc, { method: 'DELETE' })).status, location), 200);
+  for (const p of [a, b]) {
+    await waitInPage(p, () => !document.querySelector('video[data-peer="whip"]'), null, { what: 'the broadcast tile gone' });
+  }
+  await direct(a, ib);
+  await videoFlows(a, `video[data-role="remote"][data-peer="${ib}"]`);
+  for (const p of [a, b, obs]) await p.context().close();
 });

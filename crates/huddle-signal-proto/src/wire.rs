@@ -470,6 +470,12 @@ pub enum ServerMessage {
     Speakers {
         ids: Vec<PeerId>,
     },
+    /// The room's WHIP publishers and WHEP viewers: while there are any, an auto room's pages
+    /// send through the server, where those are.
+    Streaming {
+        publishers: usize,
+        viewers: usize,
+    },
 }
 
 impl ServerMessage {

@@ -449,6 +449,7 @@ fn spawn_worker(
                     resources: HashMap::new(),
                     requesters: HashMap::new(),
                     participants: sfu::Participants::default(),
+                    streaming: sfu::Streaming::default(),
                     hub: None,
                 };
                 runner.run(command_rx, result_rx, stop).await;
@@ -511,6 +512,8 @@ struct Runner {
     backlog: Vec<VecDeque<(Vec<u8>, SocketAddr)>>,
     /// SFU room pages and their sessions.
     participants: sfu::Participants,
+    /// The WHIP publishers and WHEP viewers of rooms, whose pages are told of them.
+    streaming: sfu::Streaming,
     /// Where messages for those pages go.
     hub: Option<mpsc::Sender<SfuEvent>>,
 }
@@ -649,6 +652,11 @@ impl Runner {
             return Err(OfferError::Full(total).into());
         }
         let named = kind.room().is_some();
+        let streams = match &kind {
+            SessionKind::Publish { room } => Some((room.clone(), true)),
+            SessionKind::Watch { room } => Some((room.clone(), false)),
+            _ => None,
+        };
         let (session, answer) = self.engine.accept(kind, offer, now)?;
         *clients.entry(from.client).or_default() += 1;
         drop(clients);
@@ -659,6 +667,10 @@ impl Runner {
             .sessions_created
             .fetch_add(1, Ordering::Relaxed);
         self.requesters.insert(session, from);
+        if let Some((room, publishes)) = streams {
+            let event = self.streaming.added(session, room, publishes);
+            self.tell_hub(event);
+        }
         let resource = named.then(|| {
             let name = resource_name();
             self.resources.insert(name.clone(), session);
@@ -734,6 +746,12 @@ impl Runner {
                 let _ = reply.send(stats);
             }
             Command::Sfu(request) => {
+                // A page joining a room with streams hears of them first.
+                if let huddle_signal_proto::MediaRequest::Join { room, peer } = &request
+                    && let Some(event) = self.streaming.tell(room, peer)
+                {
+                    self.tell_hub(event);
+                }
                 let events = self.participants.request(&mut self.engine, request, now);
                 for e in events {
                     self.tell_hub(e);
@@ -792,6 +810,9 @@ impl Runner {
                 }
                 Output::Closed { session, reason } => {
                     self.participants.closed(session);
+                    if let Some(event) = self.streaming.removed(session) {
+                        self.tell_hub(event);
+                    }
                     self.transcoders.remove(session);
                     self.resources.retain(|_, s| *s != session);
                     if let Some(from) = self.requesters.remove(&session) {

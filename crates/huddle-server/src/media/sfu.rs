@@ -151,6 +151,60 @@ impl Participants {
     }
 }
 
+/// The WHIP publishers and WHEP viewers of each room (not SFU participants: they have no page
+/// and no peer id), counted for the room's pages.
+#[derive(Debug, Default)]
+pub(super) struct Streaming {
+    /// Each session's room, and whether it publishes (WHIP) or views (WHEP).
+    sessions: HashMap<SessionId, (String, bool)>,
+}
+
+impl Streaming {
+    /// A new WHIP (`publishes`) or WHEP session: the room's new counts.
+    pub(super) fn added(&mut self, id: SessionId, room: String, publishes: bool) -> SfuEvent {
+        self.sessions.insert(id, (room.clone(), publishes));
+        self.counts(room)
+    }
+
+    /// A session ended: the new counts of its room, if it was one of these.
+    pub(super) fn removed(&mut self, id: SessionId) -> Option<SfuEvent> {
+        let (room, _) = self.sessions.remove(&id)?;
+        Some(self.counts(room))
+    }
+
+    /// For a page joining `room`: the counts, if there are streams.
+    pub(super) fn tell(&self, room: &str, peer: &PeerId) -> Option<SfuEvent> {
+        let msg = self.message(room);
+        matches!(msg, ServerMessage::Streaming { publishers, viewers } if publishers + viewers > 0)
+            .then(|| SfuEvent::ToPeer {
+                peer: peer.clone(),
+                msg,
+            })
+    }
+
+    fn counts(&self, room: String) -> SfuEvent {
+        let msg = self.message(&room);
+        SfuEvent::ToRoom { room, msg }
+    }
+
+    fn message(&self, room: &str) -> ServerMessage {
+        let (mut publishers, mut viewers) = (0, 0);
+        for (r, publishes) in self.sessions.values() {
+            if r == room {
+                *(if *publishes {
+                    &mut publishers
+                } else {
+                    &mut viewers
+                }) += 1;
+            }
+        }
+        ServerMessage::Streaming {
+            publishers,
+            viewers,
+        }
+    }
+}
+
 /// The server's offer on a page's receiving connection.
 pub(super) fn offer(peer: PeerId, sdp: String) -> SfuEvent {
     signal(peer, SdpKind::Offer, sdp)
