@@ -244,3 +244,25 @@ test('a WHIP publisher moves an auto room of two onto the server, where its page
   await videoFlows(a, `video[data-role="remote"][data-peer="${ib}"]`);
   for (const p of [a, b, obs]) await p.context().close();
 });
+
+test('a killed and restarted server: an SFU room comes back, everyone seen again', async () => {
+  const pages = [];
+  for (const name of ['Ann', 'Ben', 'Cat']) pages.push(await join('phoenix', name));
+  for (const p of pages) {
+    await waitInPage(p, () => document.querySelectorAll('video[data-role="remote"]').length === 2, null, { what: 'two remote tiles' });
+  }
+  await videoFlows(pages[0], 'video[data-role="remote"]');
+  const old = await Promise.all(pages.map(myId));
+  await lab.stopServer('SIGKILL');
+  await lab.startServer();
+  for (const [i, p] of pages.entries()) {
+    // The new server knows nobody: each page joins afresh, with new connections to it.
+    await waitInPage(p, (was) => window.huddle.me.id && window.huddle.me.id !== was, old[i], { timeout: 20000, what: 'a new session' });
+  }
+  for (const p of pages) {
+    await waitInPage(p, () => document.querySelectorAll('video[data-role="remote"]').length === 2, null, { what: 'two remote tiles again' });
+    for (const id of await remoteIds(p)) await videoFlows(p, `video[data-role="remote"][data-peer="${id}"]`);
+    assert.deepEqual(await p.evaluate(() => [...window.huddle.links.keys()]), ['sfu']);
+  }
+  for (const p of pages) await p.context().close();
+});
