@@ -24,6 +24,9 @@ pub struct Config {
     pub rooms: huddle_signal_proto::Config,
     /// ICE servers handed to clients besides Huddle's own.
     pub ice_servers: Vec<IceServer>,
+    /// The DNS name browsers reach this server by (`--public-host`): TURN-over-TLS URLs name
+    /// it — Firefox ignores `turns:` at an IP literal — and a generated certificate covers it.
+    pub public_host: Option<String>,
     /// How long shutdown waits for connections to close after clients were told.
     pub shutdown_grace: Duration,
     /// Huddle's own TURN server, and how clients are told about it.
@@ -98,6 +101,7 @@ impl Config {
             tls: TlsSource::Off,
             rooms: huddle_signal_proto::Config::default(),
             ice_servers: Vec::new(),
+            public_host: None,
             shutdown_grace: Duration::from_secs(3),
             turn: None,
             media: None,

@@ -9,6 +9,9 @@ use huddle_turn_proto::auth::mint_rest_credentials;
 #[derive(Clone, Default)]
 pub struct IceServers {
     pub static_servers: Vec<IceServer>,
+    /// The server's DNS name, for the `turns:` URLs: Firefox ignores them at an IP literal, and
+    /// TLS checks the name.
+    pub public_host: Option<String>,
     pub turn: Option<TurnIce>,
 }
 
@@ -41,8 +44,9 @@ impl IceServers {
             if let Some(port) = turn.tcp_port {
                 urls.push(format!("turn:{host}:{port}?transport=tcp"));
             }
+            let tls_host = self.public_host.as_deref().unwrap_or(host);
             for port in &turn.tls_ports {
-                urls.push(format!("turns:{host}:{port}?transport=tcp"));
+                urls.push(format!("turns:{tls_host}:{port}?transport=tcp"));
             }
             servers.push(IceServer {
                 urls,
@@ -69,8 +73,9 @@ mod tests {
 
     #[test]
     fn minted_credentials_verify_against_the_turn_server() {
-        let ice = IceServers {
+        let mut ice = IceServers {
             static_servers: vec![],
+            public_host: None,
             turn: Some(TurnIce {
                 secret: b"s".to_vec(),
                 ttl: Duration::from_secs(3600),
@@ -86,6 +91,17 @@ mod tests {
             vec![
                 "turn:meet.example.org:3478?transport=udp",
                 "turn:meet.example.org:3478?transport=tcp",
+                "turns:meet.example.org:8443?transport=tcp"
+            ]
+        );
+        // A browser that came by IP is told the server's name for TLS.
+        ice.public_host = Some("meet.example.org".into());
+        let by_ip = ice.for_peer("p1", "203.0.113.4");
+        assert_eq!(
+            by_ip[0].urls,
+            vec![
+                "turn:203.0.113.4:3478?transport=udp",
+                "turn:203.0.113.4:3478?transport=tcp",
                 "turns:meet.example.org:8443?transport=tcp"
             ]
         );

@@ -115,7 +115,9 @@ pub struct Server {
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let identity = match &config.tls {
-            TlsSource::SelfSigned { dir } => Some(Identity::self_signed(dir)?),
+            TlsSource::SelfSigned { dir } => {
+                Some(Identity::self_signed(dir, config.public_host.as_deref())?)
+            }
             TlsSource::Files { cert, key } => Some(Identity::from_files(cert, key)?),
             TlsSource::Off => None,
         };
@@ -223,6 +225,7 @@ impl Server {
             .map_err(ServerError::Serve)?;
         let ice = IceServers {
             static_servers: self.config.ice_servers.clone(),
+            public_host: self.config.public_host.clone(),
             turn: self
                 .config
                 .turn

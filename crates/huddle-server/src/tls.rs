@@ -62,22 +62,41 @@ impl Identity {
     }
 
     /// Loads `cert.pem`/`key.pem` from `dir`, generating them on first run. The certificate names
-    /// `localhost`, the loopback addresses, this host's name and its current addresses.
-    pub fn self_signed(dir: &Path) -> Result<Self, TlsError> {
+    /// `localhost`, the loopback addresses, this host's name and its current addresses, and
+    /// `public_host` (`--public-host`): one kept from a run without that name is made again.
+    pub fn self_signed(dir: &Path, public_host: Option<&str>) -> Result<Self, TlsError> {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        if !cert.exists() || !key.exists() {
-            let write_err = |path: &Path| {
-                let path = path.to_owned();
-                move |source| TlsError::Write { path, source }
-            };
-            fs::create_dir_all(dir).map_err(write_err(dir))?;
-            let generated = rcgen::generate_simple_self_signed(subject_alt_names())?;
-            fs::write(&cert, generated.cert.pem()).map_err(write_err(&cert))?;
-            write_private(&key, generated.signing_key.serialize_pem().as_bytes())
-                .map_err(write_err(&key))?;
-            tracing::info!(path = %cert.display(), "generated a self-signed certificate");
+        if cert.exists() && key.exists() {
+            let kept = Self::from_files(&cert, &key)?;
+            match public_host {
+                Some(name) if !kept.names(name) => {
+                    tracing::info!(name, "the kept certificate does not name --public-host");
+                }
+                _ => return Ok(kept),
+            }
         }
+        let mut names = subject_alt_names();
+        names.extend(public_host.map(str::to_owned));
+        let write_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| TlsError::Write { path, source }
+        };
+        fs::create_dir_all(dir).map_err(write_err(dir))?;
+        let generated = rcgen::generate_simple_self_signed(names)?;
+        fs::write(&cert, generated.cert.pem()).map_err(write_err(&cert))?;
+        write_private(&key, generated.signing_key.serialize_pem().as_bytes())
+            .map_err(write_err(&key))?;
+        tracing::info!(path = %cert.display(), "generated a self-signed certificate");
         Self::from_files(&cert, &key)
+    }
+
+    /// Whether the leaf certificate carries `name` (a DNS name is its ASCII bytes in the DER).
+    fn names(&self, name: &str) -> bool {
+        self.chain.first().is_some_and(|leaf| {
+            leaf.as_ref()
+                .windows(name.len())
+                .any(|w| w.eq_ignore_ascii_case(name.as_bytes()))
+        })
     }
 
     pub fn server_config(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
@@ -139,9 +158,15 @@ mod tests {
     #[test]
     fn generates_once_then_reuses() {
         let dir = std::env::temp_dir().join(format!("huddle-tls-{}", std::process::id()));
-        let first = Identity::self_signed(&dir).unwrap();
-        let second = Identity::self_signed(&dir).unwrap();
+        let first = Identity::self_signed(&dir, None).unwrap();
+        let second = Identity::self_signed(&dir, None).unwrap();
         assert_eq!(first.fingerprint, second.fingerprint);
+        // A server name it does not cover makes a new one that does, kept from then on.
+        let named = Identity::self_signed(&dir, Some("meet.example.org")).unwrap();
+        assert_ne!(named.fingerprint, first.fingerprint);
+        assert!(named.names("meet.example.org") && !first.names("meet.example.org"));
+        let again = Identity::self_signed(&dir, Some("meet.example.org")).unwrap();
+        assert_eq!(again.fingerprint, named.fingerprint);
         assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
         assert!(first.server_config(&[b"http/1.1"]).is_ok());
         let mode = fs::metadata(dir.join("key.pem")).unwrap().permissions();

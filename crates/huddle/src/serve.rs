@@ -116,6 +116,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_PUBLIC_IP", value_name = "IP")]
     public_ip: Option<IpAddr>,
 
+    /// The DNS name browsers reach this server by: the TURN-over-TLS URLs handed to clients name
+    /// it (Firefox ignores `turns:` at an IP address) and the generated certificate covers it.
+    #[arg(long, env = "HUDDLE_PUBLIC_HOST", value_name = "NAME")]
+    public_host: Option<String>,
+
     /// Require `Authorization: Bearer TOKEN` for WHIP and WHEP.
     #[arg(long, env = "HUDDLE_WHIP_TOKEN", value_name = "TOKEN")]
     whip_token: Option<String>,
@@ -203,6 +208,7 @@ impl ServeArgs {
             media_listen,
             media_workers,
             public_ip,
+            public_host,
             whip_token,
             media_max_sessions,
             media_sessions_per_client,
@@ -359,11 +365,37 @@ impl ServeArgs {
             tls,
             rooms,
             ice_servers,
+            // Checked here, where the flag and the config file's key meet.
+            public_host: self
+                .public_host
+                .as_deref()
+                .map(parse_host)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
             shutdown_grace: Duration::from_secs(3),
             turn,
             media,
             limits,
         })
+    }
+}
+
+/// A DNS name: letters, digits, `-` and `.`, as a certificate's name and a URL's host need.
+fn parse_host(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<IpAddr>().is_err()
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if valid {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{name:?} is not a DNS name (an IP address goes in --public-ip)"
+        ))
     }
 }
 
@@ -457,4 +489,20 @@ fn if_addrs_or_loopback() -> Vec<IpAddr> {
         ips.push(IpAddr::from([127, 0, 0, 1]));
     }
     ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_host;
+
+    #[test]
+    fn public_host_is_a_dns_name() {
+        assert_eq!(
+            parse_host("Meet.Example.org").as_deref(),
+            Ok("meet.example.org")
+        );
+        for bad in ["", "203.0.113.4", "::1", "a..b", "bad_name", "x y", "a/b"] {
+            assert!(parse_host(bad).is_err(), "{bad:?}");
+        }
+    }
 }
