@@ -24,7 +24,7 @@ export const CHROMIUM_ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required',
-  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1',
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1 , EXCLUDE 10.99.0.1',
 ];
 
 export class Lab {
@@ -32,6 +32,8 @@ export class Lab {
     this.ns = `huddle-${name}-${process.pid}`;
     this.dir = mkdtempSync(join(tmpdir(), 'huddle-e2e-'));
     this.port = 8443;
+    /** The server's address in the namespace (Firefox needs one that is not loopback). */
+    this.host = '127.0.0.1';
     this.server = null;
     this.serverLog = '';
     this.browsers = [];
@@ -93,7 +95,7 @@ export class Lab {
   }
 
   async startServer(extra = []) {
-    const args = ['netns', 'exec', this.ns, HUDDLE, 'serve', '--listen', `127.0.0.1:${this.port}`,
+    const args = ['netns', 'exec', this.ns, HUDDLE, 'serve', '--listen', `${this.host}:${this.port}`,
       '--data-dir', join(this.dir, 'data'), ...extra];
     const server = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
     this.server = server;
@@ -120,7 +122,7 @@ export class Lab {
   }
 
   url(path) {
-    return `https://127.0.0.1:${this.port}${path}`;
+    return `https://${this.host}:${this.port}${path}`;
   }
 
   async browser({ args = [], fakeUi = true } = {}) {
