@@ -76,6 +76,14 @@ function mediaState() {
 
 // ---------------------------------------------------------------- lobby
 
+/** What the server takes as a room name (docs/protocol.md). */
+const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** A room name close to `name` that the server takes (`café` → `cafe`), or '' if none is. */
+function suggestRoom(name) {
+  return name.normalize('NFD').replace(/[^A-Za-z0-9_-]/g, '').slice(0, 64);
+}
+
 function randomRoom() {
   const a = ['bright', 'calm', 'quick', 'brave', 'sunny', 'quiet', 'bold', 'merry', 'swift', 'clever'];
   const n = ['otter', 'falcon', 'maple', 'harbor', 'comet', 'meadow', 'cedar', 'lynx', 'river', 'ember'];
@@ -85,12 +93,25 @@ function randomRoom() {
 
 async function startLobby() {
   showView('lobby');
-  $('room-input').value = roomFromPath || inviteClaims?.video?.room || randomRoom();
+  // A room name the server would refuse is said at once, with one it would take in its place.
+  const usable = !roomFromPath || ROOM_NAME.test(roomFromPath);
+  $('room-input').value = (usable ? roomFromPath : suggestRoom(roomFromPath))
+    || inviteClaims?.video?.room || randomRoom();
+  if (!usable) {
+    const notice = $('room-notice');
+    notice.textContent = `“${roomFromPath.slice(0, 64)}” cannot be a room name: use letters, digits, - and _ (up to 64).`;
+    notice.hidden = false;
+  }
   $('name-input').value = params.get('name') || localStorage.getItem('huddle.name') || '';
   const room = $('room-input').value;
-  if (roomFromPath || invite) $('join-button').textContent = `Join ${room}`;
+  const label = () => {
+    const r = $('room-input').value.trim();
+    $('join-button').textContent = ROOM_NAME.test(r) ? `Join ${r}` : 'Join room';
+  };
+  if (roomFromPath || invite) label();
+  $('room-input').addEventListener('input', label);
   if (invite && !showInvite(room)) return;
-  if (params.get('autojoin') === '1' && $('name-input').value.trim()) {
+  if (usable && params.get('autojoin') === '1' && $('name-input').value.trim()) {
     // Join while the camera starts: signaling, negotiation, ICE and DTLS run meanwhile, and the
     // tracks go into the already negotiated transceivers when they arrive (replaceTrack).
     const media = acquireMedia();
@@ -184,6 +205,8 @@ function renderLocal() {
     b.disabled = !me.audio;
     b.title = !me.audio ? 'No microphone' : me.micOn ? 'Mute microphone (M)' : 'Unmute microphone (M)';
   }
+  // The state in words too, not by colour alone (the icon is also crossed out when off).
+  $('btn-mic').querySelector('.label').textContent = me.micOn && me.audio ? 'Mute' : 'Unmute';
   const may = (source) => me.permissions.sources.includes(source);
   for (const id of ['lobby-mic', 'btn-mic']) {
     if (!may('microphone')) $(id).title = 'Your invitation does not allow the microphone';
@@ -195,6 +218,7 @@ function renderLocal() {
     b.title = !may('camera') ? 'Your invitation does not allow the camera'
       : me.video ? 'Turn camera off (V)' : 'Turn camera on (V)';
   }
+  $('btn-cam').querySelector('.label').textContent = me.video ? 'Stop video' : 'Start video';
   $('btn-screen').setAttribute('aria-pressed', String(Boolean(me.screen)));
   $('btn-screen').hidden = !may('screen_share');
   const chatAllowed = me.permissions.publishData;
@@ -338,7 +362,10 @@ function join() {
   signaling = new Signaling(`${scheme}://${location.host}/ws`);
   signaling.addEventListener('status', (e) => onStatus(e.detail));
   signaling.addEventListener('welcome', (e) => onWelcome(e.detail));
-  signaling.addEventListener('peer-joined', (e) => addPeer(e.detail.peer));
+  signaling.addEventListener('peer-joined', (e) => {
+    addPeer(e.detail.peer);
+    if (!e.detail.peer.hidden) announce(`${e.detail.peer.name} joined`);
+  });
   signaling.addEventListener('peer-updated', (e) => updatePeer(e.detail.peer));
   signaling.addEventListener('peer-left', (e) => dropPeer(e.detail.id));
   signaling.addEventListener('signal', (e) => onSignal(e.detail));
@@ -383,7 +410,7 @@ function onLocked({ locked }) {
 /** The server is done with us (removed, room ended): no reconnecting. */
 function endedBy(title, text) {
   leaveCall();
-  for (const t of me.camStream.getTracks()) t.stop();
+  releaseDevices();
   showMessage(title, text, { retry: false });
 }
 
@@ -392,7 +419,10 @@ function onStatus({ state, reason, retryInMs }) {
     banner('');
   } else if (state === 'offline') {
     const secs = Math.max(1, Math.round(retryInMs / 1000));
-    banner(`${reason[0].toUpperCase()}${reason.slice(1)} — reconnecting in ${secs}s…`, 'warn');
+    // Media flows browser to browser or through the media peer, not over this socket: a call
+    // under way goes on while signaling comes back.
+    const call = !$('room').hidden && peers.size > 0 ? ' Your call goes on;' : '';
+    banner(`${reason[0].toUpperCase()}${reason.slice(1)}.${call} reconnecting in ${secs}s…`, 'warn');
   } else if (state === 'kicked') {
     leaveCall();
     showMessage('Disconnected by the server', reason || 'The server closed the connection.', { retry: true });
@@ -412,7 +442,7 @@ function onWelcome(w) {
   me.mode = w.mode || 'mesh';
   if (!w.resumed) {
     // A new session (first join, or the server forgot us): start every call afresh.
-    for (const id of [...peers.keys()]) dropPeer(id);
+    for (const id of [...peers.keys()]) dropPeer(id, { quiet: true });
     links.get('sfu')?.close();
     links.delete('sfu');
     sfuTracks = [];
@@ -454,8 +484,7 @@ function linkTo(id) {
   });
   link.addEventListener('track', (e) => onRemoteTrack(id, e.detail));
   link.addEventListener('state', (e) => {
-    const tile = document.querySelector(`.tile[data-key="${CSS.escape(id)}"]`);
-    if (tile) setTileConnection(tile, e.detail.state);
+    showConnection(id, e.detail.state);
     // Auto rooms: once the direct call is up, the server no longer needs our media.
     if (me.mode === 'auto' && e.detail.state === 'connected' && !streaming) {
       links.get('sfu')?.setPaused(true);
@@ -560,10 +589,7 @@ function sfuLink() {
   });
   link.addEventListener('track', () => onTracks(sfuTracks));
   link.addEventListener('state', (e) => {
-    for (const id of peers.keys()) {
-      const tile = document.querySelector(`.tile[data-key="${CSS.escape(id)}"]`);
-      if (tile) setTileConnection(tile, e.detail.state);
-    }
+    for (const id of peers.keys()) showConnection(id, e.detail.state);
   });
   links.set('sfu', link);
   return link;
@@ -754,6 +780,8 @@ function renderPeer(id) {
   if (screen) {
     const st = ensureTile({ key: screenKey, role: 'screen', peer: id, name: `${peer.name} — screen` });
     st.classList.add('screen');
+    // It comes over the same connection as the camera: the same state.
+    setTileConnection(st, tile.querySelector('.dot').dataset.state || 'new');
     setTileMedia(st, { audio: true, video: true });
     attach(st.querySelector('video'), screen);
   } else {
@@ -775,7 +803,25 @@ function attach(video, stream) {
   });
 }
 
-function dropPeer(id) {
+/** The state of the connection `id`'s media comes over, on their camera and screen tiles. */
+function showConnection(id, state) {
+  for (const key of [id, `${id}:screen`]) {
+    const tile = document.querySelector(`.tile[data-key="${CSS.escape(key)}"]`);
+    if (tile) setTileConnection(tile, state);
+  }
+}
+
+/** Tells screen-reader users what changed in the room (the region is visually hidden). */
+function announce(text) {
+  const region = $('announce');
+  region.textContent = '';
+  // A fresh text node each time, so the same words twice are read twice.
+  setTimeout(() => { region.textContent = text; }, 50);
+}
+
+function dropPeer(id, { quiet = false } = {}) {
+  const peer = peers.get(id);
+  if (peer && !peer.hidden && !quiet) announce(`${peer.name} left`);
   links.get(id)?.close();
   links.delete(id);
   peers.delete(id);
@@ -814,12 +860,14 @@ function onServerError({ code, message }) {
   switch (code) {
     case 'room-full':
       leaveCall();
+      releaseDevices();
       showMessage('This room is full', `${message}. Try again later, or start another room.`, { retry: true });
       break;
     case 'bad-room-name':
     case 'bad-name':
     case 'unsupported-version':
       leaveCall();
+      releaseDevices();
       showMessage('Cannot join', message, { retry: false });
       break;
     case 'server-shutdown':
@@ -852,9 +900,14 @@ function leaveCall() {
   stopScreen();
 }
 
+/** Camera and microphone off: nothing is captured once the call cannot go on. */
+function releaseDevices() {
+  for (const t of me.camStream.getTracks()) t.stop();
+}
+
 function leave() {
   leaveCall();
-  for (const t of me.camStream.getTracks()) t.stop();
+  releaseDevices();
   showMessage('You left the room', `Thanks for joining ${me.room}.`, { retry: true });
 }
 
@@ -894,7 +947,14 @@ function wire() {
   $('btn-end').addEventListener('click', () => {
     if (confirm('End the meeting for everyone?')) signaling?.send({ type: 'end' });
   });
-  $('message-retry').addEventListener('click', () => location.reload());
+  // Back into the same room as the same person, not to the lobby.
+  $('message-retry').addEventListener('click', () => {
+    if (!me.name || !me.room) return location.reload();
+    const q = new URLSearchParams(location.search);
+    q.set('name', me.name);
+    q.set('autojoin', '1');
+    location.assign(`/r/${encodeURIComponent(me.room)}?${q}${location.hash}`);
+  });
   $('copy-link').addEventListener('click', async () => {
     const url = `${location.origin}/r/${encodeURIComponent(me.room)}`;
     try {
@@ -915,7 +975,18 @@ function wire() {
   }
   document.addEventListener('keydown', (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+    // Esc closes the panel that is open, even from its own input (a dialog closes itself).
+    if (e.key === 'Escape' && !e.target.closest('dialog')) {
+      if (!$('chat').hidden) toggleChat();
+      else if (!$('people').hidden) togglePeople();
+      return;
+    }
     if (e.target.closest('input, textarea, select, dialog')) return;
+    if (e.key === '?') {
+      $('shortcuts').showModal();
+      e.preventDefault();
+      return;
+    }
     const inRoom = !$('room').hidden;
     switch (e.key.toLowerCase()) {
       case 'm': toggleMic(); break;

@@ -79,6 +79,8 @@ test('a screen share shows up on the others as a screen tile', async () => {
   await a.click('#btn-screen');
   const screen = await videoFlows(b, `video[data-role="screen"][data-peer="${presenter}"]`);
   assert.ok(screen.w > 0);
+  // Its dot says the connection it comes over, not "connecting" for as long as it runs.
+  await waitInPage(b, () => document.querySelector('.tile.screen .dot')?.dataset.state === 'connected', null, { what: 'a connected screen tile' });
   // The camera tile keeps flowing next to it.
   await videoFlows(b, `video[data-role="remote"][data-peer="${presenter}"]`);
   await a.click('#btn-screen');
@@ -114,4 +116,39 @@ test('a killed and restarted server: pages reconnect and video flows again', asy
   await videoFlows(b, 'video[data-role="remote"]');
   await a.context().close();
   await b.context().close();
+});
+
+test('the page: room names checked in the lobby, states in words, keys, announcements', async () => {
+  // A name the server would refuse is said before joining, with one it takes instead.
+  const lobby = await lab.page(browser, '/r/caf%C3%A9');
+  await waitInPage(lobby, () => !document.querySelector('#room-notice').hidden, null, { what: 'the room name notice' });
+  assert.match(await lobby.textContent('#room-notice'), /“café” cannot be a room name/);
+  assert.equal(await lobby.inputValue('#room-input'), 'cafe');
+  assert.equal(await lobby.textContent('#join-button'), 'Join cafe');
+  await lobby.fill('#room-input', 'bad!room');
+  assert.equal(await lobby.textContent('#join-button'), 'Join room');
+  await lobby.context().close();
+
+  const a = await join('manners', 'Ada');
+  await waitInPage(a, () => window.huddle.me.id, null, { what: 'a welcome' });
+  const b = await join('manners', 'Bob');
+  await waitInPage(a, () => document.querySelector('#announce').textContent === 'Bob joined', null, { what: 'the join announced' });
+  // Mic and camera state in words, not only colour.
+  assert.equal(await a.textContent('#btn-mic .label'), 'Mute');
+  await a.keyboard.press('m');
+  assert.equal(await a.textContent('#btn-mic .label'), 'Unmute');
+  assert.equal(await a.getAttribute('#btn-mic', 'aria-pressed'), 'false');
+  await a.keyboard.press('m');
+  // C opens chat, Esc closes it — from its input too; ? lists the shortcuts.
+  await a.keyboard.press('c');
+  assert.equal(await a.isVisible('#chat'), true);
+  await a.keyboard.press('Escape');
+  assert.equal(await a.isVisible('#chat'), false);
+  await a.keyboard.press('?');
+  assert.equal(await a.isVisible('#shortcuts'), true);
+  await a.keyboard.press('Escape');
+  assert.equal(await a.isVisible('#shortcuts'), false);
+  await b.click('#btn-leave');
+  await waitInPage(a, () => document.querySelector('#announce').textContent === 'Bob left', null, { what: 'the leave announced' });
+  for (const p of [a, b]) await p.context().close();
 });

@@ -19,6 +19,7 @@ try {
   await waitInPage(a, () => document.querySelectorAll('video[data-role="remote"]').length === 2, null, {});
   for (const v of ['video[data-role="remote"]']) await videoFlows(a, v);
   await pages[2].click('#btn-mic');
+  await a.click('#btn-mic');
   await a.click('#btn-chat');
   await pages[1].click('#btn-chat');
   await pages[1].fill('#chat-input', 'Can everyone see my slides?');

@@ -98,6 +98,10 @@ impl<S> Held<S> {
             _slot: slot,
         }
     }
+
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Held<S> {

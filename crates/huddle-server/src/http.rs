@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(routes::patch)
                 .options(routes::options),
         )
+        .fallback(|| async { web::not_found() })
         .with_state(state)
 }
 

@@ -21,6 +21,7 @@ mod listener;
 mod media;
 mod metrics;
 mod rate_limit;
+mod redirect;
 mod revocations;
 mod tls;
 mod turn;

@@ -60,6 +60,9 @@ impl HttpListener {
                     let io: Box<dyn Io> = match acceptor {
                         None => Box::new(stream),
                         Some(acceptor) => {
+                            if crate::redirect::is_plain_http(stream.get_ref()).await {
+                                return crate::redirect::redirect(stream, local).await;
+                            }
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                                 .await
                             {

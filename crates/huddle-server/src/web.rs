@@ -25,12 +25,21 @@ assets! {
     "icon.svg" => "image/svg+xml",
     "echo.html" => "text/html; charset=utf-8",
     "echo.js" => "text/javascript; charset=utf-8",
+    "not-found.html" => "text/html; charset=utf-8",
 }
 
 /// Everything the page loads comes from this server; media may be blob: or a live stream.
 const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
     media-src 'self' blob: mediastream:; style-src 'self'; script-src 'self'; object-src 'none'; \
     base-uri 'none'; frame-ancestors 'none'";
+
+/// Any other address: a page saying so, with the way to the lobby (a bare 404 leaves a person
+/// on the browser's own error page).
+pub fn not_found() -> Response {
+    let mut response = asset("not-found.html");
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
 
 /// Serves an embedded file by name, or 404.
 pub fn asset(name: &str) -> Response {

@@ -299,6 +299,10 @@ async fn health_pages_and_ice_servers() {
     assert!(page.contains("<title>Huddle</title>"));
     assert_eq!(server.get("/assets/app.js").await.0, 200);
     assert_eq!(server.get("/assets/nope.js").await.0, 404);
+    // A wrong address gets a page with the way back, not an empty 404.
+    let (status, page) = server.get("/rooms/typo").await;
+    assert_eq!(status, 404);
+    assert!(page.contains("href=\"/\""), "{page}");
     let (status, body) = server.get("/api/ice-servers").await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
