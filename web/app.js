@@ -9,7 +9,7 @@ import { tokenFromLink, readClaims, problemWith, describeRefusal, permissionsFro
 import { openCamera, openTrack, openScreen, listDevices, describeMediaError } from './media.js';
 import {
   $, showView, banner, showMessage, ensureTile, setTileName, setTileMedia, setTileConnection,
-  removeTiles, updateGridSize, appendChat, fillDeviceSelect, setTileActions, renderPeople,
+  removeTiles, updateGridSize, layoutGrid, setSpeakerView, feature, appendChat, fillDeviceSelect, setTileActions, renderPeople,
   setTilesPerPage, turnPage, setTileQuality,
 } from './ui.js';
 
@@ -679,6 +679,7 @@ function renderBroadcast(tracks) {
 /** SFU rooms: who speaks, loudest first — their tiles light up. */
 function onSpeakers(ids) {
   const speaking = new Set(ids);
+  if (ids.length) feature(ids[0]);
   for (const tile of document.querySelectorAll('.tile-remote')) {
     tile.classList.toggle('speaking', speaking.has(tile.dataset.key));
   }
@@ -917,6 +918,12 @@ function wire() {
   // `?per-page=N`: tiles on one page of the grid (25 by default).
   const perPage = Number(params.get('per-page'));
   if (perPage >= 1) setTilesPerPage(perPage);
+  $('btn-layout').addEventListener('click', () => {
+    const speaker = $('btn-layout').getAttribute('aria-pressed') !== 'true';
+    $('btn-layout').setAttribute('aria-pressed', String(speaker));
+    $('btn-layout').textContent = speaker ? 'Grid view' : 'Speaker view';
+    setSpeakerView(speaker);
+  });
   for (const [id, delta] of [['pager-prev', -1], ['pager-next', 1]]) {
     $(id).addEventListener('click', () => {
       turnPage(delta);
@@ -924,8 +931,9 @@ function wire() {
     });
   }
   // SFU rooms: a tile that changes size, scrolls away or hides with the tab changes its layer.
-  new ResizeObserver(() => { if (me.mode && me.mode !== 'mesh') reportViews(); }).observe($('grid'));
-  for (const [target, event] of [[window, 'resize'], [document, 'visibilitychange'], [$('grid'), 'scroll']]) {
+  // The grid's tiles are sized to fill it: again when it changes size.
+  new ResizeObserver(() => layoutGrid()).observe($('grid'));
+  for (const [target, event] of [[document, 'grid-layout'], [document, 'visibilitychange'], [$('grid'), 'scroll']]) {
     target.addEventListener(event, () => { if (me.mode && me.mode !== 'mesh') reportViews(); });
   }
   $('join-form').addEventListener('submit', (e) => {

@@ -50,7 +50,17 @@ export function ensureTile({ key, role, peer, name }) {
   avatar.className = 'avatar';
   const caption = document.createElement('figcaption');
   caption.innerHTML = '<span class="dot" title="connecting"></span><span class="name"></span><svg class="mic-off" viewBox="0 0 24 24" role="img" aria-label="Microphone muted" hidden><path d="M19 11h-1.7a5.3 5.3 0 0 1-.9 2.9l1.2 1.2A7 7 0 0 0 19 11zm-4 .2V5a3 3 0 0 0-5.9-.7zM4.3 3 3 4.3l6 6V11a3 3 0 0 0 4.5 2.6l1.6 1.6A5.3 5.3 0 0 1 7 11H5a7 7 0 0 0 6 6.9V21h2v-3.1a7 7 0 0 0 3.5-1.4l3.2 3.2 1.3-1.3z"/></svg>';
-  tile.append(video, avatar, caption);
+  // Pin (this tile large, the others in a strip) and full screen, over the tile's corner.
+  const view = document.createElement('div');
+  view.className = 'tile-view';
+  view.innerHTML = '<button type="button" data-view="pin" title="Pin: show large" aria-label="Pin" aria-pressed="false">📌</button>'
+    + '<button type="button" data-view="full" title="Full screen" aria-label="Full screen">⛶</button>';
+  view.querySelector('[data-view="pin"]').addEventListener('click', () => pin(tile));
+  view.querySelector('[data-view="full"]').addEventListener('click', () => {
+    if (document.fullscreenElement === tile) document.exitFullscreen();
+    else tile.requestFullscreen?.().catch(() => {});
+  });
+  tile.append(video, avatar, caption, view);
   $('grid').append(tile);
   setTileName(tile, name);
   return tile;
@@ -162,6 +172,30 @@ export function turnPage(delta) {
   updateGridSize();
 }
 
+/** Pins `tile` (or unpins it if it was): it is shown large, everyone else in a strip. */
+export function pin(tile) {
+  const was = tile.classList.contains('pinned');
+  for (const t of document.querySelectorAll('.tile.pinned')) t.classList.remove('pinned');
+  tile.classList.toggle('pinned', !was);
+  for (const b of document.querySelectorAll('.tile-view [data-view="pin"]')) {
+    b.setAttribute('aria-pressed', String(b.closest('.tile').classList.contains('pinned')));
+  }
+  layoutGrid();
+}
+
+/** Speaker view: the tile of `key` (the one speaking) is shown large; null for the grid. */
+let featured = null;
+let speakerView = false;
+export function setSpeakerView(on) {
+  speakerView = on;
+  layoutGrid();
+}
+export function feature(key) {
+  if (key === featured) return;
+  featured = key;
+  if (speakerView) layoutGrid();
+}
+
 export function updateGridSize() {
   const grid = $('grid');
   const tiles = [...grid.querySelectorAll('.tile')];
@@ -174,6 +208,75 @@ export function updateGridSize() {
   $('pager-label').textContent = `Page ${gridPage + 1} of ${pages} · ${tiles.length - shown} more`;
   $('pager-prev').disabled = gridPage === 0;
   $('pager-next').disabled = gridPage === pages - 1;
+  layoutGrid();
+}
+
+const GAP = 10;
+/** What the last layout was made for. */
+let lastLayout = '';
+
+/** The width:height of the grid's tiles (16:9; 3:4 on a phone held upright, see style.css). */
+function tileAspect(tile) {
+  const [w, h] = (getComputedStyle(tile).aspectRatio || '16 / 9').split('/').map(Number);
+  return w > 0 && h > 0 ? w / h : 16 / 9;
+}
+
+/** Sizes the tiles to fill the grid: as large as they can be in the columns that make them
+ *  largest, never overlapping. A screen share or a pinned tile (or, in speaker view, who
+ *  speaks) takes the stage with the others in a strip under it; in a call of two, yourself
+ *  is a small picture in the corner. */
+export function layoutGrid() {
+  const grid = $('grid');
+  const shown = [...grid.querySelectorAll('.tile')].filter((t) => !t.hidden);
+  const W = grid.clientWidth;
+  const H = grid.clientHeight;
+  const byKey = (k) => shown.find((t) => t.dataset.key === k);
+  const stage = shown.find((t) => t.classList.contains('pinned'))
+    || shown.find((t) => t.classList.contains('screen'))
+    || (speakerView && shown.length > 2 ? byKey(featured) || shown.find((t) => t.classList.contains('tile-remote')) : null);
+  const self = shown.find((t) => t.classList.contains('self'));
+  const pip = !stage && shown.length === 2 && self ? self : null;
+  // Only when something it depends on changed: resizing tiles must not feed back into
+  // another layout (and another report of tile sizes to an SFU) through the ResizeObserver.
+  const inputs = `${W}x${H} ${stage?.dataset.key} ${pip ? 'pip' : ''} ${shown.map((t) => t.dataset.key).join(',')}`;
+  if (inputs === lastLayout) return;
+  lastLayout = inputs;
+  for (const t of shown) {
+    t.classList.toggle('staged', t === stage);
+    t.classList.toggle('pip', t === pip);
+    t.style.width = '';
+    t.style.height = '';
+  }
+  grid.classList.toggle('has-stage', Boolean(stage));
+  // Two pixels short of the grid: rounding must never add a scrollbar (which would resize it).
+  if (W > 2 && H > 2) sizeTiles(grid, W - 2, H - 2, stage, shown.filter((t) => t !== stage && t !== pip));
+  // What the page tells an SFU of its tiles' sizes follows (also when the grid is hidden).
+  document.dispatchEvent(new Event('grid-layout'));
+}
+
+function sizeTiles(grid, W, H, stage, flowing) {
+  if (stage) {
+    // The strip: one row of small tiles under the stage.
+    const stripH = flowing.length ? Math.min(150, Math.max(90, H * 0.2)) : 0;
+    const stripW = stripH * 16 / 9;
+    const perRow = Math.max(1, Math.floor((W + GAP) / (stripW + GAP)));
+    const rows = Math.ceil(flowing.length / perRow);
+    grid.style.gridTemplateColumns = `repeat(${Math.min(perRow, Math.max(1, flowing.length))}, ${Math.floor(stripW)}px)`;
+    // As wide as the grid (centred over the strip's columns, which may be fewer).
+    stage.style.width = `${Math.floor(W)}px`;
+    stage.style.height = `${Math.max(160, Math.floor(H - rows * (stripH + GAP)))}px`;
+    for (const t of flowing) t.style.height = `${Math.floor(stripH)}px`;
+  } else {
+    const n = Math.max(1, flowing.length);
+    const aspect = flowing.length ? tileAspect(flowing[0]) : 16 / 9;
+    let best = { cols: 1, w: 0 };
+    for (let cols = 1; cols <= n; cols++) {
+      const rows = Math.ceil(n / cols);
+      const w = Math.min((W - GAP * (cols - 1)) / cols, ((H - GAP * (rows - 1)) / rows) * aspect);
+      if (w > best.w) best = { cols, w };
+    }
+    grid.style.gridTemplateColumns = `repeat(${best.cols}, ${Math.floor(Math.max(120, best.w))}px)`;
+  }
 }
 
 export function appendChat({ name, text, mine }) {

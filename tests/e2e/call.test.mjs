@@ -148,6 +148,13 @@ test('the page: room names checked in the lobby, states in words, keys, announce
   assert.equal(await a.isVisible('#shortcuts'), true);
   await a.keyboard.press('Escape');
   assert.equal(await a.isVisible('#shortcuts'), false);
+  // A call of two: yourself small in the corner; a pinned tile takes the stage, the rest in a strip.
+  await waitInPage(a, () => document.querySelector('.tile.self').classList.contains('pip'), null, { what: 'the self-view in the corner' });
+  const bob = await b.evaluate(() => window.huddle.me.id);
+  await a.hover(`.tile[data-key="${bob}"]`);
+  await a.click(`.tile[data-key="${bob}"] [data-view="pin"]`);
+  await waitInPage(a, (id) => document.querySelector(`.tile[data-key="${id}"]`).classList.contains('staged')
+    && !document.querySelector('.tile.self').classList.contains('pip'), bob, { what: 'the pinned tile on the stage' });
   await b.click('#btn-leave');
   await waitInPage(a, () => document.querySelector('#announce').textContent === 'Bob left', null, { what: 'the leave announced' });
   for (const p of [a, b]) await p.context().close();
