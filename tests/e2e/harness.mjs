@@ -201,4 +201,20 @@ export async function remoteIds(page, role = 'remote') {
   return page.evaluate((role) => [...document.querySelectorAll(`video[data-role="${role}"]`)].map((v) => v.dataset.peer), role);
 }
 
+/** Publishes the page's fake camera and mic to `room` over WHIP, as OBS would; resolves to the
+ *  resource's Location (the page keeps its connection as `window.pc`). */
+export async function publishWhip(page, room, { width = 640, height = 480 } = {}) {
+  return page.evaluate(async ({ room, width, height }) => {
+    const stream = await navigator.mediaDevices.getUserMedia({ video: { width, height }, audio: true });
+    const pc = new RTCPeerConnection();
+    for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: 'sendonly', streams: [stream] });
+    await pc.setLocalDescription(await pc.createOffer());
+    const r = await fetch(`/whip/${room}`, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (r.status !== 201) throw new Error(`WHIP ${r.status}: ${await r.text()}`);
+    await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
+    window.pc = pc;
+    return r.headers.get('Location');
+  }, { room, width, height });
+}
+
 export { sleep };

@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Lab, videoFlows, waitInPage, sleep } from './harness.mjs';
+import { Lab, publishWhip, videoFlows, waitInPage, sleep } from './harness.mjs';
 
 const lab = new Lab('media');
 let browser;
@@ -91,17 +91,7 @@ test('echo: data-channel ping gets its pong, and stats show the pair', async () 
 
 test('a page publishing over WHIP is watched by another over WHEP', async () => {
   const publisher = await lab.page(browser, '/healthz');
-  const location = await publisher.evaluate(async () => {
-    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
-    const pc = new RTCPeerConnection();
-    for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: 'sendonly', streams: [stream] });
-    await pc.setLocalDescription(await pc.createOffer());
-    const r = await fetch('/whip/stage', { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
-    if (r.status !== 201) throw new Error(`WHIP ${r.status}: ${await r.text()}`);
-    await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
-    window.pc = pc;
-    return r.headers.get('Location');
-  });
+  const location = await publishWhip(publisher, 'stage');
   assert.match(location, /^\/whip\/stage\/[0-9a-f]{32}$/);
 
   const viewer = await lab.page(browser, '/healthz');

@@ -3,7 +3,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Lab, videoFlows, inbound, remoteIds, waitInPage, sleep } from './harness.mjs';
+import { Lab, publishWhip, videoFlows, inbound, remoteIds, waitInPage, sleep } from './harness.mjs';
 
 const lab = new Lab('sfu');
 let browser;
@@ -219,17 +219,7 @@ test('a WHIP publisher moves an auto room of two onto the server, where its page
   await direct(a, ib);
   // What OBS does: publish camera and mic to the room over WHIP, from no page of the room.
   const obs = await lab.page(browser, '/healthz');
-  const location = await obs.evaluate(async () => {
-    const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
-    const pc = new RTCPeerConnection();
-    for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: 'sendonly', streams: [stream] });
-    await pc.setLocalDescription(await pc.createOffer());
-    const r = await fetch('/whip/cast', { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
-    if (r.status !== 201) throw new Error(`WHIP ${r.status}: ${await r.text()}`);
-    await pc.setRemoteDescription({ type: 'answer', sdp: await r.text() });
-    window.pc = pc;
-    return r.headers.get('Location');
-  });
+  const location = await publishWhip(obs, 'cast', { width: 640, height: 360 });
   for (const [p, other] of [[a, ib], [b, ia]]) {
     await videoFlows(p, 'video[data-peer="whip"]');
     await waitInPage(p, (o) => !window.huddle.links.has(o), other, { what: 'the direct call closed' });
