@@ -519,11 +519,7 @@ impl Engine {
             .collect();
         let (offer, pending) = change.apply()?;
         for (mid, kind, track) in added {
-            s.lines.push(Line {
-                mid,
-                kind,
-                use_: LineUse::Carries(track),
-            });
+            s.carry_on_new_line(mid, kind, track);
         }
         s.pending_offer = Some(pending);
         s.offered = true;

@@ -1,5 +1,6 @@
 //! One browser's peer connection with the server: a str0m [`Rtc`] and what it is for.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -180,6 +181,9 @@ pub(crate) struct Session {
     /// kind (a subscription can come before the offer's lines are reported, or before the
     /// server's next offer adds one).
     pub(crate) unbound: Vec<(TrackId, MediaKind)>,
+    /// The line each track is sent on (the `Carries` lines of `lines`, by track): every
+    /// forwarded frame looks its line up here.
+    carried: HashMap<TrackId, Mid>,
     /// The server's offer the page has not answered yet (str0m allows one at a time).
     pub(crate) pending_offer: Option<str0m::change::SdpPendingOffer>,
     /// Whether the server made its first offer (later ones only add tracks).
@@ -247,6 +251,7 @@ impl Session {
             connected: false,
             lines: Vec::new(),
             unbound: Vec::new(),
+            carried: HashMap::new(),
             pending_offer: None,
             offered: false,
             video_origin: None,
@@ -266,10 +271,17 @@ impl Session {
 
     /// The line that sends `track` to this session's browser.
     pub(crate) fn carrying(&self, track: TrackId) -> Option<Mid> {
-        self.lines
-            .iter()
-            .find(|l| l.use_ == LineUse::Carries(track))
-            .map(|l| l.mid)
+        self.carried.get(&track).copied()
+    }
+
+    /// A new sending line, made for `track`.
+    pub(crate) fn carry_on_new_line(&mut self, mid: Mid, kind: MediaKind, track: TrackId) {
+        self.lines.push(Line {
+            mid,
+            kind,
+            use_: LineUse::Carries(track),
+        });
+        self.carried.insert(track, mid);
     }
 
     /// Binds `track` to a free sending line of `kind`; false if there is none.
@@ -281,6 +293,7 @@ impl Session {
         {
             Some(l) => {
                 l.use_ = LineUse::Carries(track);
+                self.carried.insert(track, l.mid);
                 true
             }
             None => false,
@@ -290,6 +303,7 @@ impl Session {
     /// Frees the line that carried `track`; whether one did.
     pub(crate) fn unbind(&mut self, track: TrackId) -> bool {
         self.unbound.retain(|(t, _)| *t != track);
+        self.carried.remove(&track);
         let mut freed = false;
         for l in &mut self.lines {
             if l.use_ == LineUse::Carries(track) {

@@ -1,6 +1,6 @@
 //! Rooms, members, published tracks and subscriptions, and what the host must do about them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::allocate::{self, LayerRates, View, Wanted};
@@ -132,8 +132,9 @@ struct Member {
     /// The last `Bitrate` reported (minimum, desired).
     bitrate: (u64, u64),
     published: Vec<TrackId>,
-    /// In the order subscribed.
-    subscriptions: Vec<Subscription>,
+    /// By track, so a frame finds its subscription at once; track ids grow as tracks are
+    /// published, so this is also the order subscribed.
+    subscriptions: BTreeMap<TrackId, Subscription>,
 }
 
 #[derive(Debug)]
@@ -234,7 +235,7 @@ impl Sfu {
                 estimate: None,
                 bitrate: (0, 0),
                 published: Vec::new(),
-                subscriptions: Vec::new(),
+                subscriptions: BTreeMap::new(),
             },
         );
         for t in tracks {
@@ -252,7 +253,7 @@ impl Sfu {
         for t in m.published {
             self.remove_track(t, now);
         }
-        for s in m.subscriptions {
+        for s in m.subscriptions.into_values() {
             if let Some(t) = self.tracks.get_mut(&s.track) {
                 t.subscribers.retain(|x| *x != session);
             }
@@ -404,7 +405,7 @@ impl Sfu {
         let Some(m) = self.members.get_mut(&subscriber) else {
             return;
         };
-        if let Some(s) = m.subscriptions.iter_mut().find(|s| s.track == track)
+        if let Some(s) = m.subscriptions.get_mut(&track)
             && s.view != view
         {
             s.view = view;
@@ -474,7 +475,7 @@ impl Sfu {
             if !m.ready {
                 continue;
             }
-            let Some(s) = m.subscriptions.iter_mut().find(|s| s.track == track) else {
+            let Some(s) = m.subscriptions.get_mut(&track) else {
                 continue;
             };
             if let Some(time) =
@@ -529,11 +530,7 @@ impl Sfu {
     }
 
     fn subscription(&self, subscriber: SessionId, track: TrackId) -> Option<&Subscription> {
-        self.members
-            .get(&subscriber)?
-            .subscriptions
-            .iter()
-            .find(|s| s.track == track)
+        self.members.get(&subscriber)?.subscriptions.get(&track)
     }
 
     fn subscribe(&mut self, subscriber: SessionId, track: TrackId) {
@@ -543,7 +540,7 @@ impl Sfu {
         let Some(m) = self.members.get_mut(&subscriber) else {
             return;
         };
-        if t.owner == m.owner || m.subscriptions.iter().any(|s| s.track == track) {
+        if t.owner == m.owner || m.subscriptions.contains_key(&track) {
             return;
         }
         t.subscribers.push(subscriber);
@@ -553,12 +550,15 @@ impl Sfu {
             MediaKind::Audio => Forwarding::flowing(Layer(0)),
             MediaKind::Video => Forwarding::new(None),
         };
-        m.subscriptions.push(Subscription {
+        m.subscriptions.insert(
             track,
-            kind,
-            view: View::default(),
-            fwd,
-        });
+            Subscription {
+                track,
+                kind,
+                view: View::default(),
+                fwd,
+            },
+        );
         self.out.push_back(Output::Subscribe {
             subscriber,
             track,
@@ -576,7 +576,7 @@ impl Sfu {
         }
         for sub in t.subscribers {
             if let Some(m) = self.members.get_mut(&sub) {
-                m.subscriptions.retain(|s| s.track != track);
+                m.subscriptions.remove(&track);
             }
             self.out.push_back(Output::Unsubscribe {
                 subscriber: sub,
@@ -594,7 +594,7 @@ impl Sfu {
         let mut video = Vec::new();
         let mut wanted = Vec::new();
         let mut audio = 0;
-        for s in &m.subscriptions {
+        for s in m.subscriptions.values() {
             let Some(t) = self.tracks.get(&s.track) else {
                 continue;
             };
@@ -631,7 +631,7 @@ impl Sfu {
                 });
             }
             for (track, layer) in video.iter().zip(allocation.layers) {
-                if let Some(s) = m.subscriptions.iter_mut().find(|s| s.track == *track)
+                if let Some(s) = m.subscriptions.get_mut(track)
                     && s.fwd.target != layer
                 {
                     s.fwd.retarget(layer);
@@ -657,7 +657,7 @@ impl Sfu {
         }
         let pending: Vec<(TrackId, Layer)> = m
             .subscriptions
-            .iter()
+            .values()
             .filter(|s| s.kind == MediaKind::Video && s.fwd.waiting())
             .filter_map(|s| Some((s.track, s.fwd.target?)))
             .collect();
