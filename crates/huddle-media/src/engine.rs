@@ -1,4 +1,4 @@
-//! Every media session of a server behind one UDP port: the host half of the media peer.
+//! Every media session of one media worker behind its UDP port: the host half of the media peer.
 //! Demultiplexing, str0m's run loop (mutate → drain to `Timeout`), timers, session lifecycle,
 //! echo and the hand-off of frames to transcoders; for room sessions it feeds the SFU core
 //! (`huddle-sfu`) what str0m reports and carries out what the core decides.

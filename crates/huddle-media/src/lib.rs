@@ -1,6 +1,6 @@
 //! Huddle's server-side WebRTC peers on [str0m], sans-IO like it: no sockets, no threads, no
-//! clock. [`Engine`] holds every session behind one UDP port; the server crate feeds it
-//! datagrams and time and runs the [`codec::Transcoder`]s on worker threads.
+//! clock. An [`Engine`] holds every session behind one UDP port (a media worker's); the server
+//! crate feeds it datagrams and time and runs the [`codec::Transcoder`]s on threads of their own.
 //!
 //! - echo (aiortc's `POST /offer`): tracks come back, video through a [`Transform`];
 //! - WHIP publish / WHEP watch: members of a room of the SFU core (`huddle-sfu`), which
