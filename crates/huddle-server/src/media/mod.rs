@@ -175,7 +175,29 @@ impl Shared {
             .sum()
     }
 
-    /// The client's sessions, under the lock that must be held from the check to the count.
+    /// Counts a session of `client` if it may have one more, checked and counted under one
+    /// lock so two workers cannot both take the last; else the number it holds.
+    fn take_slot(&self, client: IpAddr) -> Result<(), usize> {
+        let mut clients = self.clients();
+        let held = clients.entry(client).or_default();
+        if *held >= self.max_per_client {
+            return Err(*held);
+        }
+        *held += 1;
+        Ok(())
+    }
+
+    /// Gives back a slot `take_slot` counted (the session ended, or was never made).
+    fn release_slot(&self, client: IpAddr) {
+        let mut clients = self.clients();
+        if let Some(n) = clients.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&client);
+            }
+        }
+    }
+
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         // A worker that panicked holding the lock left whole counts behind (each update is a
         // single insert or decrement), so the map is still right.
@@ -641,12 +663,6 @@ impl Runner {
         from: Requester,
         now: Instant,
     ) -> Result<Accepted, AcceptError> {
-        // Held from the check to the count, so two workers cannot both take the last one.
-        let mut clients = self.shared.clients();
-        let held = clients.get(&from.client).copied().unwrap_or(0);
-        if held >= self.shared.max_per_client {
-            return Err(AcceptError::TooManyFromAddress(held));
-        }
         let total = self.shared.sessions();
         if total >= self.shared.max_sessions {
             return Err(OfferError::Full(total).into());
@@ -657,9 +673,18 @@ impl Runner {
             SessionKind::Watch { room } => Some((room.clone(), false)),
             _ => None,
         };
-        let (session, answer) = self.engine.accept(kind, offer, now)?;
-        *clients.entry(from.client).or_default() += 1;
-        drop(clients);
+        // The slot is taken before the offer is negotiated (which takes a while, and must not
+        // hold the lock the other workers check against), and given back if it fails.
+        self.shared
+            .take_slot(from.client)
+            .map_err(AcceptError::TooManyFromAddress)?;
+        let (session, answer) = match self.engine.accept(kind, offer, now) {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                self.shared.release_slot(from.client);
+                return Err(e.into());
+            }
+        };
         // Before the reply: the client's next request may reach another worker at once.
         self.shared.sessions[self.index].store(self.engine.session_count(), Ordering::Relaxed);
         self.shared
@@ -816,13 +841,7 @@ impl Runner {
                     self.transcoders.remove(session);
                     self.resources.retain(|_, s| *s != session);
                     if let Some(from) = self.requesters.remove(&session) {
-                        let mut clients = self.shared.clients();
-                        if let Some(n) = clients.get_mut(&from.client) {
-                            *n -= 1;
-                            if *n == 0 {
-                                clients.remove(&from.client);
-                            }
-                        }
+                        self.shared.release_slot(from.client);
                     }
                     log_close(session, reason);
                 }
