@@ -21,9 +21,9 @@ pub use crate::rate_limit::PerIpRate;
 use crate::{metrics, web};
 
 /// Frames above this are refused by the WebSocket layer itself (close 1009), so a hostile client
-/// cannot make the server buffer much; between the core's own limit (64 KiB) and this, the client
-/// gets the core's `too-large` error saying why.
-const WS_MAX_MESSAGE: usize = 128 * 1024;
+/// cannot make the server buffer much; between the core's own limits (64 KiB, or 1 MiB for an
+/// SFU room's SDP) and this, the client gets the core's `too-large` error saying why.
+const WS_MAX_MESSAGE: usize = 2 * 1024 * 1024;
 
 /// WebSockets one client address may hold open (each is a participant: a family or an office
 /// behind one address has a few dozen).

@@ -39,11 +39,18 @@ impl TokenBucket {
 
     /// Takes one token; `false` when the bucket is empty.
     pub fn take(&mut self, now: Instant) -> bool {
+        self.take_n(1, now)
+    }
+
+    /// Takes `n` tokens at once (a message that costs as much as `n` small ones); `false`, and
+    /// nothing taken, when fewer are left.
+    pub fn take_n(&mut self, n: u32, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = self.last.max(now);
         self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = f64::from(n);
+        if self.tokens >= n {
+            self.tokens -= n;
             true
         } else {
             false

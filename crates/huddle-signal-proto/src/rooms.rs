@@ -66,8 +66,12 @@ pub struct Config {
     pub sfu_capacity: usize,
     /// The mode of a room whose first join does not ask for one.
     pub default_mode: RoomMode,
-    /// Largest text frame accepted; bigger ones close the connection.
+    /// Largest text frame accepted; bigger ones close the connection. Each started
+    /// `max_message_bytes` of a frame costs one message of the flood budget.
     pub max_message_bytes: usize,
+    /// Largest text frame from a participant of a room with a media peer: its SDP answer has a
+    /// line for every track of the room (~1.5 KiB each, a few hundred in a room of a hundred).
+    pub max_sdp_bytes: usize,
     /// Sustained messages per second per connection before it is closed for flooding.
     pub rate_per_second: u32,
     /// Messages a connection may send at once (a join into a full room bursts offers and candidates).
@@ -96,6 +100,7 @@ impl Default for Config {
             sfu_capacity: 100,
             default_mode: RoomMode::Mesh,
             max_message_bytes: 64 * 1024,
+            max_sdp_bytes: 1024 * 1024,
             rate_per_second: 50,
             rate_burst: 200,
             ping_after: Duration::from_secs(10),
@@ -336,16 +341,17 @@ impl<R: RngCore> Rooms<R> {
     /// A frame that is not text (a pong, a ping, a binary frame): a sign of life, and one more
     /// frame against the same flood budget as text — every frame costs the server work.
     pub fn handle_frame(&mut self, conn: ConnId, now: Instant) {
-        self.count_frame(conn, now);
+        self.count_frame(conn, 1, now);
     }
 
     /// One text frame from a connection: size and rate limits, decoding, then the message itself.
     pub fn handle_text(&mut self, conn: ConnId, text: &str, now: Instant) {
-        if !self.count_frame(conn, now) {
+        let cost = text.len().div_ceil(self.config.max_message_bytes).max(1);
+        if !self.count_frame(conn, u32::try_from(cost).unwrap_or(u32::MAX), now) {
             return;
         }
-        if text.len() > self.config.max_message_bytes {
-            let limit = self.config.max_message_bytes;
+        let limit = self.max_text_bytes(conn);
+        if text.len() > limit {
             let why = format!(
                 "message of {} bytes exceeds the {limit}-byte limit",
                 text.len()
@@ -363,15 +369,28 @@ impl<R: RngCore> Rooms<R> {
         }
     }
 
-    /// Notes a frame from `conn` against its flood budget; `false` (and the connection closed)
-    /// when the budget is spent or the connection is unknown.
-    fn count_frame(&mut self, conn: ConnId, now: Instant) -> bool {
+    /// The largest text frame `conn` may send: SDP-sized in a room with a media peer.
+    fn max_text_bytes(&self, conn: ConnId) -> usize {
+        let room = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.peer.as_ref())
+            .and_then(|p| self.peers.get(p));
+        match room {
+            Some(p) if self.mode(&p.room).has_media_peer() => self.config.max_sdp_bytes,
+            _ => self.config.max_message_bytes,
+        }
+    }
+
+    /// Notes a frame from `conn` that costs `cost` messages against its flood budget; `false`
+    /// (and the connection closed) when the budget is spent or the connection is unknown.
+    fn count_frame(&mut self, conn: ConnId, cost: u32, now: Instant) -> bool {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
         c.last_rx = now;
         c.pinged = false;
-        if c.bucket.take(now) {
+        if c.bucket.take_n(cost, now) {
             return true;
         }
         let why = format!(

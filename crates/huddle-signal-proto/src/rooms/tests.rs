@@ -1078,3 +1078,37 @@ fn mesh_rooms_have_no_media_peer() {
     let out = h.send(old, &join_v(1, "small", "Old", None));
     assert_eq!(welcome_of(&out, old).unwrap().mode, RoomMode::Mesh);
 }
+
+#[test]
+fn an_sfu_rooms_answer_may_name_a_hundred_tracks() {
+    let mut h = Harness::new();
+    let a = h.connect();
+    let pa = welcome_of(&h.send(a, &join_v(2, "big", "Ada", Some(RoomMode::Sfu))), a)
+        .unwrap()
+        .id;
+    // ~1.5 KiB per line, two hundred lines: far over the 64 KiB of other messages.
+    let sdp = format!("v=0\r\n{}", "a=x\r\n".repeat(60_000));
+    let answer = format!(
+        r#"{{"type":"signal","to":"sfu","sdp":{{"type":"answer","sdp":"{}"}}}}"#,
+        sdp.replace("\r\n", "\\r\\n")
+    );
+    assert!(answer.len() > 300_000);
+    let out = h.text(a, &answer);
+    assert_eq!(error_code(&out, a), None);
+    assert!(matches!(&media(&out)[..], [MediaRequest::Sdp { peer, .. }] if *peer == pa));
+    // It costs its size in the flood budget: a few hundred of those a second are a flood.
+    let mut closed_after = None;
+    for i in 0..200 {
+        if closed(&h.text(a, &answer), a) == Some(close_code::POLICY) {
+            closed_after = Some(i);
+            break;
+        }
+    }
+    assert!(closed_after.is_some_and(|i| i < 50), "{closed_after:?}");
+
+    // The same frame from a mesh room's participant is too large.
+    let (m, _) = h.join("small", "Bob");
+    let out = h.text(m, &answer);
+    assert_eq!(error_code(&out, m), Some(ErrorCode::TooLarge));
+    assert_eq!(closed(&out, m), Some(close_code::TOO_BIG));
+}
