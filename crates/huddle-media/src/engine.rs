@@ -17,6 +17,7 @@ use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelData;
 use str0m::config::DtlsCert;
+use str0m::format::Codec;
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaAdded, MediaChanged, MediaData, MediaKind, MediaTime, Mid,
 };
@@ -1021,11 +1022,14 @@ impl Engine {
             bytes: data.data.len(),
             audio_level: data.ext_vals.audio_level.map(i8::unsigned_abs),
         };
-        // A keyframe says its picture size (VP8 in its header): tiles pick layers by it.
-        if frame.keyframe
-            && data.params.spec().codec == str0m::format::Codec::Vp8
-            && let Some((w, h)) = crate::vp8::keyframe_size(&data.data)
-        {
+        // A keyframe says its picture size (VP8 in its header, H.264 in its SPS): tiles pick
+        // layers by it.
+        let size = match data.params.spec().codec {
+            Codec::Vp8 if frame.keyframe => crate::vp8::keyframe_size(&data.data),
+            Codec::H264 if frame.keyframe => crate::h264::keyframe_size(&data.data),
+            _ => None,
+        };
+        if let Some((w, h)) = size {
             self.sfu.set_layer_size(track, layer, w, h, now);
         }
         let freq = data.time.frequency();

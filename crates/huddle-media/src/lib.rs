@@ -11,6 +11,7 @@ pub mod codec;
 mod dtls;
 mod engine;
 pub mod frame;
+pub mod h264;
 mod offer_request;
 mod session;
 mod timers;
