@@ -612,6 +612,10 @@ impl Sfu {
                 }
             }
         }
+        // A room of many microphones forwards only its loudest few: a subscriber's link never
+        // carries more, and reserving for every microphone of a room of a hundred would leave
+        // a typical estimate no room for video.
+        let audio = audio.min(crate::speakers::MAX_FORWARDED_SPEAKERS);
         let allocation = allocate::allocate(&wanted, audio, m.estimate);
         let ready = m.ready;
         let mut changed = Vec::new();

@@ -227,6 +227,25 @@ fn the_estimate_picks_the_layer_and_switches_wait_for_its_keyframe() {
 }
 
 #[test]
+fn a_room_of_many_microphones_reserves_audio_only_for_the_loudest() {
+    let mut c = Call::new();
+    let watcher = c.member("r", 100);
+    let a = c.member("r", 1);
+    let video = c.sfu.publish(a, TrackInfo::video(3), c.now).unwrap();
+    for s in 2..60 {
+        let m = c.member("r", s);
+        c.sfu.publish(m, TrackInfo::audio(), c.now).unwrap();
+    }
+    for _ in 0..35 {
+        c.frames(video, 3, true);
+    }
+    // 59 microphones at 48 kbit/s each would take 2.8 Mbit/s of this 1.6 Mbit/s link; three
+    // are ever forwarded, which leaves the camera's middle layer room.
+    c.sfu.set_estimate(watcher, 1_600_000, c.now);
+    assert_eq!(c.sfu.target_layer(watcher, video), Some(Layer(1)));
+}
+
+#[test]
 fn tile_size_caps_the_layer_and_hidden_tiles_get_nothing() {
     let mut c = Call::new();
     let a = c.member("r", 1);
