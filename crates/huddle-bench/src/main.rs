@@ -8,7 +8,9 @@ mod http1;
 mod media;
 mod pinned;
 mod procstat;
+mod sfu;
 mod signal;
+mod source;
 mod turn;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +33,8 @@ enum Command {
     Turn(turn::Args),
     /// Echo sessions through the media peer: Huddle vs aiortc's server.
     Media(media::Args),
+    /// SFU rooms of simulcast publishers and subscribers: Huddle vs Janus's VideoRoom.
+    Sfu(sfu::Args),
     /// The relay latency floor of this machine: a bare UDP forwarder on the server's CPU.
     Floor(floor::Args),
     /// What one anonymous client can do to the server: each hardening case, measured.
@@ -59,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Signal(args) => signal::run(args),
         Command::Turn(args) => turn::run(args),
         Command::Media(args) => media::run(args),
+        Command::Sfu(args) => sfu::run(args),
         Command::Floor(args) => floor::run(args),
         Command::Attack(args) => attack::run(args),
     }

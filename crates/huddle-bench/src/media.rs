@@ -16,10 +16,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use huddle_media::MediaTime;
-use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, RateControlMode,
-};
-use openh264::formats::YUVBuffer;
 use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
@@ -94,7 +90,7 @@ impl Sample {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let frames = Arc::new(encode_source(args.bitrate)?);
+    let frames = Arc::new(crate::source::h264(640, 480, args.bitrate)?);
     let avg = frames.iter().map(Vec::len).sum::<usize>() as f64 / frames.len() as f64;
     eprintln!(
         "source: {} H.264 frames, 640x480 at 30 fps, {:.0} kbit/s average ({})",
@@ -173,50 +169,6 @@ fn report(results: &[(Kind, Sample)], args: &Args) {
             aiortc / huddle
         );
     }
-}
-
-/// A moving synthetic picture encoded once; sessions loop over it. The loop starts with an IDR
-/// and its length is a multiple of the IDR period, so a decoder can follow it round and round.
-fn encode_source(bitrate: u32) -> anyhow::Result<Vec<Vec<u8>>> {
-    const W: usize = 640;
-    const H: usize = 480;
-    let config = EncoderConfig::new()
-        .bitrate(BitRate::from_bps(bitrate))
-        .max_frame_rate(FrameRate::from_hz(30.0))
-        .rate_control_mode(RateControlMode::Bitrate)
-        .intra_frame_period(IntraFramePeriod::from_num_frames(60))
-        .skip_frames(true);
-    let mut encoder = Encoder::with_api_config(openh264::OpenH264API::from_source(), config)?;
-    let mut yuv = vec![0u8; W * H * 3 / 2];
-    let mut out = Vec::new();
-    let mut noise = 0x2545_f491_4f6c_dd1du64;
-    for i in 0..180usize {
-        let (y, uv) = yuv.split_at_mut(W * H);
-        for (k, p) in y.iter_mut().enumerate() {
-            let (x, row) = (k % W, k / W);
-            noise ^= noise << 13;
-            noise ^= noise >> 7;
-            noise ^= noise << 17;
-            let square = (x + 4 * i) % W < 160 && (row + 2 * i) % H < 120;
-            *p = if square {
-                220
-            } else {
-                ((x + row + 3 * i) % 200) as u8 + 16
-            } ^ (noise as u8 & 7);
-        }
-        for (k, p) in uv.iter_mut().enumerate() {
-            *p = 100 + ((k / 320 + i) % 56) as u8;
-        }
-        let buf = YUVBuffer::from_vec(yuv.clone(), W, H);
-        let frame = encoder.encode(&buf)?.to_vec();
-        if !frame.is_empty() {
-            out.push(frame);
-        }
-    }
-    // Keep the IDR period aligned with the loop: the loop is whole groups of 60 frames.
-    out.truncate(out.len() / 60 * 60);
-    anyhow::ensure!(!out.is_empty(), "the encoder skipped too many frames");
-    Ok(out)
 }
 
 struct Server {
