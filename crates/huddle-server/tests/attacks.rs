@@ -180,9 +180,9 @@ async fn close_frames_are_answered_and_protocol_errors_get_their_codes() {
         .expect("an answer to the close");
     assert!(matches!(reply, Some(Ok(Message::Close(_)))), "{reply:?}");
 
-    // A frame over the WebSocket layer's limit: 1009.
+    // A frame over the WebSocket layer's limit (2 MiB): 1009.
     let mut big = server.client().await;
-    big.send_text("x".repeat(2 << 20)).await;
+    big.send_text("x".repeat(3 << 20)).await;
     assert!(
         matches!(big.next().await, Event::Closed(Some((CloseCode::Size, _)))),
         "oversize frame"

@@ -167,7 +167,7 @@ async fn an_oversize_message_closes_with_1009_and_others_carry_on() {
     ));
     // Frames beyond the transport's own cap end the connection too, without hurting the server.
     let mut c = server.client().await;
-    c.send_text("y".repeat(2 << 20)).await;
+    c.send_text("y".repeat(3 << 20)).await;
     assert!(matches!(c.next().await, Event::Closed(_)));
     a.send_json(json!({"type": "chat", "text": "still here"}))
         .await;
