@@ -23,6 +23,7 @@
 //!         Output::Close { conn, code, reason } => println!("close {conn:?} {code} {reason}"),
 //!         Output::Revoked { room, revocation } => println!("refuse {revocation:?} in {room}"),
 //!         Output::Media(request) => println!("for the media peer: {request:?}"),
+//!         Output::Place { room } | Output::Vacated { room } => println!("cluster: {room}"),
 //!     }
 //! }
 //! // An I/O loop sleeps until `poll_timeout()` and then calls `handle_timeout(now)`.
@@ -38,7 +39,8 @@ mod wire;
 pub use names::{DisplayName, NameError, RoomName};
 pub use rate::TokenBucket;
 pub use rooms::{
-    CloseKind, Config, ConnId, MediaRequest, Output, Revocation, Rooms, Stats, close_code,
+    CloseKind, Config, ConnId, MediaRequest, Output, Placement, Revocation, Rooms, Stats,
+    close_code,
 };
 pub use wire::{
     ClientMessage, DecodeError, ErrorCode, IceServer, LeaveReason, MediaState,

@@ -16,6 +16,9 @@ use crate::wire::{Permissions, Source};
 
 mod access;
 mod moderation;
+mod placement;
+
+pub use placement::Placement;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +58,8 @@ pub mod close_code {
     pub const REMOVED: u16 = 4004;
     /// An admin ended the room.
     pub const ENDED: u16 = 4005;
+    /// (cluster) The room is hosted elsewhere: the `moved` message before it says where.
+    pub const MOVED: u16 = 4010;
 }
 
 /// Limits and timers. Every field has a default that suits a mesh call.
@@ -91,6 +96,10 @@ pub struct Config {
     /// A connection in no room for this long is closed: a socket that only pings holds memory
     /// and a place in the hub for nothing.
     pub join_within: Duration,
+    /// One node of a cluster: a room's first join waits until the I/O layer has placed the room
+    /// ([`Output::Place`] → [`Rooms::handle_placed`]), and an emptied room is given back
+    /// ([`Output::Vacated`]). Alone (`false`) every room is this server's.
+    pub placement: bool,
 }
 
 impl Default for Config {
@@ -110,6 +119,7 @@ impl Default for Config {
             max_pending: 256,
             access: huddle_access::Keys::default(),
             join_within: Duration::from_secs(30),
+            placement: false,
         }
     }
 }
@@ -140,6 +150,15 @@ pub enum Output {
     /// Something for the server's media peer (SFU rooms): the I/O layer carries it there and
     /// brings what it answers back through [`Rooms::handle_media`].
     Media(MediaRequest),
+    /// (cluster) Find or choose the node that hosts `room`, and answer with
+    /// [`Rooms::handle_placed`]; the joins for it wait meanwhile. Asked once per room at a time.
+    Place {
+        room: String,
+    },
+    /// (cluster) `room` emptied, or this node gave it up: it is no longer hosted here.
+    Vacated {
+        room: String,
+    },
 }
 
 /// A participant of an SFU room, as the media peer needs to hear of it.
@@ -269,6 +288,8 @@ pub struct Rooms<R> {
     stats: Stats,
     /// `now` and the Unix time at that instant: tokens expire by the wall clock.
     clock: (Instant, u64),
+    /// (cluster) The rooms this node hosts, and the joins waiting for a room's placement.
+    placement: placement::Placements,
 }
 
 impl<R: RngCore> Rooms<R> {
@@ -289,6 +310,7 @@ impl<R: RngCore> Rooms<R> {
             outputs: VecDeque::new(),
             stats: Stats::default(),
             clock: (now, unix_now),
+            placement: placement::Placements::default(),
         }
     }
 
@@ -406,6 +428,7 @@ impl<R: RngCore> Rooms<R> {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        self.placement.unpark(conn);
         let Some(pid) = c.peer else { return };
         match kind {
             CloseKind::Clean => self.remove_peer(&pid, LeaveReason::Left),
@@ -558,6 +581,10 @@ impl<R: RngCore> Rooms<R> {
         }
         let room = RoomName::parse(join.room)
             .map_err(|e| (ErrorCode::BadRoomName, format!("room name {e}")))?;
+        if self.config.placement && !self.placement.is_hosted(&room) {
+            self.park(conn, room, join);
+            return Ok(());
+        }
         let mode = self.modes.get(&room).copied().unwrap_or(match join.v {
             OLDEST_PROTOCOL_VERSION => RoomMode::Mesh,
             _ => join.mode.unwrap_or(self.config.default_mode),
@@ -875,9 +902,7 @@ impl<R: RngCore> Rooms<R> {
         if let Some(members) = self.rooms.get_mut(&peer.room) {
             members.retain(|m| m != pid);
             if members.is_empty() {
-                self.rooms.remove(&peer.room);
-                self.locked.remove(&peer.room);
-                self.modes.remove(&peer.room);
+                self.forget_room(&peer.room);
                 return;
             }
         }
@@ -888,6 +913,46 @@ impl<R: RngCore> Rooms<R> {
         let members = self.rooms[&peer.room].clone();
         for other in members {
             self.deliver(&other, msg.clone());
+        }
+    }
+
+    /// Everyone in `room` gets `msg` and is disconnected with `code`; the room is gone.
+    fn evict(&mut self, room: &RoomName, msg: &ServerMessage, code: u16, reason: &str) {
+        let media = self.mode(room).has_media_peer();
+        for pid in self.rooms.get(room).cloned().unwrap_or_default() {
+            self.deliver(&pid, msg.clone());
+            let Some(peer) = self.peers.remove(&pid) else {
+                continue;
+            };
+            self.resume_index.remove(&peer.resume);
+            if media {
+                self.outputs.push_back(Output::Media(MediaRequest::Leave {
+                    room: room.to_string(),
+                    peer: pid,
+                }));
+            }
+            if let Some(conn) = peer.conn {
+                self.conns.remove(&conn);
+                self.outputs.push_back(Output::Close {
+                    conn,
+                    code,
+                    reason: reason.into(),
+                });
+            }
+        }
+        self.forget_room(room);
+    }
+
+    /// The last member of `room` is gone: so is everything known of it, and a cluster node
+    /// gives it back.
+    fn forget_room(&mut self, room: &RoomName) {
+        self.rooms.remove(room);
+        self.locked.remove(room);
+        self.modes.remove(room);
+        if self.placement.vacate(room) {
+            self.outputs.push_back(Output::Vacated {
+                room: room.to_string(),
+            });
         }
     }
 
@@ -946,6 +1011,7 @@ impl<R: RngCore> Rooms<R> {
             locked: self.locked.contains(&self.peers[pid].room),
             capacity: self.capacity(self.mode(&self.peers[pid].room)),
             mode: self.mode(&self.peers[pid].room),
+            nodes: Vec::new(),
         })
     }
 
@@ -998,6 +1064,21 @@ struct Join<'a> {
     resume: Option<String>,
     token: Option<String>,
     mode: Option<RoomMode>,
+}
+
+impl Join<'_> {
+    /// The join kept while its room is being placed.
+    fn to_message(&self) -> ClientMessage {
+        ClientMessage::Join {
+            v: self.v,
+            room: self.room.to_owned(),
+            name: self.name.to_owned(),
+            state: self.state.clone(),
+            resume: self.resume.clone(),
+            token: self.token.clone(),
+            mode: self.mode,
+        }
+    }
 }
 
 /// Refuses a state that claims a source the participant may not publish.

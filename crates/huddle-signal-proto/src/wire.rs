@@ -303,6 +303,10 @@ pub struct Welcome {
     /// How the room's media flows (v2; always `mesh` for a v1 client).
     #[serde(default)]
     pub mode: RoomMode,
+    /// (cluster) The public URLs of the cluster's live nodes, this one first: where to
+    /// reconnect when this node stops answering. Filled by the transport; empty alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
 }
 
 /// What one sending line of the server's offer carries (SFU rooms).
@@ -360,10 +364,13 @@ pub enum ErrorCode {
     RoomLocked,
     /// The server's media peer could not take the page's SDP, or is not running.
     MediaFailed,
+    /// (cluster) The room cannot be placed now (the cluster's store is unreachable); the page
+    /// may try again.
+    Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::BadJson,
         Self::UnknownType,
         Self::BadMessage,
@@ -381,6 +388,7 @@ impl ErrorCode {
         Self::Forbidden,
         Self::RoomLocked,
         Self::MediaFailed,
+        Self::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -402,6 +410,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::RoomLocked => "room-locked",
             Self::MediaFailed => "media-failed",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -465,6 +474,13 @@ pub enum ServerMessage {
     Layers {
         mid: String,
         active: Vec<bool>,
+    },
+    /// (cluster) This room is hosted by another node: reconnect there (`url`, its public
+    /// URL), or to any other node of the cluster when `url` is absent (this one is draining or
+    /// lost the room), and join again with the resume token. The connection closes next.
+    Moved {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
     },
     /// (SFU rooms) Who speaks, loudest first.
     Speakers {

@@ -110,22 +110,7 @@ impl<R: RngCore> Rooms<R> {
         self.check_admin(admin, "end the room")?;
         let room = self.peers[admin].room.clone();
         let msg = ServerMessage::RoomEnded { by: admin.clone() };
-        for pid in self.rooms.remove(&room).unwrap_or_default() {
-            self.deliver(&pid, msg.clone());
-            let Some(peer) = self.peers.remove(&pid) else {
-                continue;
-            };
-            self.resume_index.remove(&peer.resume);
-            if let Some(conn) = peer.conn {
-                self.conns.remove(&conn);
-                self.outputs.push_back(Output::Close {
-                    conn,
-                    code: close_code::ENDED,
-                    reason: "the room was ended".into(),
-                });
-            }
-        }
-        self.locked.remove(&room);
+        self.evict(&room, &msg, close_code::ENDED, "the room was ended");
         Ok(())
     }
 

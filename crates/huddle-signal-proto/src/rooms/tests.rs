@@ -1112,3 +1112,159 @@ fn an_sfu_rooms_answer_may_name_a_hundred_tracks() {
     assert_eq!(error_code(&out, m), Some(ErrorCode::TooLarge));
     assert_eq!(closed(&out, m), Some(close_code::TOO_BIG));
 }
+
+// ---- Placement (a node of a cluster) ----
+
+fn clustered() -> Harness {
+    Harness::with(Config {
+        placement: true,
+        capacity: 2,
+        ..Config::default()
+    })
+}
+
+fn placed(out: &[Output]) -> Vec<&str> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Place { room } => Some(room.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn vacated(out: &[Output]) -> Vec<&str> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Vacated { room } => Some(room.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_first_join_waits_for_its_room_to_be_placed_and_is_asked_once() {
+    let mut h = clustered();
+    let (a, b) = (h.connect(), h.connect());
+    let out = h.send(a, &join("demo", "Ada", None));
+    assert_eq!(placed(&out), ["demo"]);
+    assert!(welcome_of(&out, a).is_none(), "no welcome before placement");
+    let out = h.send(b, &join("demo", "Bo", None));
+    assert!(placed(&out).is_empty(), "one question per room at a time");
+
+    h.rooms.handle_placed("demo", Placement::Here, h.now);
+    let out = h.drain();
+    let (wa, wb) = (welcome_of(&out, a).unwrap(), welcome_of(&out, b).unwrap());
+    assert_eq!(wb.peers[0].id, wa.id, "admitted in the order they came");
+
+    // The room is hosted now: the next join goes straight in, and a full room is still full.
+    let c = h.connect();
+    let out = h.send(c, &join("demo", "Cy", None));
+    assert!(placed(&out).is_empty());
+    assert_eq!(error_code(&out, c), Some(ErrorCode::RoomFull));
+}
+
+#[test]
+fn a_room_hosted_elsewhere_sends_its_pages_there() {
+    let mut h = clustered();
+    let a = h.connect();
+    h.send(a, &join("demo", "Ada", None));
+    let url = "https://node-b.example:8443".to_owned();
+    h.rooms
+        .handle_placed("demo", Placement::Elsewhere { url: url.clone() }, h.now);
+    let out = h.drain();
+    assert_eq!(sent_to(&out, a), [ServerMessage::Moved { url: Some(url) }]);
+    assert_eq!(closed(&out, a), Some(close_code::MOVED));
+    // Not hosted here: the next join asks again.
+    let b = h.connect();
+    assert_eq!(placed(&h.send(b, &join("demo", "Bo", None))), ["demo"]);
+}
+
+#[test]
+fn an_unplaceable_room_refuses_its_joins_but_keeps_their_connections() {
+    let mut h = clustered();
+    let a = h.connect();
+    h.send(a, &join("demo", "Ada", None));
+    let why = "the cluster's store cannot be reached".to_owned();
+    h.rooms
+        .handle_placed("demo", Placement::Unavailable { why }, h.now);
+    let out = h.drain();
+    assert_eq!(error_code(&out, a), Some(ErrorCode::Unavailable));
+    assert_eq!(closed(&out, a), None);
+    // The page tries again: the room is asked for again.
+    assert_eq!(placed(&h.send(a, &join("demo", "Ada", None))), ["demo"]);
+}
+
+#[test]
+fn an_emptied_room_is_given_back_and_a_closed_waiting_join_is_forgotten() {
+    let mut h = clustered();
+    let a = h.connect();
+    h.send(a, &join("demo", "Ada", None));
+    let b = h.connect();
+    h.send(b, &join("demo", "Bo", None));
+    h.rooms.handle_close(b, CloseKind::Clean, h.now);
+    h.rooms.handle_placed("demo", Placement::Here, h.now);
+    let out = h.drain();
+    assert!(welcome_of(&out, a).is_some());
+    assert!(welcome_of(&out, b).is_none(), "closed while waiting");
+    assert!(vacated(&out).is_empty());
+    h.rooms.handle_close(a, CloseKind::Clean, h.now);
+    assert_eq!(vacated(&h.drain()), ["demo"]);
+    // A peer that dropped is kept for its resume grace; the room goes back after it.
+    let c = h.connect();
+    h.send(c, &join("demo", "Cy", None));
+    h.rooms.handle_placed("demo", Placement::Here, h.now);
+    h.drain();
+    h.rooms.handle_close(c, CloseKind::Abrupt, h.now);
+    assert!(vacated(&h.drain()).is_empty());
+    let out = h.advance(Duration::from_secs(11));
+    assert_eq!(vacated(&out), ["demo"]);
+}
+
+#[test]
+fn a_room_whose_placement_admits_no_one_is_given_back() {
+    let mut h = clustered();
+    let a = h.connect();
+    h.send(a, &join("demo", "", None)); // a bad name: refused after placement
+    h.rooms.handle_placed("demo", Placement::Here, h.now);
+    let out = h.drain();
+    assert_eq!(error_code(&out, a), Some(ErrorCode::BadName));
+    assert_eq!(vacated(&out), ["demo"]);
+}
+
+#[test]
+fn a_lost_room_moves_its_pages_and_draining_gives_every_room_back() {
+    let mut h = clustered();
+    let (a, b) = (h.connect(), h.connect());
+    h.send(a, &join("one", "Ada", None));
+    h.send(b, &join("two", "Bo", None));
+    h.rooms.handle_placed("one", Placement::Here, h.now);
+    h.rooms.handle_placed("two", Placement::Here, h.now);
+    h.drain();
+
+    h.rooms.handle_lost("one");
+    let out = h.drain();
+    assert_eq!(sent_to(&out, a), [ServerMessage::Moved { url: None }]);
+    assert_eq!(closed(&out, a), Some(close_code::MOVED));
+    assert!(
+        vacated(&out).is_empty(),
+        "a lost room is not ours to give back"
+    );
+    assert!(sent_to(&out, b).is_empty(), "other rooms are untouched");
+
+    h.rooms.handle_drain();
+    let out = h.drain();
+    assert_eq!(sent_to(&out, b), [ServerMessage::Moved { url: None }]);
+    assert_eq!(vacated(&out), ["two"]);
+    assert_eq!(h.rooms.stats().participants, 0);
+}
+
+#[test]
+fn alone_every_room_is_this_servers() {
+    let mut h = Harness::new();
+    let a = h.connect();
+    let out = h.send(a, &join("demo", "Ada", None));
+    assert!(placed(&out).is_empty());
+    assert!(welcome_of(&out, a).is_some());
+    h.rooms.handle_close(a, CloseKind::Clean, h.now);
+    assert!(vacated(&h.drain()).is_empty());
+}
