@@ -56,6 +56,9 @@ pub struct VideoGrant {
     pub room_join: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room_admin: Option<bool>,
+    /// May list rooms (LiveKit's `ListRooms`; Huddle's `/api/cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_list: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub can_publish: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,6 +80,10 @@ impl VideoGrant {
 
     pub fn is_admin(&self) -> bool {
         self.room_admin == Some(true)
+    }
+
+    pub fn can_list(&self) -> bool {
+        self.room_list == Some(true)
     }
 
     pub fn can_publish(&self) -> bool {

@@ -35,6 +35,8 @@ pub struct Config {
     pub media: Option<crate::MediaConfig>,
     /// What one client may hold or ask for before it is cut off or refused.
     pub limits: Limits,
+    /// One node of several sharing a Redis (`--redis`); `None`: this server is alone.
+    pub cluster: Option<crate::ClusterConfig>,
 }
 
 /// Bounds on what one client can make the server hold, wait for or do. The defaults are nginx's
@@ -106,6 +108,7 @@ impl Config {
             turn: None,
             media: None,
             limits: Limits::default(),
+            cluster: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub const WS_PER_CLIENT: usize = 64;
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Hub,
+    /// This node's cluster, when it is one of several.
+    pub cluster: Option<crate::cluster::Cluster>,
     pub ice: IceServers,
     /// The listen address as a URL host, for requests without a Host header.
     pub local_host: String,
@@ -66,7 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/whip/{room}", post(routes::whip).options(routes::options))
         .route("/whep/{room}", post(routes::whep).options(routes::options))
         .route_layer(middleware::from_fn_with_state(state.clone(), api_rate));
-    Router::new()
+    let router = Router::new()
         .route("/", get(|| async { web::asset("index.html") }))
         .route("/r/{room}", get(|| async { web::asset("index.html") }))
         .route(
@@ -77,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", any(ws))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .route("/api/cluster", get(cluster))
         .route("/echo", get(|| async { web::asset("echo.html") }))
         .merge(rated)
         .route(
@@ -91,8 +94,13 @@ pub fn router(state: AppState) -> Router {
                 .patch(routes::patch)
                 .options(routes::options),
         )
-        .fallback(|| async { web::not_found() })
-        .with_state(state)
+        .fallback(|| async { web::not_found() });
+    let router = if state.cluster.is_some() {
+        router.layer(middleware::map_response(web::cluster_csp))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 async fn api_rate(
@@ -260,6 +268,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let mut text = metrics::render(&stats);
+    if let Some(cluster) = &state.cluster {
+        text.push_str(&metrics::render_node(cluster.node_id()));
+    }
     if let Some(turn) = &state.turn {
         let (turn_stats, allocations) = turn.stats();
         text.push_str(&metrics::render_turn(&turn_stats, allocations));
@@ -270,6 +281,61 @@ async fn metrics(State(state): State<AppState>) -> Response {
         text.push_str(&metrics::render_media(&stats, &media.counters));
     }
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
+}
+
+/// The cluster's nodes, their load and their rooms: for a token with `roomList`, or from
+/// loopback on a server without keys.
+async fn cluster(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    if state.keys.is_empty() {
+        if !peer.ip().is_loopback() {
+            let why = "the cluster is shown to loopback only on a server without access keys";
+            return routes::json_error(StatusCode::FORBIDDEN, why.into());
+        }
+    } else {
+        let checked = bearer_token(&headers, &uri)
+            .ok_or(TokenRefusal::Missing)
+            .and_then(|t| state.keys.decode(&t, unix_now()).map_err(TokenRefusal::Bad));
+        match checked {
+            Err(refusal) => {
+                return routes::json_error(StatusCode::UNAUTHORIZED, refusal.to_string());
+            }
+            Ok(access) if !access.grant.can_list() => {
+                let why = "listing the cluster needs a token with roomList".to_owned();
+                return routes::json_error(StatusCode::FORBIDDEN, why);
+            }
+            Ok(_) => {}
+        }
+    }
+    let Some(cluster) = &state.cluster else {
+        let why = "this server is not part of a cluster (no --redis)".to_owned();
+        return routes::json_error(StatusCode::NOT_FOUND, why);
+    };
+    let view = cluster.view();
+    let rooms = match cluster.rooms().await {
+        Ok(rooms) => rooms,
+        Err(e) => {
+            let why = format!("the cluster's Redis does not answer: {e}");
+            return routes::json_error(StatusCode::SERVICE_UNAVAILABLE, why);
+        }
+    };
+    let rooms: Vec<serde_json::Value> = rooms
+        .into_iter()
+        .map(
+            |(room, node, fence)| serde_json::json!({ "room": room, "node": node, "fence": fence }),
+        )
+        .collect();
+    Json(serde_json::json!({
+        "node": cluster.node_id(),
+        "reachable": view.reachable,
+        "nodes": view.nodes,
+        "rooms": rooms,
+    }))
+    .into_response()
 }
 
 async fn ice_servers(

@@ -10,7 +10,8 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use huddle_signal_proto::{
-    CloseKind, ConnId, ErrorCode, MediaRequest, Output, Rooms, ServerMessage, Stats, close_code,
+    CloseKind, ConnId, ErrorCode, MediaRequest, Output, Placement, Rooms, ServerMessage, Stats,
+    close_code,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::cluster::{Cluster, ClusterEvent};
 use crate::ice::IceServers;
 use crate::media::{Media, SfuEvent};
 use crate::rate_limit::PerIpRate;
@@ -58,6 +60,8 @@ enum Input {
         kind: CloseKind,
     },
     Stats(oneshot::Sender<Stats>),
+    /// (cluster) This node is stopping: move every page elsewhere, give every room back.
+    Drain(oneshot::Sender<()>),
 }
 
 enum Outbound {
@@ -92,6 +96,7 @@ impl Hub {
     pub fn spawn(
         config: huddle_signal_proto::Config,
         effects: Effects,
+        cluster_events: Option<mpsc::Receiver<ClusterEvent>>,
         write_timeout: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
@@ -105,7 +110,7 @@ impl Hub {
             Instant::now().into_std(),
             unix,
         );
-        let task = tokio::spawn(run(rooms, effects, rx, shutdown));
+        let task = tokio::spawn(run(rooms, effects, rx, cluster_events, shutdown));
         let hub = Self {
             inputs,
             next_conn: Arc::new(AtomicU64::new(1)),
@@ -118,6 +123,14 @@ impl Hub {
         let (tx, rx) = oneshot::channel();
         self.inputs.send(Input::Stats(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// (cluster) Tells every page to move to another node and gives this node's rooms back.
+    pub async fn drain(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inputs.send(Input::Drain(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Serves one WebSocket until either side closes it, or the hub drops it. `host` is the host
@@ -270,12 +283,15 @@ pub struct Effects {
     pub ice: IceServers,
     pub revocations: Revocations,
     pub media: Option<Media>,
+    /// Where rooms are placed when this node is one of several.
+    pub cluster: Option<Cluster>,
 }
 
 async fn run(
     mut rooms: Rooms<StdRng>,
     effects: Effects,
     mut inputs: mpsc::Receiver<Input>,
+    mut cluster_events: Option<mpsc::Receiver<ClusterEvent>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut outboxes: HashMap<ConnId, Outbox> = HashMap::new();
@@ -309,8 +325,18 @@ async fn run(
                     Input::Stats(reply) => {
                         let _ = reply.send(rooms.stats());
                     }
+                    Input::Drain(done) => {
+                        rooms.handle_drain();
+                        let _ = done.send(());
+                    }
                 }
             }
+            Some(event) = next_event(&mut cluster_events) => match event {
+                ClusterEvent::Placed { room, placement } => {
+                    rooms.handle_placed(&room, placement, Instant::now().into_std());
+                }
+                ClusterEvent::Lost { room } => rooms.handle_lost(&room),
+            },
             Some(event) = from_media.recv() => match event {
                 SfuEvent::ToPeer { peer, msg } => rooms.handle_media(&peer, msg),
                 SfuEvent::ToRoom { room, msg } => rooms.handle_media_room(&room, msg),
@@ -318,6 +344,13 @@ async fn run(
             () = sleep_until(wake) => rooms.handle_timeout(Instant::now().into_std()),
         }
         drain(&mut rooms, &mut outboxes, &effects);
+    }
+}
+
+async fn next_event(events: &mut Option<mpsc::Receiver<ClusterEvent>>) -> Option<ClusterEvent> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -339,6 +372,7 @@ struct Outbox {
 fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, effects: &Effects) {
     loop {
         let mut too_slow = Vec::new();
+        let mut unplaced = Vec::new();
         while let Some(out) = rooms.poll_output() {
             let (conn, outbound) = match out {
                 Output::Send { conn, mut msg } => {
@@ -346,8 +380,27 @@ fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, effe
                         (&mut msg, outboxes.get(&conn))
                     {
                         welcome.ice_servers = effects.ice.for_peer(&welcome.id.0, &outbox.host);
+                        if let Some(cluster) = &effects.cluster {
+                            welcome.nodes = cluster.node_urls();
+                        }
                     }
                     (conn, Outbound::Msg(msg))
+                }
+                Output::Place { room } => {
+                    let asked = match &effects.cluster {
+                        Some(cluster) => cluster.place(room.clone()),
+                        None => Err(Placement::Here), // alone, every room is ours
+                    };
+                    if let Err(placement) = asked {
+                        unplaced.push((room, placement));
+                    }
+                    continue;
+                }
+                Output::Vacated { room } => {
+                    if let Some(cluster) = &effects.cluster {
+                        cluster.vacate(room);
+                    }
+                    continue;
                 }
                 Output::Ping { conn } => (conn, Outbound::Ping),
                 Output::Revoked { room, revocation } => {
@@ -394,7 +447,17 @@ fn drain(rooms: &mut Rooms<StdRng>, outboxes: &mut HashMap<ConnId, Outbox>, effe
             // `Closed`: the socket's task has ended and its `Closed` input, which says how, is
             // on its way — a clean leave must not be taken for a slow client.
         }
+        // Placements answered at once (alone, or the cluster too busy to ask) have outputs of
+        // their own: drain again.
+        let answered = !unplaced.is_empty();
+        let now = Instant::now().into_std();
+        for (room, placement) in unplaced {
+            rooms.handle_placed(&room, placement, now);
+        }
         if too_slow.is_empty() {
+            if answered {
+                continue;
+            }
             return;
         }
         // A socket that cannot keep up is cut off rather than buffered without bound; its peer

@@ -11,6 +11,7 @@
 //! # }
 //! ```
 
+mod cluster;
 mod config;
 mod connections;
 mod descriptors;
@@ -31,6 +32,7 @@ mod web;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
+pub use cluster::{ClusterConfig, ClusterError};
 pub use config::{Config, Limits, ServeTurn, TlsSource};
 pub use descriptors::raise_limit;
 pub use media::{AcceptError, Media, MediaConfig, Requester};
@@ -58,6 +60,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("cannot start the TURN server: {0}")]
     Turn(std::io::Error),
+    #[error("cannot join the cluster: {0}")]
+    Cluster(#[from] ClusterError),
     #[error("cannot start the media peer on UDP {addr}: {source}")]
     Media {
         addr: SocketAddr,
@@ -110,8 +114,11 @@ pub struct Server {
     identity: Option<Identity>,
     turn: Option<(Turn, TurnAddrs)>,
     media: Option<Media>,
+    cluster: Option<(cluster::Cluster, ClusterEvents, cluster::Runner)>,
     stop: (watch::Sender<bool>, watch::Receiver<bool>),
 }
+
+type ClusterEvents = tokio::sync::mpsc::Receiver<cluster::ClusterEvent>;
 
 impl Server {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
@@ -127,6 +134,11 @@ impl Server {
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         let stop = watch::channel(false);
+        let cluster = config
+            .cluster
+            .clone()
+            .map(cluster::Cluster::new)
+            .transpose()?;
         let media = match &config.media {
             Some(media_config) => Some(
                 Media::start(media_config.clone(), stop.1.clone())
@@ -169,6 +181,7 @@ impl Server {
             identity,
             turn,
             media,
+            cluster,
             stop,
         })
     }
@@ -247,24 +260,38 @@ impl Server {
         };
         let (stop_tx, stop_rx) = self.stop;
         let revocations = revocations::Revocations::default();
+        let (cluster, cluster_events, cluster_runner) = match self.cluster {
+            Some((cluster, events, runner)) => (Some(cluster), Some(events), Some(runner)),
+            None => (None, None, None),
+        };
         let effects = hub::Effects {
             ice: ice.clone(),
             revocations: revocations.clone(),
             media: self.media.clone(),
+            cluster: cluster.clone(),
+        };
+        let rooms = huddle_signal_proto::Config {
+            placement: cluster.is_some(),
+            ..self.config.rooms.clone()
         };
         let (hub, hub_task) = Hub::spawn(
-            self.config.rooms.clone(),
+            rooms,
             effects,
+            cluster_events,
             limits.ws_write,
             stop_rx.clone(),
         );
+        if let Some(runner) = cluster_runner {
+            runner.spawn(hub.clone());
+        }
         let local_host = match local.ip() {
             ip if ip.is_unspecified() => "localhost".to_owned(),
             IpAddr::V6(v6) => format!("[{v6}]"),
             IpAddr::V4(v4) => v4.to_string(),
         };
         let app = http::router(http::AppState {
-            hub,
+            hub: hub.clone(),
+            cluster: cluster.clone(),
             ice,
             local_host,
             turn,
@@ -278,9 +305,15 @@ impl Server {
 
         let serve = tokio::spawn(connections::serve(listener, app, limits, stop_rx.clone()));
         shutdown.await;
+        if let Some(cluster) = &cluster {
+            drain(cluster, &hub).await;
+        }
         tracing::info!("shutting down: telling clients");
         let _ = stop_tx.send(true);
         let _ = hub_task.await;
+        if let Some(cluster) = &cluster {
+            cluster.stop().await;
+        }
         // Connections and the media thread (which says goodbye to every browser over DTLS)
         // finish together, within the one grace.
         let media = self.media.clone();
@@ -303,4 +336,20 @@ impl Server {
         };
         served.map_err(|join| ServerError::Serve(std::io::Error::other(join)))
     }
+}
+
+/// A stopping node of a cluster: no new rooms come here, every page is told to move to another
+/// node, and the node waits (up to `--drain-timeout`) for them to go.
+async fn drain(cluster: &cluster::Cluster, hub: &Hub) {
+    tracing::info!("draining: sending every page to another node");
+    cluster.drain().await;
+    hub.drain().await;
+    let deadline = tokio::time::Instant::now() + cluster.drain_timeout();
+    while tokio::time::Instant::now() < deadline {
+        if hub.stats().await.is_none_or(|s| s.connections == 0) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tracing::info!("drain timeout: closing the connections still open");
 }

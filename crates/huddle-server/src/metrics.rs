@@ -4,6 +4,16 @@ use std::fmt::Write;
 
 use huddle_signal_proto::{ErrorCode, Stats};
 
+/// Which node of a cluster these figures are of (node ids need no escaping: see
+/// `cluster::node::valid_id`).
+pub fn render_node(node_id: &str) -> String {
+    format!(
+        "# HELP huddle_node_info This node of the cluster.\n\
+         # TYPE huddle_node_info gauge\n\
+         huddle_node_info{{node=\"{node_id}\"}} 1\n"
+    )
+}
+
 pub fn render(stats: &Stats) -> String {
     let mut out = String::new();
     gauge(

@@ -33,6 +33,23 @@ const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:;
     media-src 'self' blob: mediastream:; style-src 'self'; script-src 'self'; object-src 'none'; \
     base-uri 'none'; frame-ancestors 'none'";
 
+/// The same on a node of a cluster, whose page may be sent to another node's WebSocket (`moved`);
+/// the nodes come and go, so any `wss:` origin — scripts still come from this server alone.
+const CLUSTER_CSP: &str = "default-src 'self'; connect-src 'self' wss:; img-src 'self' data:; \
+    media-src 'self' blob: mediastream:; style-src 'self'; script-src 'self'; object-src 'none'; \
+    base-uri 'none'; frame-ancestors 'none'";
+
+/// On a node of a cluster, a response's CSP lets the page reach the other nodes' WebSockets.
+pub async fn cluster_csp(mut response: Response) -> Response {
+    if let Some(csp) = response
+        .headers_mut()
+        .get_mut(header::CONTENT_SECURITY_POLICY)
+    {
+        *csp = HeaderValue::from_static(CLUSTER_CSP);
+    }
+    response
+}
+
 /// Any other address: a page saying so, with the way to the lobby (a bare 404 leaves a person
 /// on the browser's own error page).
 pub fn not_found() -> Response {

@@ -138,6 +138,36 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_CONNECTIONS_PER_IP", value_name = "N")]
     connections_per_ip: Option<usize>,
 
+    /// Redis shared by the nodes of a cluster, e.g. redis://:password@10.0.0.5:6379 (or
+    /// rediss:// for TLS). Without it this server runs alone.
+    #[arg(long, env = "HUDDLE_REDIS", value_name = "URL")]
+    redis: Option<String>,
+
+    /// This node's id in the cluster [default: generated once and kept in the data dir].
+    #[arg(long, env = "HUDDLE_NODE_ID", value_name = "ID", requires = "redis")]
+    node_id: Option<String>,
+
+    /// Where browsers reach this node, e.g. https://node1.example.org:8443; pages of the rooms
+    /// it hosts are sent there [default: the scheme, --public-host (or the first interface
+    /// address) and the listen port].
+    #[arg(
+        long,
+        env = "HUDDLE_PUBLIC_URL",
+        value_name = "URL",
+        requires = "redis"
+    )]
+    public_url: Option<String>,
+
+    /// How long a node stopping (SIGTERM) waits for its pages to move to other nodes, in
+    /// seconds [default: 10].
+    #[arg(
+        long,
+        env = "HUDDLE_DRAIN_TIMEOUT",
+        value_name = "SECONDS",
+        requires = "redis"
+    )]
+    drain_timeout: Option<u64>,
+
     #[command(flatten)]
     #[serde(flatten)]
     relay: RelayArgs,
@@ -217,6 +247,10 @@ impl ServeArgs {
             turn_listen,
             turn_tls_listen,
             turn_credential_ttl,
+            redis,
+            node_id,
+            public_url,
+            drain_timeout,
             log_format,
         );
         fill_from!(
@@ -244,18 +278,45 @@ impl ServeArgs {
         let listen = self
             .listen
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443)));
-        let tls = match (self.no_tls.unwrap_or(false), self.tls_cert, self.tls_key) {
+        let data_dir = || -> anyhow::Result<PathBuf> {
+            match &self.data_dir {
+                Some(dir) => Ok(dir.clone()),
+                None => Ok(dirs::data_dir()
+                    .context("no user data directory; pass --data-dir")?
+                    .join("huddle")),
+            }
+        };
+        let tls = match (self.no_tls.unwrap_or(false), &self.tls_cert, &self.tls_key) {
             (true, _, _) => TlsSource::Off,
-            (false, Some(cert), Some(key)) => TlsSource::Files { cert, key },
-            (false, None, None) => TlsSource::SelfSigned {
-                dir: match self.data_dir {
-                    Some(dir) => dir,
-                    None => dirs::data_dir()
-                        .context("no user data directory; pass --data-dir")?
-                        .join("huddle"),
-                },
+            (false, Some(cert), Some(key)) => TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
             },
+            (false, None, None) => TlsSource::SelfSigned { dir: data_dir()? },
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let cluster = match &self.redis {
+            None => None,
+            Some(redis) => {
+                let scheme = match tls {
+                    TlsSource::Off => "http",
+                    _ => "https",
+                };
+                let public_url = match &self.public_url {
+                    Some(url) => url.trim_end_matches('/').to_owned(),
+                    None => default_public_url(scheme, self.public_host.as_deref(), listen),
+                };
+                let node_id = match &self.node_id {
+                    Some(id) => id.clone(),
+                    None => kept_node_id(&data_dir()?)?,
+                };
+                Some(huddle_server::ClusterConfig {
+                    redis: redis.clone(),
+                    node_id,
+                    public_url,
+                    drain_timeout: Duration::from_secs(self.drain_timeout.unwrap_or(10)),
+                })
+            }
         };
         let mut rooms = huddle_signal_proto::Config {
             access: self.access.keys()?,
@@ -376,8 +437,48 @@ impl ServeArgs {
             turn,
             media,
             limits,
+            cluster,
         })
     }
+}
+
+/// `scheme://host:port` for this node: the public name, else the listen address, else (listening
+/// on every address) the first interface address that is not loopback.
+fn default_public_url(scheme: &str, public_host: Option<&str>, listen: SocketAddr) -> String {
+    let host = match public_host {
+        Some(name) => name.to_owned(),
+        None => {
+            let ip = if listen.ip().is_unspecified() {
+                if_addrs_or_loopback()
+                    .into_iter()
+                    .find(|ip| !ip.is_loopback())
+                    .unwrap_or(listen.ip())
+            } else {
+                listen.ip()
+            };
+            match ip {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                IpAddr::V4(v4) => v4.to_string(),
+            }
+        }
+    };
+    format!("{scheme}://{host}:{}", listen.port())
+}
+
+/// The node id kept in `dir/node-id`, made on first start: a node keeps its id across restarts,
+/// so the rooms it hosted are still its own when it comes back quickly.
+fn kept_node_id(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_owned());
+    }
+    let mut bytes = [0u8; 6];
+    rand::rng().fill_bytes(&mut bytes);
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = format!("node-{id}");
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(&path, &id).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }
 
 /// A DNS name: letters, digits, `-` and `.`, as a certificate's name and a URL's host need.

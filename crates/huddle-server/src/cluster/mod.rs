@@ -1,0 +1,572 @@
+//! Several Huddle nodes over one Redis: a node registry, one owner per room, and the pages sent
+//! to the owner.
+//!
+//! Every node keeps `huddle:node:{id}` (its [`NodeRecord`]) alive with a heartbeat; the key's
+//! expiry is its liveness — no node ever deletes another's state. A room is hosted by the node
+//! its lease names (`huddle:room:{name}`, see [`lease`]); the first join anywhere places it on
+//! the lighter of two random live nodes. A node that does not host a room sends its pages to
+//! the owner's URL (`moved`), so a room's signaling, capacity and media all live in one process
+//! and nothing about a call crosses Redis but its placement. A node that dies stops renewing:
+//! its record expires, and the next join of its rooms anywhere takes them over.
+//!
+//! One task (the [`Runner`]) talks to Redis, so placing, renewing and giving back a room happen
+//! in order; the hub asks it with [`Cluster::place`] and hears back through [`ClusterEvent`]s.
+
+mod lease;
+mod node;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use huddle_signal_proto::Placement;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, RedisError};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::hub::Hub;
+use lease::{Lease, Renewed};
+pub use node::NodeRecord;
+
+/// How often a node refreshes its record and renews its leases.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A record and a lease outlive two missed heartbeats, no more: a node that dies is forgotten,
+/// and its rooms can be taken over, within this.
+const TTL: Duration = Duration::from_secs(6);
+/// A Redis command that takes longer than this fails (Redis counts as unreachable).
+const REDIS_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Requests from the hub waiting for the runner; past it a placement is refused at once.
+const COMMANDS: usize = 1024;
+/// Answers for the hub waiting to be taken.
+const EVENTS: usize = 1024;
+
+const NODE_PREFIX: &str = "huddle:node:";
+const ROOM_PREFIX: &str = "huddle:room:";
+
+/// `huddle serve --redis …`: this node and where the cluster's state lives.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// `redis://` or `rediss://`, with a password if any.
+    pub redis: String,
+    pub node_id: String,
+    /// Where browsers reach this node: `https://host:port`.
+    pub public_url: String,
+    /// How long a stopping node waits for its pages to move before it closes what is left.
+    pub drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The Redis URL may carry a password.
+        f.debug_struct("ClusterConfig")
+            .field("node_id", &self.node_id)
+            .field("public_url", &self.public_url)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    #[error("invalid Redis URL: {0}")]
+    Url(RedisError),
+    #[error("node id {0:?}: use 1 to 64 letters, digits, '-', '_' or '.'")]
+    NodeId(String),
+    #[error("public URL {0:?}: expected http(s)://host[:port] with no '|'")]
+    PublicUrl(String),
+}
+
+/// What the runner tells the hub.
+pub enum ClusterEvent {
+    /// Where a room asked about with [`Cluster::place`] lives.
+    Placed { room: String, placement: Placement },
+    /// Another node holds this room's lease now: this node must let its pages go.
+    Lost { room: String },
+}
+
+enum Command {
+    Place(String),
+    Vacate(String),
+    Drain(oneshot::Sender<()>),
+    Stop(oneshot::Sender<()>),
+}
+
+/// What the runner last read of the cluster, for `welcome` and `/api/cluster`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct View {
+    /// Live nodes, this one first.
+    pub nodes: Vec<NodeRecord>,
+    /// Whether the last heartbeat reached Redis.
+    pub reachable: bool,
+}
+
+/// A handle on this node's membership of the cluster, cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    commands: mpsc::Sender<Command>,
+    view: watch::Receiver<View>,
+    redis: ConnectionManager,
+    node_id: std::sync::Arc<str>,
+    drain_timeout: Duration,
+}
+
+impl Cluster {
+    /// A handle, the hub's end of the runner's answers, and the runner to start once the hub
+    /// runs. Nothing is sent to Redis before [`Runner::spawn`]; an unreachable Redis is not an
+    /// error here (the node comes up and joins the cluster when Redis answers).
+    pub fn new(
+        config: ClusterConfig,
+    ) -> Result<(Self, mpsc::Receiver<ClusterEvent>, Runner), ClusterError> {
+        if !node::valid_id(&config.node_id) {
+            return Err(ClusterError::NodeId(config.node_id));
+        }
+        let url_ok = (config.public_url.starts_with("https://")
+            || config.public_url.starts_with("http://"))
+            && !config.public_url.contains('|');
+        if !url_ok {
+            return Err(ClusterError::PublicUrl(config.public_url));
+        }
+        let client = redis::Client::open(config.redis.as_str()).map_err(ClusterError::Url)?;
+        let manager = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
+        let redis =
+            ConnectionManager::new_lazy_with_config(client, manager).map_err(ClusterError::Url)?;
+        let (commands, inbox) = mpsc::channel(COMMANDS);
+        let (events, events_rx) = mpsc::channel(EVENTS);
+        let (view_tx, view) = watch::channel(View::default());
+        let cluster = Self {
+            commands,
+            view,
+            redis: redis.clone(),
+            node_id: config.node_id.as_str().into(),
+            drain_timeout: config.drain_timeout,
+        };
+        let runner = Runner {
+            config,
+            redis,
+            inbox,
+            events,
+            view: view_tx,
+            owned: HashMap::new(),
+            draining: false,
+            reachable: None,
+            rng: StdRng::from_os_rng(),
+            cpu: CpuSampler::default(),
+            started: crate::http::unix_now(),
+        };
+        Ok((cluster, events_rx, runner))
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
+    /// Asks where `room` lives; the answer comes as [`ClusterEvent::Placed`]. When the runner
+    /// is too far behind to ask, the answer is now: unavailable.
+    pub fn place(&self, room: String) -> Result<(), Placement> {
+        self.commands
+            .try_send(Command::Place(room))
+            .map_err(|_| Placement::Unavailable {
+                why: "the cluster is busy placing rooms; try again in a moment".into(),
+            })
+    }
+
+    /// `room` is no longer hosted here: its lease is given back.
+    pub fn vacate(&self, room: String) {
+        if self.commands.try_send(Command::Vacate(room)).is_err() {
+            // Not renewed from now on by nobody but the runner's own bookkeeping; it expires.
+            tracing::warn!("cluster runner behind; a room's lease is left to expire");
+        }
+    }
+
+    /// The public URLs of the live nodes, this one first.
+    pub fn node_urls(&self) -> Vec<String> {
+        self.view
+            .borrow()
+            .nodes
+            .iter()
+            .map(|n| n.url.clone())
+            .collect()
+    }
+
+    pub fn view(&self) -> View {
+        self.view.borrow().clone()
+    }
+
+    /// Every room lease in Redis, for `/api/cluster`: room → (node, fence).
+    pub async fn rooms(&self) -> Result<Vec<(String, String, u64)>, RedisError> {
+        let mut redis = self.redis.clone();
+        let keys = scan(&mut redis, &format!("{ROOM_PREFIX}*")).await?;
+        let values = mget(&mut redis, &keys).await?;
+        let mut rooms: Vec<(String, String, u64)> = keys
+            .iter()
+            .zip(values)
+            .filter_map(|(key, raw)| {
+                let lease = Lease::parse(&raw?)?;
+                Some((key[ROOM_PREFIX.len()..].to_owned(), lease.node, lease.fence))
+            })
+            .collect();
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    /// Marks this node draining (no new rooms come here) and waits until the cluster knows.
+    pub async fn drain(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Drain(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Gives back every lease and removes this node's record.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The one task that talks to Redis for this node.
+pub struct Runner {
+    config: ClusterConfig,
+    redis: ConnectionManager,
+    inbox: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ClusterEvent>,
+    view: watch::Sender<View>,
+    /// The leases this node holds, by room.
+    owned: HashMap<String, Lease>,
+    draining: bool,
+    /// Whether Redis answered last time (`None` before the first try), to log changes once.
+    reachable: Option<bool>,
+    rng: StdRng,
+    cpu: CpuSampler,
+    started: u64,
+}
+
+impl Runner {
+    /// Runs until [`Cluster::stop`]; `hub` tells it this node's load.
+    pub fn spawn(self, hub: Hub) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run(hub))
+    }
+
+    async fn run(mut self, hub: Hub) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = self.inbox.recv() => match command {
+                    Some(Command::Place(room)) => {
+                        let placement = self.place(&room, &hub).await;
+                        let event = ClusterEvent::Placed { room, placement };
+                        if self.events.send(event).await.is_err() {
+                            return; // the hub is gone
+                        }
+                    }
+                    Some(Command::Vacate(room)) => self.vacate(&room).await,
+                    Some(Command::Drain(done)) => {
+                        self.draining = true;
+                        self.heartbeat(&hub).await;
+                        let _ = done.send(());
+                    }
+                    Some(Command::Stop(done)) => {
+                        self.stop().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => self.heartbeat(&hub).await,
+            }
+        }
+    }
+
+    async fn place(&mut self, room: &str, hub: &Hub) -> Placement {
+        match self.try_place(room, hub).await {
+            Ok(placement) => placement,
+            Err(e) => {
+                self.note_reachable(false, &e.to_string());
+                Placement::Unavailable {
+                    why: format!(
+                        "room '{room}' cannot be placed now: the cluster's Redis does not answer"
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn try_place(&mut self, room: &str, hub: &Hub) -> Result<Placement, RedisError> {
+        let key = format!("{ROOM_PREFIX}{room}");
+        // A lost race re-reads; three in a row means the room is being fought over.
+        for _ in 0..3 {
+            let raw: Option<String> = self.redis.get(&key).await?;
+            let seen = match raw {
+                None => String::new(),
+                Some(raw) => match Lease::parse(&raw) {
+                    Some(lease) if lease.node == self.config.node_id && !self.draining => {
+                        self.owned.insert(room.to_owned(), lease);
+                        return Ok(Placement::Here);
+                    }
+                    Some(lease) => {
+                        let owner = self.node(&lease.node).await?;
+                        if owner.is_some_and(|n| !n.draining && n.id != self.config.node_id) {
+                            return Ok(Placement::Elsewhere { url: lease.url });
+                        }
+                        // Its owner is gone or leaving: take it over, if nobody else did first.
+                        lease.raw
+                    }
+                    None => raw, // not a lease of ours: replaced
+                },
+            };
+            let me = self.record(hub).await;
+            let mut nodes = self.nodes().await?;
+            if !nodes.iter().any(|n| n.id == me.id) {
+                nodes.insert(0, me);
+            }
+            let Some(target) = node::choose(&nodes, &mut self.rng).cloned() else {
+                return Ok(Placement::Unavailable {
+                    why: "no node of the cluster takes new rooms now (all are draining)".into(),
+                });
+            };
+            let (won, value): (i64, String) = lease::claim()
+                .key(&key)
+                .arg(&seen)
+                .arg(&target.id)
+                .arg(&target.url)
+                .arg(TTL.as_millis() as u64)
+                .invoke_async(&mut self.redis)
+                .await?;
+            if won == 0 {
+                continue;
+            }
+            tracing::info!(room, node = %target.id, "room placed");
+            if target.id != self.config.node_id {
+                return Ok(Placement::Elsewhere { url: target.url });
+            }
+            if let Some(lease) = Lease::parse(&value) {
+                self.owned.insert(room.to_owned(), lease);
+            }
+            return Ok(Placement::Here);
+        }
+        Ok(Placement::Unavailable {
+            why: format!("room '{room}' is being placed by several nodes at once; try again"),
+        })
+    }
+
+    async fn vacate(&mut self, room: &str) {
+        let Some(lease) = self.owned.remove(room) else {
+            return;
+        };
+        let released: Result<i64, _> = lease::release()
+            .key(format!("{ROOM_PREFIX}{room}"))
+            .arg(&lease.raw)
+            .invoke_async(&mut self.redis)
+            .await;
+        if let Err(e) = released {
+            tracing::debug!(room, error = %e, "lease not given back; it expires by itself");
+        }
+    }
+
+    /// Refreshes this node's record, renews its leases (writing back those Redis lost) and reads
+    /// the cluster's nodes.
+    async fn heartbeat(&mut self, hub: &Hub) {
+        let me = self.record(hub).await;
+        match self.try_heartbeat(&me).await {
+            Ok((mut nodes, restored, lost)) => {
+                let again = self.reachable == Some(false);
+                self.note_reachable(true, "");
+                if again || restored > 0 {
+                    tracing::info!(
+                        node = %me.id,
+                        leases = self.owned.len(),
+                        restored,
+                        "registered with the cluster's Redis; leases reconciled"
+                    );
+                }
+                for room in lost {
+                    tracing::warn!(room, "another node holds this room now; moving its pages");
+                    self.owned.remove(&room);
+                    let _ = self.events.send(ClusterEvent::Lost { room }).await;
+                }
+                nodes.retain(|n| n.id != me.id);
+                nodes.sort_by(|a, b| a.id.cmp(&b.id));
+                nodes.insert(0, me);
+                self.view.send_replace(View {
+                    nodes,
+                    reachable: true,
+                });
+            }
+            Err(e) => {
+                self.note_reachable(false, &e.to_string());
+                self.view.send_modify(|v| v.reachable = false);
+            }
+        }
+    }
+
+    async fn try_heartbeat(
+        &mut self,
+        me: &NodeRecord,
+    ) -> Result<(Vec<NodeRecord>, usize, Vec<String>), RedisError> {
+        let record = serde_json::to_string(me).unwrap_or_default();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{NODE_PREFIX}{}", me.id))
+            .arg(record)
+            .arg("PX")
+            .arg(TTL.as_millis() as u64)
+            .query_async(&mut self.redis)
+            .await?;
+        let (mut restored, mut lost) = (0, Vec::new());
+        let owned: Vec<(String, String)> = self
+            .owned
+            .iter()
+            .map(|(room, lease)| (room.clone(), lease.raw.clone()))
+            .collect();
+        for (room, raw) in owned {
+            let reply: i64 = lease::renew()
+                .key(format!("{ROOM_PREFIX}{room}"))
+                .arg(&raw)
+                .arg(TTL.as_millis() as u64)
+                .invoke_async(&mut self.redis)
+                .await?;
+            match Renewed::from_reply(reply) {
+                Renewed::Held => {}
+                Renewed::Restored => restored += 1,
+                Renewed::Lost => lost.push(room),
+            }
+        }
+        Ok((self.nodes().await?, restored, lost))
+    }
+
+    async fn stop(&mut self) {
+        let rooms: Vec<String> = self.owned.keys().cloned().collect();
+        for room in rooms {
+            self.vacate(&room).await;
+        }
+        let key = format!("{NODE_PREFIX}{}", self.config.node_id);
+        let deleted: Result<i64, _> = self.redis.del(&key).await;
+        if let Err(e) = deleted {
+            tracing::info!(error = %e, "node record not removed; it expires by itself");
+        }
+    }
+
+    /// This node's record as of now.
+    async fn record(&mut self, hub: &Hub) -> NodeRecord {
+        let stats = hub.stats().await.unwrap_or_default();
+        NodeRecord {
+            id: self.config.node_id.clone(),
+            url: self.config.public_url.clone(),
+            draining: self.draining,
+            rooms: stats.rooms,
+            participants: stats.participants,
+            cpu: self.cpu.sample(),
+            started: self.started,
+        }
+    }
+
+    async fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, RedisError> {
+        let raw: Option<String> = self.redis.get(format!("{NODE_PREFIX}{id}")).await?;
+        Ok(raw.and_then(|raw| serde_json::from_str(&raw).ok()))
+    }
+
+    async fn nodes(&mut self) -> Result<Vec<NodeRecord>, RedisError> {
+        let keys = scan(&mut self.redis, &format!("{NODE_PREFIX}*")).await?;
+        let values = mget(&mut self.redis, &keys).await?;
+        Ok(values
+            .into_iter()
+            .flatten()
+            .filter_map(|raw| serde_json::from_str(&raw).ok())
+            .collect())
+    }
+
+    fn note_reachable(&mut self, reachable: bool, error: &str) {
+        if self.reachable == Some(reachable) {
+            return;
+        }
+        if !reachable {
+            tracing::warn!(
+                error,
+                "the cluster's Redis does not answer: running rooms go on, new rooms are refused \
+                 until it is back"
+            );
+        }
+        self.reachable = Some(reachable);
+    }
+}
+
+/// Every key matching `pattern` (SCAN: never blocks Redis the way KEYS does).
+async fn scan(redis: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>, RedisError> {
+    let mut cursor: u64 = 0;
+    let mut keys = Vec::new();
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(256)
+            .query_async(redis)
+            .await?;
+        keys.extend(batch);
+        if next == 0 {
+            keys.sort();
+            keys.dedup();
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+async fn mget(
+    redis: &mut ConnectionManager,
+    keys: &[String],
+) -> Result<Vec<Option<String>>, RedisError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    redis::cmd("MGET").arg(keys).query_async(redis).await
+}
+
+/// This process's CPU use between samples, from `/proc/self/stat`.
+#[derive(Default)]
+struct CpuSampler {
+    last: Option<(Instant, u64)>,
+}
+
+impl CpuSampler {
+    /// Cores' worth used since the last call (0 the first time, or off Linux).
+    fn sample(&mut self) -> f64 {
+        let Some(ticks) = cpu_ticks() else { return 0.0 };
+        let now = Instant::now();
+        let used = match self.last {
+            Some((at, before)) => {
+                // SAFETY: sysconf only reads a configuration value.
+                let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+                let secs = now.duration_since(at).as_secs_f64().max(1e-3);
+                ticks.saturating_sub(before) as f64 / hz / secs
+            }
+            None => 0.0,
+        };
+        self.last = Some((now, ticks));
+        used
+    }
+}
+
+/// utime + stime of this process, in clock ticks.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
