@@ -360,6 +360,7 @@ function join() {
 
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   signaling = new Signaling(`${scheme}://${location.host}/ws`);
+  window.huddle.signaling = signaling;
   signaling.addEventListener('status', (e) => onStatus(e.detail));
   signaling.addEventListener('welcome', (e) => onWelcome(e.detail));
   signaling.addEventListener('peer-joined', (e) => {
@@ -873,6 +874,11 @@ function onServerError({ code, message }) {
       break;
     case 'server-shutdown':
       banner('The server is restarting — reconnecting…', 'warn');
+      break;
+    case 'unavailable':
+      // A cluster that cannot place the room right now (its Redis is away): ask again shortly.
+      banner('The service cannot open this room right now — trying again…', 'warn', 4000);
+      setTimeout(() => signaling?.sendJoin(), 2000);
       break;
     case 'media-failed':
       links.get('sfu')?.refused();

@@ -1,18 +1,34 @@
 // The signaling connection: one WebSocket to /ws, protocol v2 (docs/protocol.md).
 // Reconnects with backoff and resumes the same peer id when the server still remembers it.
+// On a cluster, follows `moved` to the node that hosts the room, and when its node stops
+// answering tries the other nodes its `welcome` named.
 
 export const PROTOCOL_VERSION = 2;
 
 const PING_EVERY_MS = 5000;
 const PONG_TIMEOUT_MS = 12000;
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+const CLUSTER_RETRY_MAX_MS = 1000;
 /** Close codes after which the server will not take this page back (docs/protocol.md). */
 const FINAL_CLOSES = new Set([4001, 4003, 4004, 4005]);
+/** The room is on another node: the `moved` message before it said where. */
+const MOVED = 4010;
+
+/** The signaling URL of a node's public URL (`https://host:port` → `wss://host:port/ws`). */
+function socketUrl(nodeUrl) {
+  const url = new URL('/ws', nodeUrl);
+  url.protocol = url.protocol === 'http:' ? 'ws:' : 'wss:';
+  return url.href;
+}
 
 export class Signaling extends EventTarget {
   constructor(url) {
     super();
     this.url = url;
+    /** The cluster's nodes' signaling URLs, from the last `welcome` (empty: one server). */
+    this.nodes = [];
+    /** Where the last `moved` sent us (`null`: any other node). */
+    this.movedTo = undefined;
     this.ws = null;
     this.joinRequest = null;
     this.resumeToken = null;
@@ -74,12 +90,7 @@ export class Signaling extends EventTarget {
     ws.onopen = () => {
       opened = true;
       this.lastPong = performance.now();
-      const { room, name, state, token, mode } = this.joinRequest;
-      const join = { type: 'join', v: PROTOCOL_VERSION, room, name, state };
-      if (this.resumeToken) join.resume = this.resumeToken;
-      if (token) join.token = token;
-      if (mode) join.mode = mode;
-      ws.send(JSON.stringify(join));
+      this.sendJoin();
       clearInterval(this.pinger);
       this.pinger = setInterval(() => this.keepalive(), PING_EVERY_MS);
     };
@@ -98,7 +109,12 @@ export class Signaling extends EventTarget {
       if (msg.type === 'welcome') {
         this.attempt = 0;
         this.resumeToken = msg.resume;
+        this.nodes = (msg.nodes || []).map(socketUrl);
         this.emit('status', { state: 'open' });
+      }
+      if (msg.type === 'moved') {
+        this.movedTo = msg.url ? socketUrl(msg.url) : null;
+        return;
       }
       this.emit(msg.type, msg);
     };
@@ -111,6 +127,13 @@ export class Signaling extends EventTarget {
         this.emit('status', { state: 'kicked', reason: event.reason });
         return;
       }
+      if (event.code === MOVED && this.movedTo !== undefined) {
+        // Another node hosts the room (or this one is going away): go there now, quietly.
+        this.url = this.movedTo || this.otherNode();
+        this.movedTo = undefined;
+        this.connect();
+        return;
+      }
       // Refused token, removed, room ended: reconnecting would only be refused again.
       if (FINAL_CLOSES.has(event.code)) {
         this.emit('status', { state: 'ended', code: event.code, reason: event.reason });
@@ -118,6 +141,16 @@ export class Signaling extends EventTarget {
       }
       this.scheduleRetry(opened ? 'connection to the server lost' : 'cannot reach the server');
     };
+  }
+
+  /** Sends the join (again: a cluster that could not place the room a moment ago). */
+  sendJoin() {
+    const { room, name, state, token, mode } = this.joinRequest;
+    const join = { type: 'join', v: PROTOCOL_VERSION, room, name, state };
+    if (this.resumeToken) join.resume = this.resumeToken;
+    if (token) join.token = token;
+    if (mode) join.mode = mode;
+    return this.send(join);
   }
 
   keepalive() {
@@ -132,9 +165,21 @@ export class Signaling extends EventTarget {
     this.send({ type: 'ping' });
   }
 
+  /** The next node of the cluster after the current one (the current one alone). */
+  otherNode() {
+    const others = this.nodes.filter((url) => url !== this.url);
+    if (others.length === 0) return this.url;
+    return others[this.attempt % others.length];
+  }
+
   scheduleRetry(reason) {
     if (this.closedByUs) return;
-    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    // A node that does not answer may be gone for good: the next try goes to another.
+    this.url = this.otherNode();
+    // On a cluster, the room comes back on another node within seconds of its node dying
+    // (docs/protocol.md): keep asking every second rather than backing off further.
+    const cap = this.nodes.length > 1 ? CLUSTER_RETRY_MAX_MS : Infinity;
+    const delay = Math.min(cap, BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)]);
     const jittered = delay / 2 + Math.random() * delay / 2;
     this.attempt += 1;
     this.emit('status', { state: 'offline', reason, retryInMs: jittered });

@@ -1,0 +1,102 @@
+// Three Huddle nodes over one Redis, in the lab's namespace on three addresses: pages that reach
+// different nodes meet in one room (mesh and SFU), and when the room's node is killed they come
+// back, with video, on another.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { Lab, HUDDLE, videoFlows, remoteIds, waitInPage, sleep } from './harness.mjs';
+
+const lab = new Lab('cluster');
+const ADDRS = ['10.99.0.1', '10.99.0.3', '10.99.0.4'];
+const REDIS = '10.99.0.1:6390';
+const nodes = [];
+let browser;
+
+/** Starts node `i` on its own address; resolves when it serves. */
+async function startNode(i) {
+  const addr = ADDRS[i];
+  const child = lab.spawn(HUDDLE, ['serve', '--listen', `${addr}:8443`, '--no-turn',
+    '--data-dir', join(lab.dir, `node${i}`), '--redis', `redis://${REDIS}`,
+    '--node-id', `node${i}`, '--public-url', `https://${addr}:8443`]);
+  child.url = `https://${addr}:8443`;
+  await lab.waitFor(child, 'Huddle is serving');
+  nodes[i] = child;
+  return child;
+}
+
+before(async () => {
+  lab.setup();
+  for (const addr of ADDRS.slice(1)) lab.exec('ip', ['addr', 'add', `${addr}/24`, 'dev', 'v0']);
+  const [host, port] = REDIS.split(':');
+  const redis = lab.spawn('redis-server', ['--bind', host, '--port', port, '--save', '', '--appendonly', 'no',
+    // Bound to a namespace address without a password: its clients are not loopback.
+    '--protected-mode', 'no']);
+  await lab.waitFor(redis, 'Ready to accept connections');
+  for (let i = 0; i < ADDRS.length; i++) await startNode(i);
+  // Every node has seen the others (a heartbeat is 2 s).
+  await sleep(2500);
+  browser = await lab.browser();
+});
+
+after(async () => {
+  await lab.teardown();
+});
+
+/** A page opened from node `i`. */
+async function open(i, room, name, mode) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 700 } });
+  const page = await context.newPage();
+  page.logs = [];
+  page.on('console', (m) => page.logs.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => page.logs.push(`pageerror: ${e.message}`));
+  await page.goto(`${nodes[i].url}/r/${room}?name=${name}&autojoin=1&mode=${mode}`);
+  await waitInPage(page, () => window.huddle.me.id, null, { what: 'a welcome' });
+  return page;
+}
+
+const node = (page) => page.evaluate(() => new URL(window.huddle.signaling.url).host);
+
+async function allSeeEachOther(pages) {
+  for (const p of pages) {
+    await waitInPage(p, (n) => document.querySelectorAll('video[data-role="remote"]').length === n,
+      pages.length - 1, { timeout: 20000, what: `${pages.length - 1} remote tiles` });
+    for (const id of await remoteIds(p)) await videoFlows(p, `video[data-role="remote"][data-peer="${id}"]`);
+  }
+}
+
+for (const mode of ['mesh', 'sfu']) {
+  test(`pages that reach three different nodes meet in one ${mode} room`, async () => {
+    const pages = [];
+    for (const [i, name] of ['Ada', 'Bo', 'Cy'].entries()) pages.push(await open(i, `${mode}-room`, name, mode));
+    const hosts = new Set(await Promise.all(pages.map(node)));
+    assert.equal(hosts.size, 1, `one node hosts the room: ${[...hosts]}`);
+    await allSeeEachOther(pages);
+    for (const p of pages) await p.context().close();
+  });
+}
+
+test('the room\'s node is killed: its pages come back with video on another node', async () => {
+  const pages = [];
+  for (const [i, name] of ['Ann', 'Ben', 'Cat'].entries()) pages.push(await open(i, 'phoenix', name, 'sfu'));
+  await allSeeEachOther(pages);
+  const owner = await node(pages[0]);
+  const dead = nodes.findIndex((n) => new URL(n.url).host === owner);
+  const old = await Promise.all(pages.map((p) => p.evaluate(() => window.huddle.me.id)));
+  const t0 = Date.now();
+  nodes[dead].kill('SIGKILL');
+  for (const [i, p] of pages.entries()) {
+    await waitInPage(p, (was) => window.huddle.me.id && window.huddle.me.id !== was, old[i],
+      { timeout: 20000, what: 'a new session on another node' });
+  }
+  const rejoined = Date.now() - t0;
+  await allSeeEachOther(pages);
+  const video = Date.now() - t0;
+  console.log(`owner killed → pages rejoined in ${rejoined} ms, video back in ${video} ms`);
+  const hosts = new Set(await Promise.all(pages.map(node)));
+  assert.equal(hosts.size, 1);
+  assert.ok(!hosts.has(owner), 'on another node');
+  assert.ok(rejoined <= 10000, `rejoined in ${rejoined} ms`);
+  for (const p of pages) await p.context().close();
+  await startNode(dead);
+});
