@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { Lab, HUDDLE, videoFlows, remoteIds, waitInPage, sleep } from './harness.mjs';
+import { Lab, HUDDLE, publishWhip, videoFlows, remoteIds, waitInPage, sleep } from './harness.mjs';
 
 const lab = new Lab('cluster');
 const ADDRS = ['10.99.0.1', '10.99.0.3', '10.99.0.4'];
@@ -75,6 +75,38 @@ for (const mode of ['mesh', 'sfu']) {
     for (const p of pages) await p.context().close();
   });
 }
+
+/** The room's lease in Redis (`FENCE|NODE|URL`), or '' when there is none. */
+async function lease(room) {
+  const [host, port] = REDIS.split(':');
+  return (await lab.run('redis-cli', ['-h', host, '-p', port, 'GET', `huddle:room:${room}`])).out.trim();
+}
+
+test('a WHIP publisher reaching another node is sent to the room\'s node, and holds it', async () => {
+  const viewer = await open(0, 'broadcast', 'Viewer', 'sfu');
+  const owner = await node(viewer);
+  const other = nodes.findIndex((n) => new URL(n.url).host !== owner);
+  // As OBS would: a client of its own, not under our pages' CSP (which lets them reach only
+  // the nodes' WebSockets), so the redirect to another node is followed.
+  const whipClient = () => browser.newContext({ ignoreHTTPSErrors: true, bypassCSP: true }).then((c) => c.newPage());
+  const publisher = await whipClient();
+  await publisher.goto(`${nodes[other].url}/echo`);
+  // The page posts to its own node, which redirects the offer (307) to the room's node.
+  const location = await publishWhip(publisher, 'broadcast');
+  assert.match(location, /^\/whip\/broadcast\//);
+  await waitInPage(viewer, () => document.querySelectorAll('video[data-role="remote"]').length === 1, null, { what: 'the WHIP tile' });
+  await videoFlows(viewer, 'video[data-role="remote"]');
+
+  // A room with nothing but a WHIP publisher keeps its lease while it publishes.
+  const solo = await whipClient();
+  await solo.goto(`${nodes[other].url}/echo`);
+  await publishWhip(solo, 'solo-stream');
+  await sleep(8000);
+  assert.match(await lease('solo-stream'), new RegExp(`\\|node${other}\\|`));
+  await solo.context().close();
+  await publisher.context().close();
+  await viewer.context().close();
+});
 
 test('the room\'s node is killed: its pages come back with video on another node', async () => {
   const pages = [];

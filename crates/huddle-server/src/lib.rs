@@ -282,7 +282,7 @@ impl Server {
             stop_rx.clone(),
         );
         if let Some(runner) = cluster_runner {
-            runner.spawn(hub.clone());
+            runner.spawn(hub.clone(), self.media.clone());
         }
         let local_host = match local.ip() {
             ip if ip.is_unspecified() => "localhost".to_owned(),

@@ -136,17 +136,21 @@ mod tempdir {
 
 impl Node {
     fn start(id: &str, redis: &Redis, extra: &[&str]) -> Self {
+        Self::start_with(id, redis, &["--no-media"], extra)
+    }
+
+    /// A node with its media peer (one worker, on UDP at its HTTP port).
+    fn with_media(id: &str, redis: &Redis) -> Self {
+        Self::start_with(id, redis, &["--media-workers", "1"], &[])
+    }
+
+    fn start_with(id: &str, redis: &Redis, media: &[&str], extra: &[&str]) -> Self {
         let port = free_port();
         let dir = tempdir::Dir::new(id);
         let child = Command::new(env!("CARGO_BIN_EXE_huddle"))
             .arg("serve")
-            .args([
-                "--no-tls",
-                "--no-turn",
-                "--no-media",
-                "--room-capacity",
-                "3",
-            ])
+            .args(["--no-tls", "--no-turn", "--room-capacity", "3"])
+            .args(media)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis", &redis.url(), "--node-id", id])
             .args(["--public-url", &format!("http://127.0.0.1:{port}")])
@@ -217,20 +221,34 @@ mod libc_signal {
 
 /// An HTTP GET to `url` + `path`: status and body.
 async fn get(url: &str, path: &str) -> Option<(u16, String)> {
+    let (status, _, body) = request(url, "GET", path, "", b"").await?;
+    Some((status, body))
+}
+
+/// One HTTP/1.1 request: status, lower-cased head and body.
+async fn request(
+    url: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Option<(u16, String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = url.strip_prefix("http://")?;
     let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     tcp.write_all(req.as_bytes()).await.ok()?;
+    tcp.write_all(body).await.ok()?;
     let mut raw = Vec::new();
     tcp.read_to_end(&mut raw).await.ok()?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.get(9..12)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Some((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Some((status, head.to_ascii_lowercase(), body.to_owned()))
 }
 
 /// Waits until every node answers and sees the whole cluster.
@@ -491,4 +509,44 @@ async fn without_redis_running_rooms_go_on_new_ones_wait_and_all_comes_back() {
     a.send_json(json!({"type": "chat", "text": "and now?"}))
         .await;
     assert!(matches!(b.next_msg().await, ServerMessage::Chat { .. }));
+}
+
+#[tokio::test]
+async fn whip_and_whep_of_a_room_go_to_the_node_that_hosts_it() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes: Vec<Node> = (1..=2)
+        .map(|i| Node::with_media(&format!("w{i}"), &redis))
+        .collect();
+    wait_cluster(&nodes.iter().collect::<Vec<_>>()).await;
+    let offer = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../huddle-media/tests/fixtures/chromium-sendonly.sdp"
+    ))
+    .unwrap();
+    // The first WHIP request's node takes the room.
+    let sdp = "application/sdp";
+    let (status, head, _) = request(&nodes[0].url(), "POST", "/whip/stage", sdp, &offer)
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{head}");
+    // Another node's WHEP request for it is redirected there, to the same path.
+    let (status, head, _) = request(&nodes[1].url(), "POST", "/whep/stage", sdp, &offer)
+        .await
+        .unwrap();
+    assert_eq!(status, 307, "{head}");
+    let location = format!("location: {}/whep/stage\r\n", nodes[0].url());
+    assert!(head.contains(&location), "{head}");
+    // Held while the publisher's session lives; given back once it ended (this one has no
+    // ICE peer: it ends after a few seconds).
+    let rooms = || async {
+        let (_, body) = get(&nodes[1].url(), "/api/cluster").await.unwrap();
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        view["rooms"].clone()
+    };
+    assert_eq!(rooms().await[0]["node"], "w1");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rooms().await != json!([]) {
+        assert!(Instant::now() < deadline, "the lease outlived its session");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -27,6 +27,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::hub::Hub;
+use crate::media::Media;
 use lease::{Lease, Renewed};
 pub use node::NodeRecord;
 
@@ -89,6 +90,8 @@ pub enum ClusterEvent {
 
 enum Command {
     Place(String),
+    /// A WHIP/WHEP request reached this node: where the room's media is.
+    Locate(String, oneshot::Sender<Placement>),
     Vacate(String),
     Drain(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
@@ -180,6 +183,19 @@ impl Cluster {
             })
     }
 
+    /// Where `room`'s media is, for a WHIP or WHEP request that reached this node: a room with
+    /// no owner yet is taken here (a WHIP client may not follow a redirect to another node).
+    pub async fn locate(&self, room: String) -> Placement {
+        let (tx, rx) = oneshot::channel();
+        let unavailable = || Placement::Unavailable {
+            why: "the cluster is busy placing rooms; try again in a moment".into(),
+        };
+        if self.commands.try_send(Command::Locate(room, tx)).is_err() {
+            return unavailable();
+        }
+        rx.await.unwrap_or_else(|_| unavailable())
+    }
+
     /// `room` is no longer hosted here: its lease is given back.
     pub fn vacate(&self, room: String) {
         if self.commands.try_send(Command::Vacate(room)).is_err() {
@@ -236,6 +252,29 @@ impl Cluster {
     }
 }
 
+/// A lease this node holds, and what holds it: signaling (pages in the room, until the hub
+/// vacates it) or media (WHIP/WHEP sessions, while the media peer has any). It is given back
+/// when neither does.
+struct Held {
+    lease: Lease,
+    signaling: bool,
+    media: bool,
+    /// When a WHIP/WHEP request last located the room here: its session may not exist yet.
+    located: Option<Instant>,
+}
+
+/// How long a WHIP/WHEP request's room is held before its session must show up.
+const LOCATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Who asks for a room's placement.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asker {
+    /// A page's join: the room goes to the lighter of two random nodes.
+    Signaling,
+    /// A WHIP/WHEP request: the room is taken by the node it reached.
+    Media,
+}
+
 /// The one task that talks to Redis for this node.
 pub struct Runner {
     config: ClusterConfig,
@@ -244,7 +283,7 @@ pub struct Runner {
     events: mpsc::Sender<ClusterEvent>,
     view: watch::Sender<View>,
     /// The leases this node holds, by room.
-    owned: HashMap<String, Lease>,
+    owned: HashMap<String, Held>,
     draining: bool,
     /// Whether Redis answered last time (`None` before the first try), to log changes once.
     reachable: Option<bool>,
@@ -254,28 +293,37 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Runs until [`Cluster::stop`]; `hub` tells it this node's load.
-    pub fn spawn(self, hub: Hub) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.run(hub))
+    /// Runs until [`Cluster::stop`]; `hub` tells it this node's load, `media` which rooms
+    /// have WHIP/WHEP sessions.
+    pub fn spawn(self, hub: Hub, media: Option<Media>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run(hub, media))
     }
 
-    async fn run(mut self, hub: Hub) {
+    async fn run(mut self, hub: Hub, media: Option<Media>) {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = self.inbox.recv() => match command {
                     Some(Command::Place(room)) => {
-                        let placement = self.place(&room, &hub).await;
+                        let placement = self.place(&room, Asker::Signaling, &hub).await;
                         let event = ClusterEvent::Placed { room, placement };
                         if self.events.send(event).await.is_err() {
                             return; // the hub is gone
                         }
                     }
-                    Some(Command::Vacate(room)) => self.vacate(&room).await,
+                    Some(Command::Locate(room, reply)) => {
+                        let _ = reply.send(self.place(&room, Asker::Media, &hub).await);
+                    }
+                    Some(Command::Vacate(room)) => {
+                        if let Some(held) = self.owned.get_mut(&room) {
+                            held.signaling = false;
+                        }
+                        self.release_unheld().await;
+                    }
                     Some(Command::Drain(done)) => {
                         self.draining = true;
-                        self.heartbeat(&hub).await;
+                        self.heartbeat(&hub, media.as_ref()).await;
                         let _ = done.send(());
                     }
                     Some(Command::Stop(done)) => {
@@ -285,13 +333,13 @@ impl Runner {
                     }
                     None => return,
                 },
-                _ = tick.tick() => self.heartbeat(&hub).await,
+                _ = tick.tick() => self.heartbeat(&hub, media.as_ref()).await,
             }
         }
     }
 
-    async fn place(&mut self, room: &str, hub: &Hub) -> Placement {
-        match self.try_place(room, hub).await {
+    async fn place(&mut self, room: &str, asker: Asker, hub: &Hub) -> Placement {
+        match self.try_place(room, asker, hub).await {
             Ok(placement) => placement,
             Err(e) => {
                 self.note_reachable(false, &e.to_string());
@@ -304,7 +352,12 @@ impl Runner {
         }
     }
 
-    async fn try_place(&mut self, room: &str, hub: &Hub) -> Result<Placement, RedisError> {
+    async fn try_place(
+        &mut self,
+        room: &str,
+        asker: Asker,
+        hub: &Hub,
+    ) -> Result<Placement, RedisError> {
         let key = format!("{ROOM_PREFIX}{room}");
         // A lost race re-reads; three in a row means the room is being fought over.
         for _ in 0..3 {
@@ -313,7 +366,7 @@ impl Runner {
                 None => String::new(),
                 Some(raw) => match Lease::parse(&raw) {
                     Some(lease) if lease.node == self.config.node_id && !self.draining => {
-                        self.owned.insert(room.to_owned(), lease);
+                        self.hold(room, lease, asker);
                         return Ok(Placement::Here);
                     }
                     Some(lease) => {
@@ -330,9 +383,13 @@ impl Runner {
             let me = self.record(hub).await;
             let mut nodes = self.nodes().await?;
             if !nodes.iter().any(|n| n.id == me.id) {
-                nodes.insert(0, me);
+                nodes.insert(0, me.clone());
             }
-            let Some(target) = node::choose(&nodes, &mut self.rng).cloned() else {
+            let target = match asker {
+                Asker::Media if !self.draining => Some(me),
+                _ => node::choose(&nodes, &mut self.rng).cloned(),
+            };
+            let Some(target) = target else {
                 return Ok(Placement::Unavailable {
                     why: "no node of the cluster takes new rooms now (all are draining)".into(),
                 });
@@ -353,7 +410,7 @@ impl Runner {
                 return Ok(Placement::Elsewhere { url: target.url });
             }
             if let Some(lease) = Lease::parse(&value) {
-                self.owned.insert(room.to_owned(), lease);
+                self.hold(room, lease, asker);
             }
             return Ok(Placement::Here);
         }
@@ -362,13 +419,43 @@ impl Runner {
         })
     }
 
-    async fn vacate(&mut self, room: &str) {
-        let Some(lease) = self.owned.remove(room) else {
+    fn hold(&mut self, room: &str, lease: Lease, asker: Asker) {
+        let held = self.owned.entry(room.to_owned()).or_insert(Held {
+            lease: lease.clone(),
+            signaling: false,
+            media: false,
+            located: None,
+        });
+        held.lease = lease;
+        match asker {
+            Asker::Signaling => held.signaling = true,
+            Asker::Media => {
+                held.media = true;
+                held.located = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Gives back the leases nothing holds any more.
+    async fn release_unheld(&mut self) {
+        let unheld: Vec<String> = self
+            .owned
+            .iter()
+            .filter(|(_, held)| !held.signaling && !held.media)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in unheld {
+            self.release(&room).await;
+        }
+    }
+
+    async fn release(&mut self, room: &str) {
+        let Some(held) = self.owned.remove(room) else {
             return;
         };
         let released: Result<i64, _> = lease::release()
             .key(format!("{ROOM_PREFIX}{room}"))
-            .arg(&lease.raw)
+            .arg(&held.lease.raw)
             .invoke_async(&mut self.redis)
             .await;
         if let Err(e) = released {
@@ -378,7 +465,18 @@ impl Runner {
 
     /// Refreshes this node's record, renews its leases (writing back those Redis lost) and reads
     /// the cluster's nodes.
-    async fn heartbeat(&mut self, hub: &Hub) {
+    async fn heartbeat(&mut self, hub: &Hub, media: Option<&Media>) {
+        // A WHIP/WHEP room keeps its lease while the media peer has sessions of it.
+        if let Some(stats) = match media {
+            Some(media) => media.stats().await,
+            None => None,
+        } {
+            for (room, held) in &mut self.owned {
+                let just_located = held.located.is_some_and(|at| at.elapsed() < LOCATE_GRACE);
+                held.media = just_located || stats.streamed_rooms.contains(room);
+            }
+            self.release_unheld().await;
+        }
         let me = self.record(hub).await;
         match self.try_heartbeat(&me).await {
             Ok((mut nodes, restored, lost)) => {
@@ -428,7 +526,7 @@ impl Runner {
         let owned: Vec<(String, String)> = self
             .owned
             .iter()
-            .map(|(room, lease)| (room.clone(), lease.raw.clone()))
+            .map(|(room, held)| (room.clone(), held.lease.raw.clone()))
             .collect();
         for (room, raw) in owned {
             let reply: i64 = lease::renew()
@@ -449,7 +547,7 @@ impl Runner {
     async fn stop(&mut self) {
         let rooms: Vec<String> = self.owned.keys().cloned().collect();
         for room in rooms {
-            self.vacate(&room).await;
+            self.release(&room).await;
         }
         let key = format!("{NODE_PREFIX}{}", self.config.node_id);
         let deleted: Result<i64, _> = self.redis.del(&key).await;

@@ -78,7 +78,7 @@ pub struct MediaCounters {
     pub datagrams_dropped: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MediaStats {
     pub echo: usize,
     pub publish: usize,
@@ -86,6 +86,8 @@ pub struct MediaStats {
     /// SFU room pages' sending and receiving connections.
     pub upstream: usize,
     pub downstream: usize,
+    /// Rooms with a WHIP publisher or a WHEP viewer (a cluster node keeps their leases).
+    pub streamed_rooms: std::collections::BTreeSet<String>,
 }
 
 impl std::ops::AddAssign for MediaStats {
@@ -95,6 +97,7 @@ impl std::ops::AddAssign for MediaStats {
         self.watch += other.watch;
         self.upstream += other.upstream;
         self.downstream += other.downstream;
+        self.streamed_rooms.extend(other.streamed_rooms);
     }
 }
 
@@ -761,8 +764,14 @@ impl Runner {
                 for id in self.engine.sessions() {
                     match self.engine.kind(id) {
                         Some(SessionKind::Echo(_)) => stats.echo += 1,
-                        Some(SessionKind::Publish { .. }) => stats.publish += 1,
-                        Some(SessionKind::Watch { .. }) => stats.watch += 1,
+                        Some(SessionKind::Publish { room }) => {
+                            stats.publish += 1;
+                            stats.streamed_rooms.insert(room.clone());
+                        }
+                        Some(SessionKind::Watch { room }) => {
+                            stats.watch += 1;
+                            stats.streamed_rooms.insert(room.clone());
+                        }
                         Some(SessionKind::Upstream { .. }) => stats.upstream += 1,
                         Some(SessionKind::Downstream { .. }) => stats.downstream += 1,
                         None => {}

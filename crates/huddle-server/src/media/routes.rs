@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use huddle_access::{Access, Source};
 use huddle_media::{OfferError, OfferRequest, SessionKind};
-use huddle_signal_proto::RoomName;
+use huddle_signal_proto::{Placement, RoomName};
 
 use super::{AcceptError, Accepted, Media, Requester};
 use crate::http::{AppState, SDP_MAX, TokenRefusal, bearer_token, read_body, unix_now};
@@ -98,6 +98,16 @@ async fn ingest_or_playback(
         Ok(owner) => owner,
         Err(refusal) => return with_cors(refusal.into_response()),
     };
+    // On a cluster the room's media is on one node: another node's request goes there.
+    if let Some(cluster) = &state.cluster {
+        match cluster.locate(room.clone()).await {
+            Placement::Here => {}
+            Placement::Elsewhere { url } => return with_cors(redirect(&url, &uri)),
+            Placement::Unavailable { why } => {
+                return with_cors(text(StatusCode::SERVICE_UNAVAILABLE, why));
+            }
+        }
+    }
     let sdp_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -152,6 +162,30 @@ async fn ingest_or_playback(
             StatusCode::SERVICE_UNAVAILABLE,
             unavailable.to_string(),
         )),
+    }
+}
+
+/// `307 Temporary Redirect` to the same request on the node at `node_url`: the client sends
+/// its offer again there (WHIP, RFC 9725, lets an endpoint redirect), and the session's
+/// `Location` is then that node's.
+fn redirect(node_url: &str, uri: &Uri) -> Response {
+    let target = match uri.path_and_query() {
+        Some(path) => format!("{node_url}{path}"),
+        None => node_url.to_owned(),
+    };
+    match HeaderValue::from_str(&target) {
+        Ok(location) => {
+            let mut r = text(
+                StatusCode::TEMPORARY_REDIRECT,
+                format!("this room is served by {node_url}"),
+            );
+            r.headers_mut().insert(header::LOCATION, location);
+            r
+        }
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the room's node has an unusable URL".into(),
+        ),
     }
 }
 
