@@ -3,6 +3,7 @@
 
 mod attack;
 mod awake;
+mod cluster;
 mod floor;
 mod http1;
 mod media;
@@ -35,6 +36,8 @@ enum Command {
     Media(media::Args),
     /// SFU rooms of simulcast publishers and subscribers: Huddle vs Janus's VideoRoom.
     Sfu(sfu::Args),
+    /// Signaling on one node against three over one Redis, and recovery from a node's death.
+    Cluster(cluster::Args),
     /// The relay latency floor of this machine: a bare UDP forwarder on the server's CPU.
     Floor(floor::Args),
     /// What one anonymous client can do to the server: each hardening case, measured.
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Command::Turn(args) => turn::run(args),
         Command::Media(args) => media::run(args),
         Command::Sfu(args) => sfu::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Floor(args) => floor::run(args),
         Command::Attack(args) => attack::run(args),
     }

@@ -58,7 +58,7 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Huddle,
     SocketIo,
 }
@@ -73,13 +73,37 @@ impl Kind {
 }
 
 #[derive(Default, Clone, Copy)]
-struct Sample {
-    joins_per_sec: f64,
-    deliveries_per_cpu_sec: f64,
-    cpu_ms_per_1000: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    idle_rss_kib: f64,
+pub(crate) struct Sample {
+    pub joins_per_sec: f64,
+    /// Joins per CPU-second of every server process (all nodes and Redis, on a cluster).
+    pub joins_per_cpu_sec: f64,
+    pub deliveries_per_cpu_sec: f64,
+    pub cpu_ms_per_1000: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub idle_rss_kib: f64,
+}
+
+/// What one measurement drives.
+pub(crate) struct Load {
+    /// Idle connections for the memory figure (0: not measured).
+    pub idle: usize,
+    pub pairs: usize,
+    pub per_client: usize,
+    pub rate: u32,
+}
+
+/// The servers under test: where clients connect (spread over them in turn) and whose CPU
+/// counts; the first process's RSS is the memory figure.
+pub(crate) struct Target {
+    pub ports: Vec<u16>,
+    pub pids: Vec<u32>,
+}
+
+impl Target {
+    fn cpu_seconds(&self) -> f64 {
+        self.pids.iter().map(|pid| cpu_seconds(*pid)).sum()
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -91,7 +115,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let order = crate::alternate(run, [Kind::Huddle, Kind::SocketIo]);
         for kind in order {
             let server = Server::start(kind, &args)?;
-            let sample = rt.block_on(measure(kind, &server, &args));
+            let load = Load {
+                idle: match kind {
+                    Kind::Huddle => args.idle,
+                    Kind::SocketIo => args.idle_python,
+                },
+                pairs: args.pairs,
+                per_client: args.per_client,
+                rate: args.rate,
+            };
+            let target = Target {
+                ports: vec![server.port],
+                pids: vec![server.process.pid],
+            };
+            let sample = rt.block_on(measure(kind, &target, &load));
             drop(server);
             let sample = sample.with_context(|| format!("{} run {run}", kind.name()))?;
             eprintln!(
@@ -167,6 +204,11 @@ impl Server {
                         "--no-turn",
                         "--message-rate",
                         "1000000",
+                        // Every client is on loopback: lift the per-address limits.
+                        "--websockets-per-ip",
+                        "1000000",
+                        "--connections-per-ip",
+                        "1000000",
                         "--listen",
                     ])
                     .arg(ready.to_string())
@@ -187,8 +229,10 @@ type Sink = SplitSink<WebSocketStream<MaybeTlsStream<TcpStream>>, Message>;
 type Stream = SplitStream<WebSocketStream<MaybeTlsStream<TcpStream>>>;
 
 /// A signaling client speaking either Huddle's protocol or Socket.IO v5 (Engine.IO v4) framing.
-struct Client {
+pub(crate) struct Client {
     kind: Kind,
+    /// The port it is connected to (on a cluster, the room's node's).
+    pub port: u16,
     sink: Arc<Mutex<Sink>>,
     stream: Stream,
 }
@@ -208,6 +252,7 @@ impl Client {
         let (sink, stream) = ws.split();
         let mut client = Client {
             kind,
+            port,
             sink: Arc::new(Mutex::new(sink)),
             stream,
         };
@@ -300,18 +345,46 @@ impl Client {
         }
     }
 
-    async fn join(&mut self, room: &str) -> anyhow::Result<String> {
-        let payload = json!({"v": 1, "room": room, "name": "bench"});
-        self.send("join", payload).await?;
-        let welcome = self.recv_event("welcome").await?;
-        Ok(welcome["id"].as_str().unwrap_or_default().to_owned())
+    /// Connects to `port` and joins `room` — on a cluster, at the node the server sends it to
+    /// (`moved`), as the page does. The client and its peer id.
+    pub(crate) async fn join(
+        kind: Kind,
+        mut port: u16,
+        room: &str,
+    ) -> anyhow::Result<(Self, String)> {
+        for _ in 0..3 {
+            let mut client = Self::connect(kind, port).await?;
+            let payload = json!({"v": 1, "room": room, "name": "bench"});
+            client.send("join", payload).await?;
+            loop {
+                let (event, v) = client.recv().await?;
+                match event.as_str() {
+                    "welcome" => {
+                        return Ok((client, v["id"].as_str().unwrap_or_default().to_owned()));
+                    }
+                    "moved" => {
+                        let url = v["url"].as_str().unwrap_or_default();
+                        port = url
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| p.parse().ok())
+                            .context("moved to a URL without a port")?;
+                        break;
+                    }
+                    "error" => bail!("server error: {v}"),
+                    _ => {}
+                }
+            }
+        }
+        bail!("moved more than twice")
     }
 }
 
-/// Connects `n` clients into rooms of two (`prefix-i/2`), `parallel` at a time.
+/// Connects `n` clients into rooms of two (`prefix-i/2`), `parallel` at a time, each to the
+/// next of `ports` in turn.
 async fn join_pairs(
     kind: Kind,
-    port: u16,
+    ports: &[u16],
     n: usize,
     prefix: &str,
     parallel: usize,
@@ -324,10 +397,10 @@ async fn join_pairs(
         for i in (half..n).step_by(2) {
             let gate = gate.clone();
             let room = format!("{prefix}-{}", i / 2);
+            let port = ports[i % ports.len()];
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await?;
-                let mut c = Client::connect(kind, port).await?;
-                let id = c.join(&room).await?;
+                let (c, id) = Client::join(kind, port, &room).await?;
                 anyhow::Ok((i, c, id))
             }));
         }
@@ -339,35 +412,34 @@ async fn join_pairs(
     Ok(out.into_iter().flatten().collect())
 }
 
-async fn measure(kind: Kind, server: &Server, args: &Args) -> anyhow::Result<Sample> {
+pub(crate) async fn measure(kind: Kind, target: &Target, load: &Load) -> anyhow::Result<Sample> {
     let mut sample = Sample::default();
+    let ports = &target.ports;
 
     // Idle memory first, on a fresh process: RSS growth per joined connection.
-    let n = if kind == Kind::Huddle {
-        args.idle
-    } else {
-        args.idle_python
-    };
-    let before = rss_bytes(server.process.pid);
-    let idle = join_pairs(kind, server.port, n, "idle", 200).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_bytes(server.process.pid);
-    sample.idle_rss_kib = after.saturating_sub(before) as f64 / idle.len() as f64 / 1024.0;
-    drop(idle);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    if load.idle > 0 {
+        let before = rss_bytes(target.pids[0]);
+        let idle = join_pairs(kind, ports, load.idle, "idle", 200).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_bytes(target.pids[0]);
+        sample.idle_rss_kib = after.saturating_sub(before) as f64 / idle.len() as f64 / 1024.0;
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // Joins per second: 1,000 clients into 500 rooms, 100 at a time.
-    let t0 = Instant::now();
-    let joined = join_pairs(kind, server.port, 1000, "join", 100).await?;
+    let (t0, cpu0) = (Instant::now(), target.cpu_seconds());
+    let joined = join_pairs(kind, ports, 1000, "join", 100).await?;
     sample.joins_per_sec = joined.len() as f64 / t0.elapsed().as_secs_f64();
+    sample.joins_per_cpu_sec = joined.len() as f64 / (target.cpu_seconds() - cpu0).max(0.01);
     drop(joined);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Throughput: pairs flood each other; count deliveries against server CPU time.
-    let pairs = join_pairs(kind, server.port, args.pairs * 2, "flood", 50).await?;
+    let pairs = join_pairs(kind, ports, load.pairs * 2, "flood", 50).await?;
     let ids: Vec<String> = pairs.iter().map(|(_, id)| id.clone()).collect();
-    let cpu0 = cpu_seconds(server.process.pid);
-    let per_client = args.per_client;
+    let cpu0 = target.cpu_seconds();
+    let per_client = load.per_client;
     let mut tasks = Vec::new();
     for (i, (mut client, _)) in pairs.into_iter().enumerate() {
         let partner = ids[i ^ 1].clone();
@@ -392,7 +464,7 @@ async fn measure(kind: Kind, server: &Server, args: &Args) -> anyhow::Result<Sam
     for t in tasks {
         clients.push(t.await??);
     }
-    let cpu = (cpu_seconds(server.process.pid) - cpu0).max(0.01);
+    let cpu = (target.cpu_seconds() - cpu0).max(0.01);
     let delivered = (per_client * clients.len()) as f64;
     sample.deliveries_per_cpu_sec = delivered / cpu;
     sample.cpu_ms_per_1000 = cpu * 1000.0 / (delivered / 1000.0);
@@ -400,9 +472,9 @@ async fn measure(kind: Kind, server: &Server, args: &Args) -> anyhow::Result<Sam
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Latency at a fixed rate: 50 clients (25 pairs), each sending rate/50 per second, 4 s.
-    let clients = join_pairs(kind, server.port, 50, "latency", 50).await?;
+    let clients = join_pairs(kind, ports, 50, "latency", 50).await?;
     let ids: Vec<String> = clients.iter().map(|(_, id)| id.clone()).collect();
-    let per_client_rate = f64::from(args.rate) / clients.len() as f64;
+    let per_client_rate = f64::from(load.rate) / clients.len() as f64;
     let count = (per_client_rate * 4.0) as usize;
     let mut tasks = Vec::new();
     for (i, (mut client, _)) in clients.into_iter().enumerate() {

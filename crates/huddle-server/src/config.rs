@@ -50,6 +50,9 @@ pub struct Limits {
     pub idle: Duration,
     /// Open TCP connections to the HTTPS port from one IP address; more are closed at accept.
     pub connections_per_ip: usize,
+    /// Open WebSockets from one client address (each is a participant: a family or an office
+    /// behind one address has a few dozen); more upgrades get 429.
+    pub websockets_per_ip: usize,
     /// A WebSocket frame that cannot be written within this ends the connection
     /// (nginx `send_timeout`).
     pub ws_write: Duration,
@@ -65,6 +68,7 @@ impl Default for Limits {
             request_head: Duration::from_secs(30),
             idle: Duration::from_secs(75),
             connections_per_ip: 256,
+            websockets_per_ip: 64,
             ws_write: Duration::from_secs(60),
             api_per_second: 2,
             api_burst: 30,

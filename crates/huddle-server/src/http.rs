@@ -25,10 +25,6 @@ use crate::{metrics, web};
 /// SFU room's SDP) and this, the client gets the core's `too-large` error saying why.
 const WS_MAX_MESSAGE: usize = 2 * 1024 * 1024;
 
-/// WebSockets one client address may hold open (each is a participant: a family or an office
-/// behind one address has a few dozen).
-pub const WS_PER_CLIENT: usize = 64;
-
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Hub,

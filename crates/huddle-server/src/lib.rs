@@ -300,7 +300,7 @@ impl Server {
             auth_failures: http::PerIpRate::new(1, AUTH_FAILURE_BURST),
             keys: self.config.rooms.access.clone(),
             revocations,
-            ws_per_client: connections::PerIp::new(http::WS_PER_CLIENT),
+            ws_per_client: connections::PerIp::new(limits.websockets_per_ip),
         });
 
         let serve = tokio::spawn(connections::serve(listener, app, limits, stop_rx.clone()));
@@ -343,6 +343,9 @@ impl Server {
 async fn drain(cluster: &cluster::Cluster, hub: &Hub) {
     tracing::info!("draining: sending every page to another node");
     cluster.drain().await;
+    // Every node's view of the cluster (refreshed each heartbeat) learns that this one is
+    // draining before its pages arrive there, so none is sent back here.
+    tokio::time::sleep(cluster.heartbeat() + std::time::Duration::from_millis(500)).await;
     hub.drain().await;
     let deadline = tokio::time::Instant::now() + cluster.drain_timeout();
     while tokio::time::Instant::now() < deadline {

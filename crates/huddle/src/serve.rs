@@ -138,6 +138,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HUDDLE_CONNECTIONS_PER_IP", value_name = "N")]
     connections_per_ip: Option<usize>,
 
+    /// Open WebSockets (participants) from one client address; more are refused with 429
+    /// [default: 64].
+    #[arg(long, env = "HUDDLE_WEBSOCKETS_PER_IP", value_name = "N")]
+    websockets_per_ip: Option<usize>,
+
     /// Redis shared by the nodes of a cluster, e.g. redis://:password@10.0.0.5:6379 (or
     /// rediss:// for TLS). Without it this server runs alone.
     #[arg(long, env = "HUDDLE_REDIS", value_name = "URL")]
@@ -243,6 +248,7 @@ impl ServeArgs {
             media_max_sessions,
             media_sessions_per_client,
             connections_per_ip,
+            websockets_per_ip,
             no_turn,
             turn_listen,
             turn_tls_listen,
@@ -397,6 +403,10 @@ impl ServeArgs {
         if let Some(n) = self.connections_per_ip {
             anyhow::ensure!(n >= 1, "--connections-per-ip must be at least 1");
             limits.connections_per_ip = n;
+        }
+        if let Some(n) = self.websockets_per_ip {
+            anyhow::ensure!(n >= 1, "--websockets-per-ip must be at least 1");
+            limits.websockets_per_ip = n;
         }
         let media = if self.no_media.unwrap_or(false) {
             None

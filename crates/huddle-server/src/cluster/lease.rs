@@ -33,14 +33,20 @@ impl Lease {
     }
 }
 
-/// KEYS[1] the lease; ARGV: the value seen (`''`: none), the new owner's id and URL, the expiry
-/// in ms. Answers `{1, value}` when claimed, `{0, current}` when another claim won.
+/// KEYS[1] the lease, KEYS[2] the new owner's record; ARGV: the value seen (`''`: none), the
+/// new owner's id and URL, the expiry in ms. Answers `{1, value}` when claimed, `{0, current}`
+/// when another claim won, `{2, ''}` when the new owner is gone or draining (the claimer's view
+/// of the nodes was stale).
 pub fn claim() -> Script {
     Script::new(
         r"
 local cur = redis.call('GET', KEYS[1])
 if (ARGV[1] == '' and cur) or (ARGV[1] ~= '' and cur ~= ARGV[1]) then
   return {0, cur or ''}
+end
+local owner = redis.call('GET', KEYS[2])
+if not owner or cjson.decode(owner)['draining'] then
+  return {2, ''}
 end
 local t = redis.call('TIME')
 local value = t[1] .. string.format('%06d', tonumber(t[2])) .. '|' .. ARGV[2] .. '|' .. ARGV[3]

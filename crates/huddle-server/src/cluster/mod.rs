@@ -169,6 +169,11 @@ impl Cluster {
         &self.node_id
     }
 
+    /// How often every node refreshes its view of the others.
+    pub fn heartbeat(&self) -> Duration {
+        HEARTBEAT
+    }
+
     pub fn drain_timeout(&self) -> Duration {
         self.drain_timeout
     }
@@ -370,7 +375,13 @@ impl Runner {
                         return Ok(Placement::Here);
                     }
                     Some(lease) => {
-                        let owner = self.node(&lease.node).await?;
+                        // The last heartbeat's view saves a round trip; a node it does not
+                        // know yet (just started) is asked for.
+                        let known = self.known(&lease.node);
+                        let owner = match known {
+                            Some(node) => Some(node),
+                            None => self.node(&lease.node).await?,
+                        };
                         if owner.is_some_and(|n| !n.draining && n.id != self.config.node_id) {
                             return Ok(Placement::Elsewhere { url: lease.url });
                         }
@@ -380,11 +391,23 @@ impl Runner {
                     None => raw, // not a lease of ours: replaced
                 },
             };
-            let me = self.record(hub).await;
-            let mut nodes = self.nodes().await?;
-            if !nodes.iter().any(|n| n.id == me.id) {
-                nodes.insert(0, me.clone());
+            // The nodes as of the last heartbeat (at most 2 s old): a placement costs a read and a
+            // claim, not a scan of the registry.
+            let mut nodes = self.view.borrow().nodes.clone();
+            if nodes.is_empty() {
+                nodes = self.nodes().await?;
             }
+            let me = match nodes.iter().find(|n| n.id == self.config.node_id) {
+                Some(me) => NodeRecord {
+                    draining: self.draining,
+                    ..me.clone()
+                },
+                None => {
+                    let me = self.record(hub).await;
+                    nodes.insert(0, me.clone());
+                    me
+                }
+            };
             let target = match asker {
                 Asker::Media if !self.draining => Some(me),
                 _ => node::choose(&nodes, &mut self.rng).cloned(),
@@ -396,14 +419,22 @@ impl Runner {
             };
             let (won, value): (i64, String) = lease::claim()
                 .key(&key)
+                .key(format!("{NODE_PREFIX}{}", target.id))
                 .arg(&seen)
                 .arg(&target.id)
                 .arg(&target.url)
                 .arg(TTL.as_millis() as u64)
                 .invoke_async(&mut self.redis)
                 .await?;
-            if won == 0 {
-                continue;
+            match won {
+                0 => continue,
+                2 => {
+                    // The chosen node left since the last heartbeat: choose from a fresh view.
+                    let nodes = self.nodes().await?;
+                    self.publish(nodes, None);
+                    continue;
+                }
+                _ => {}
             }
             tracing::info!(room, node = %target.id, "room placed");
             if target.id != self.config.node_id {
@@ -479,7 +510,7 @@ impl Runner {
         }
         let me = self.record(hub).await;
         match self.try_heartbeat(&me).await {
-            Ok((mut nodes, restored, lost)) => {
+            Ok((nodes, restored, lost)) => {
                 let again = self.reachable == Some(false);
                 self.note_reachable(true, "");
                 if again || restored > 0 {
@@ -495,13 +526,7 @@ impl Runner {
                     self.owned.remove(&room);
                     let _ = self.events.send(ClusterEvent::Lost { room }).await;
                 }
-                nodes.retain(|n| n.id != me.id);
-                nodes.sort_by(|a, b| a.id.cmp(&b.id));
-                nodes.insert(0, me);
-                self.view.send_replace(View {
-                    nodes,
-                    reachable: true,
-                });
+                self.publish(nodes, Some(me));
             }
             Err(e) => {
                 self.note_reachable(false, &e.to_string());
@@ -568,6 +593,29 @@ impl Runner {
             cpu: self.cpu.sample(),
             started: self.started,
         }
+    }
+
+    /// Makes `nodes` the view: this node first (`me`, fresher than what Redis had, when given),
+    /// the others by id.
+    fn publish(&mut self, mut nodes: Vec<NodeRecord>, me: Option<NodeRecord>) {
+        let me = me.or_else(|| nodes.iter().find(|n| n.id == self.config.node_id).cloned());
+        nodes.retain(|n| n.id != self.config.node_id);
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        nodes.splice(0..0, me);
+        self.view.send_replace(View {
+            nodes,
+            reachable: true,
+        });
+    }
+
+    /// A node as the last heartbeat saw it.
+    fn known(&self, id: &str) -> Option<NodeRecord> {
+        self.view
+            .borrow()
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .cloned()
     }
 
     async fn node(&mut self, id: &str) -> Result<Option<NodeRecord>, RedisError> {
