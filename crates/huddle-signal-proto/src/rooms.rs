@@ -582,6 +582,14 @@ impl<R: RngCore> Rooms<R> {
         let room = RoomName::parse(join.room)
             .map_err(|e| (ErrorCode::BadRoomName, format!("room name {e}")))?;
         if self.config.placement && !self.placement.is_hosted(&room) {
+            // A token that cannot open the room is refused here, before the cluster is asked
+            // about the room; the room's node checks it again, with its removals.
+            if self
+                .admit(conn, &room, join.token.as_deref(), now)
+                .is_none()
+            {
+                return Ok(());
+            }
             self.park(conn, room, join);
             return Ok(());
         }

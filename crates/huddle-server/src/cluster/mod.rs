@@ -410,7 +410,7 @@ impl Runner {
             };
             let target = match asker {
                 Asker::Media if !self.draining => Some(me),
-                _ => node::choose(&nodes, &mut self.rng).cloned(),
+                _ => node::choose(&nodes, &self.config.node_id, &mut self.rng).cloned(),
             };
             let Some(target) = target else {
                 return Ok(Placement::Unavailable {

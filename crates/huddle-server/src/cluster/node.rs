@@ -29,20 +29,29 @@ impl NodeRecord {
     }
 }
 
-/// The node for a new room: of two live, non-draining nodes picked at random, the less loaded
-/// (the "power of two choices": near-best balance without every node herding onto the one that
-/// looked emptiest a heartbeat ago).
-pub fn choose<'a, R: Rng>(nodes: &'a [NodeRecord], rng: &mut R) -> Option<&'a NodeRecord> {
+/// The node for a new room: of two live, non-draining nodes, the less loaded (the "power of two
+/// choices": near-best balance without every node herding onto the one that looked emptiest a
+/// heartbeat ago). One choice is `here`, the node the first page reached, when it takes rooms —
+/// it wins ties, which spares that page a second connection — the other is picked at random.
+pub fn choose<'a, R: Rng>(
+    nodes: &'a [NodeRecord],
+    here: &str,
+    rng: &mut R,
+) -> Option<&'a NodeRecord> {
     let live: Vec<&NodeRecord> = nodes.iter().filter(|n| !n.draining).collect();
-    match live.len() {
-        0 => None,
-        1 => Some(live[0]),
-        n => {
-            let a = rng.random_range(0..n);
-            let b = (a + rng.random_range(1..n)) % n;
-            Some(std::cmp::min_by_key(live[a], live[b], |n| n.load()))
-        }
+    let first = match live.iter().position(|n| n.id == here) {
+        Some(i) => i,
+        None if live.is_empty() => return None,
+        None => rng.random_range(0..live.len()),
+    };
+    if live.len() == 1 {
+        return Some(live[first]);
     }
+    let second = (first + rng.random_range(1..live.len())) % live.len();
+    // `min_by_key` keeps the first of equals: `here` on a tie.
+    Some(std::cmp::min_by_key(live[first], live[second], |n| {
+        n.load()
+    }))
 }
 
 /// A node id: what a Redis key and a lease may carry unescaped.
@@ -76,14 +85,14 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let nodes = [node("a", 0, true), node("b", 50, false)];
         for _ in 0..100 {
-            assert_eq!(choose(&nodes, &mut rng).unwrap().id, "b");
+            assert_eq!(choose(&nodes, "a", &mut rng).unwrap().id, "b");
         }
-        assert!(choose(&[node("a", 0, true)], &mut rng).is_none());
-        assert!(choose(&[], &mut rng).is_none());
+        assert!(choose(&[node("a", 0, true)], "a", &mut rng).is_none());
+        assert!(choose(&[], "a", &mut rng).is_none());
     }
 
     #[test]
-    fn of_two_choices_the_lighter_wins_and_the_heaviest_never_does() {
+    fn the_node_reached_keeps_a_room_unless_the_other_choice_is_lighter() {
         let mut rng = StdRng::seed_from_u64(2);
         let nodes = [
             node("a", 10, false),
@@ -93,12 +102,22 @@ mod tests {
         let mut wins = std::collections::HashMap::new();
         for _ in 0..3000 {
             *wins
-                .entry(choose(&nodes, &mut rng).unwrap().id.clone())
+                .entry(choose(&nodes, "c", &mut rng).unwrap().id.clone())
                 .or_insert(0) += 1;
         }
+        // The heaviest, reached first, always loses to the other choice: a and b, half each.
         assert!(!wins.contains_key("c"), "{wins:?}");
-        // a wins whenever it is drawn (2 pairs of 3), b only against c (1 of 3).
-        assert!(wins["a"] > wins["b"], "{wins:?}");
+        assert!((1300..1700).contains(&wins["a"]), "{wins:?}");
+        // The lightest keeps every room it is reached for; equals keep theirs too.
+        assert!((0..100).all(|_| choose(&nodes, "a", &mut rng).unwrap().id == "a"));
+        let even = [node("a", 5, false), node("b", 5, false)];
+        assert!((0..100).all(|_| choose(&even, "b", &mut rng).unwrap().id == "b"));
+        // A node that takes no rooms (draining, unknown) is not a choice: two random live ones.
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            seen.insert(choose(&nodes, "gone", &mut rng).unwrap().id.clone());
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
     }
 
     #[test]

@@ -596,6 +596,37 @@ mod access {
         }
     }
 
+    #[test]
+    fn a_cluster_node_refuses_a_bad_token_before_asking_where_the_room_is() {
+        let mut h = Harness::with(Config {
+            access: Keys::parse_list(&[KEY]).unwrap(),
+            placement: true,
+            ..Config::default()
+        });
+        let (a, b) = (h.connect(), h.connect());
+        let out = h.send(
+            a,
+            &join_with("r", "A", Some("not-a-jwt".into()), MediaState::default()),
+        );
+        assert_eq!(closed(&out, a), Some(close_code::UNAUTHORIZED));
+        assert!(!out.iter().any(|o| matches!(o, Output::Place { .. })));
+        let other_room = token(|c| c.video.room = Some("elsewhere".into()));
+        let out = h.send(
+            b,
+            &join_with("r", "B", Some(other_room), MediaState::default()),
+        );
+        assert_eq!(closed(&out, b), Some(close_code::FORBIDDEN));
+        let c = h.connect();
+        let out = h.send(
+            c,
+            &join_with("r", "C", Some(token(|_| {})), MediaState::default()),
+        );
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Place { room } if room == "r"))
+        );
+    }
+
     impl Harness {
         /// Joins `r` with a token for `identity`; the connection and the welcome.
         fn join_as(&mut self, identity: &str, edit: impl FnOnce(&mut Claims)) -> (ConnId, Welcome) {
