@@ -253,10 +253,15 @@ async fn request(
 
 /// Waits until every node answers and sees the whole cluster.
 async fn wait_cluster(nodes: &[&Node]) {
+    wait_cluster_as(nodes, "/api/cluster").await;
+}
+
+/// The same through `path` (with a token, on nodes with keys).
+async fn wait_cluster_as(nodes: &[&Node], path: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     for node in nodes {
         loop {
-            let seen = get(&node.url(), "/api/cluster")
+            let seen = get(&node.url(), path)
                 .await
                 .filter(|(status, _)| *status == 200)
                 .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
@@ -549,4 +554,82 @@ async fn whip_and_whep_of_a_room_go_to_the_node_that_hosts_it() {
         assert!(Instant::now() < deadline, "the lease outlived its session");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn tokens_and_resumes_work_through_any_node() {
+    let Some(redis) = Redis::start() else { return };
+    const KEY: &str = "main:0123456789abcdef0123456789abcdef";
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::start(&format!("t{i}"), &redis, &["--auth-key", KEY]))
+        .collect();
+    let keys = huddle_access::Keys::parse_list(&[KEY]).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Listing the cluster needs a token with roomList on nodes with keys.
+    let mut lister = huddle_access::Claims::for_room("ops", "secure", now, 3600);
+    lister.video.room_list = Some(true);
+    let lister = keys.mint("main", &lister).unwrap();
+    let path = format!("/api/cluster?access_token={lister}");
+    wait_cluster_as(&nodes.iter().collect::<Vec<_>>(), &path).await;
+    let (status, _) = get(&nodes[0].url(), "/api/cluster").await.unwrap();
+    assert_eq!(status, 401);
+    let token = |who: &str| {
+        let claims = huddle_access::Claims::for_room(who, "secure", now, 3600);
+        keys.mint("main", &claims).unwrap()
+    };
+    // One node minted nothing and knows nothing of the room: the shared key opens it anyway.
+    let join_with = |entry: String, who: &'static str, resume: Option<String>| {
+        let token = token(who);
+        async move {
+            let mut url = entry;
+            loop {
+                let mut client = connect(&url).await.expect("node answers");
+                let mut join = json!({"type": "join", "v": PROTOCOL_VERSION, "room": "secure",
+                    "name": who, "token": token});
+                if let Some(resume) = &resume {
+                    join["resume"] = json!(resume);
+                }
+                client.send_json(join).await;
+                match client.next_msg().await {
+                    ServerMessage::Welcome(w) => return (client, w, url),
+                    ServerMessage::Moved { url: Some(to) } => url = to,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    };
+    let (a, wa, owner) = join_with(nodes[0].url(), "ada", None).await;
+    let (mut b, _, _) = join_with(nodes[1].url(), "bo", None).await;
+    // A bad token is refused by whichever node it reaches, before any placement.
+    for node in &nodes {
+        let mut c = connect(&node.url()).await.unwrap();
+        c.send_json(
+            json!({"type": "join", "v": PROTOCOL_VERSION, "room": "secure",
+            "name": "eve", "token": "not-a-jwt"}),
+        )
+        .await;
+        assert!(matches!(
+            c.next_msg().await,
+            ServerMessage::Error {
+                code: ErrorCode::Unauthorized,
+                ..
+            }
+        ));
+    }
+    // Ada's socket breaks; she comes back through a node that is not the room's, and resumes.
+    drop(a);
+    let entry = nodes.iter().find(|n| n.url() != owner).unwrap().url();
+    let (_a, back, at) = join_with(entry, "ada", Some(wa.resume.clone())).await;
+    assert_eq!(at, owner);
+    assert!(back.resumed);
+    assert_eq!(back.id, wa.id);
+    // Bo saw no one leave: only Ada, resumed.
+    let seen = b.next_msg().await;
+    assert!(
+        matches!(&seen, ServerMessage::PeerUpdated { peer } if peer.id == wa.id),
+        "{seen:?}"
+    );
 }
