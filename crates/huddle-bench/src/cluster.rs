@@ -96,15 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 type Row = (&'static str, fn(&Sample) -> f64);
 
 fn report(results: &[(Setup, Sample)], recoveries: &[f64]) {
-    let median = |setup: Setup, f: fn(&Sample) -> f64| {
-        crate::median(
-            results
-                .iter()
-                .filter(|(s, _)| *s == setup)
-                .map(|(_, s)| f(s))
-                .collect(),
-        )
-    };
+    let median = |setup: Setup, f: fn(&Sample) -> f64| crate::median_of(results, setup, f);
     println!("| metric (median) | 1 node | 3 nodes + Redis | 3 nodes / 1 node |");
     println!("|---|---:|---:|---:|");
     let rows: [Row; 5] = [

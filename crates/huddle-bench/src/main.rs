@@ -54,6 +54,17 @@ pub(crate) fn alternate<K: Copy>(run: usize, [a, b]: [K; 2]) -> [K; 2] {
     }
 }
 
+/// The median of `f` over the runs of `key` among `results`.
+pub(crate) fn median_of<K: PartialEq, S>(results: &[(K, S)], key: K, f: impl Fn(&S) -> f64) -> f64 {
+    median(
+        results
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, s)| f(s))
+            .collect(),
+    )
+}
+
 /// The median of a benchmark's runs (0 when there were none).
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

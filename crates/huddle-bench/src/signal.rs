@@ -151,15 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 type Row = (&'static str, fn(&Sample) -> f64, bool);
 
 fn report(results: &[(Kind, Sample)]) {
-    let median = |kind: Kind, f: fn(&Sample) -> f64| {
-        crate::median(
-            results
-                .iter()
-                .filter(|(k, _)| *k == kind)
-                .map(|(_, s)| f(s))
-                .collect(),
-        )
-    };
+    let median = |kind: Kind, f: fn(&Sample) -> f64| crate::median_of(results, kind, f);
     println!("| metric (median) | Huddle | python-socketio | ratio |");
     println!("|---|---:|---:|---:|");
     let rows: [Row; 6] = [
