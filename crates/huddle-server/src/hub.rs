@@ -62,6 +62,8 @@ enum Input {
     Stats(oneshot::Sender<Stats>),
     /// (cluster) This node is stopping: move every page elsewhere, give every room back.
     Drain(oneshot::Sender<()>),
+    /// (cluster) The rooms the core hosts, sorted.
+    Hosted(oneshot::Sender<Vec<String>>),
 }
 
 enum Outbound {
@@ -122,6 +124,13 @@ impl Hub {
     pub async fn stats(&self) -> Option<Stats> {
         let (tx, rx) = oneshot::channel();
         self.inputs.send(Input::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// (cluster) The rooms this node hosts, sorted; `None` when the hub is gone.
+    pub async fn hosted_rooms(&self) -> Option<Vec<String>> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Hosted(tx)).await.ok()?;
         rx.await.ok()
     }
 
@@ -328,6 +337,9 @@ async fn run(
                     Input::Drain(done) => {
                         rooms.handle_drain();
                         let _ = done.send(());
+                    }
+                    Input::Hosted(reply) => {
+                        let _ = reply.send(rooms.hosted_rooms());
                     }
                 }
             }

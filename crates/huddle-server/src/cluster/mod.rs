@@ -204,8 +204,7 @@ impl Cluster {
     /// `room` is no longer hosted here: its lease is given back.
     pub fn vacate(&self, room: String) {
         if self.commands.try_send(Command::Vacate(room)).is_err() {
-            // Not renewed from now on by nobody but the runner's own bookkeeping; it expires.
-            tracing::warn!("cluster runner behind; a room's lease is left to expire");
+            tracing::info!("cluster runner behind; its next heartbeat gives the lease back");
         }
     }
 
@@ -257,19 +256,19 @@ impl Cluster {
     }
 }
 
-/// A lease this node holds, and what holds it: signaling (pages in the room, until the hub
-/// vacates it) or media (WHIP/WHEP sessions, while the media peer has any). It is given back
-/// when neither does.
+/// A lease this node holds, and what holds it: signaling (the room core hosts the room) or
+/// media (the media peer has WHIP/WHEP sessions of it). It is given back when neither does; each
+/// heartbeat asks both, so a lost `vacate` costs a heartbeat, not a lease held forever.
 struct Held {
     lease: Lease,
     signaling: bool,
     media: bool,
-    /// When a WHIP/WHEP request last located the room here: its session may not exist yet.
-    located: Option<Instant>,
+    /// When a request last found the room here: its join or session may not be in place yet.
+    since: Instant,
 }
 
-/// How long a WHIP/WHEP request's room is held before its session must show up.
-const LOCATE_GRACE: Duration = Duration::from_secs(5);
+/// How long a room just found here is held before the hub or the media peer must show it in use.
+const HOLD_GRACE: Duration = Duration::from_secs(5);
 
 /// Who asks for a room's placement.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -455,15 +454,13 @@ impl Runner {
             lease: lease.clone(),
             signaling: false,
             media: false,
-            located: None,
+            since: Instant::now(),
         });
         held.lease = lease;
+        held.since = Instant::now();
         match asker {
             Asker::Signaling => held.signaling = true,
-            Asker::Media => {
-                held.media = true;
-                held.located = Some(Instant::now());
-            }
+            Asker::Media => held.media = true,
         }
     }
 
@@ -497,17 +494,25 @@ impl Runner {
     /// Refreshes this node's record, renews its leases (writing back those Redis lost) and reads
     /// the cluster's nodes.
     async fn heartbeat(&mut self, hub: &Hub, media: Option<&Media>) {
-        // A WHIP/WHEP room keeps its lease while the media peer has sessions of it.
-        if let Some(stats) = match media {
-            Some(media) => media.stats().await,
-            None => None,
-        } {
-            for (room, held) in &mut self.owned {
-                let just_located = held.located.is_some_and(|at| at.elapsed() < LOCATE_GRACE);
-                held.media = just_located || stats.streamed_rooms.contains(room);
+        // A room keeps its lease while the room core hosts it or the media peer has WHIP/WHEP
+        // sessions of it. Either that cannot answer now keeps what it held.
+        let hosted = hub.hosted_rooms().await;
+        let streamed = match media {
+            Some(media) => media.stats().await.map(|s| s.streamed_rooms),
+            None => Some(Default::default()),
+        };
+        for (room, held) in &mut self.owned {
+            if held.since.elapsed() < HOLD_GRACE {
+                continue;
             }
-            self.release_unheld().await;
+            if let Some(hosted) = &hosted {
+                held.signaling = hosted.binary_search(room).is_ok();
+            }
+            if let Some(streamed) = &streamed {
+                held.media = streamed.contains(room);
+            }
         }
+        self.release_unheld().await;
         let me = self.record(hub).await;
         match self.try_heartbeat(&me).await {
             Ok((nodes, restored, lost)) => {

@@ -129,6 +129,18 @@ impl<R: RngCore> Rooms<R> {
         }
     }
 
+    /// The rooms this node hosts (what its cluster leases must cover), sorted.
+    pub fn hosted_rooms(&self) -> Vec<String> {
+        let mut rooms: Vec<String> = self
+            .placement
+            .hosted
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        rooms.sort();
+        rooms
+    }
+
     /// This node no longer hosts `room` (its lease went to another node): everyone in it is
     /// told to reconnect, which places the room again.
     pub fn handle_lost(&mut self, room: &str) {

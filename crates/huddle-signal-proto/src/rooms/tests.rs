@@ -1271,6 +1271,7 @@ fn a_lost_room_moves_its_pages_and_draining_gives_every_room_back() {
     h.rooms.handle_placed("one", Placement::Here, h.now);
     h.rooms.handle_placed("two", Placement::Here, h.now);
     h.drain();
+    assert_eq!(h.rooms.hosted_rooms(), ["one", "two"]);
 
     h.rooms.handle_lost("one");
     let out = h.drain();
@@ -1287,6 +1288,7 @@ fn a_lost_room_moves_its_pages_and_draining_gives_every_room_back() {
     assert_eq!(sent_to(&out, b), [ServerMessage::Moved { url: None }]);
     assert_eq!(vacated(&out), ["two"]);
     assert_eq!(h.rooms.stats().participants, 0);
+    assert!(h.rooms.hosted_rooms().is_empty());
 }
 
 #[test]
