@@ -324,6 +324,9 @@ function stopScreen() {
 }
 
 function toggleChat(open = $('chat').hidden) {
+  // Focus goes back to the button that opened the panel: a hidden input would keep it (Chromium
+  // moves it away only at its next style update) and take the keys meant for the call.
+  if (!open && $('chat').contains(document.activeElement)) $('btn-chat').focus();
   $('chat').hidden = !open;
   $('btn-chat').setAttribute('aria-pressed', String(open));
   if (open) {
@@ -735,6 +738,7 @@ function refreshPeople() {
 }
 
 function togglePeople(open = $('people').hidden) {
+  if (!open && $('people').contains(document.activeElement)) $('btn-people').focus();
   $('people').hidden = !open;
   $('btn-people').setAttribute('aria-pressed', String(open));
 }
