@@ -549,6 +549,26 @@ async fn whip_and_whep_of_a_room_go_to_the_node_that_hosts_it() {
         view["rooms"].clone()
     };
     assert_eq!(rooms().await[0]["node"], "w1");
+    // The publisher shows in its node's load from the next heartbeat on.
+    let sessions = || async {
+        let (_, body) = get(&nodes[0].url(), "/api/cluster").await.unwrap();
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let w1 = view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "w1")
+            .cloned();
+        w1.map_or(0, |n| n["media_sessions"].as_u64().unwrap_or(0))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sessions().await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the WHIP session never showed in w1's load"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     while rooms().await != json!([]) {
         assert!(Instant::now() < deadline, "the lease outlived its session");

@@ -160,6 +160,7 @@ impl Cluster {
             reachable: None,
             rng: StdRng::from_os_rng(),
             cpu: CpuSampler::default(),
+            sessions: 0,
             started: crate::http::unix_now(),
         };
         Ok((cluster, events_rx, runner))
@@ -293,6 +294,8 @@ pub struct Runner {
     reachable: Option<bool>,
     rng: StdRng,
     cpu: CpuSampler,
+    /// The media peer's sessions at the last heartbeat.
+    sessions: usize,
     started: u64,
 }
 
@@ -498,7 +501,10 @@ impl Runner {
         // sessions of it. Either that cannot answer now keeps what it held.
         let hosted = hub.hosted_rooms().await;
         let streamed = match media {
-            Some(media) => media.stats().await.map(|s| s.streamed_rooms),
+            Some(media) => media.stats().await.map(|s| {
+                self.sessions = s.echo + s.publish + s.watch + s.upstream + s.downstream;
+                s.streamed_rooms
+            }),
             None => Some(Default::default()),
         };
         for (room, held) in &mut self.owned {
@@ -595,6 +601,7 @@ impl Runner {
             draining: self.draining,
             rooms: stats.rooms,
             participants: stats.participants,
+            media_sessions: self.sessions,
             cpu: self.cpu.sample(),
             started: self.started,
         }

@@ -15,6 +15,8 @@ pub struct NodeRecord {
     pub draining: bool,
     pub rooms: usize,
     pub participants: usize,
+    /// The media peer's sessions: each a stream or two (WHIP, WHEP, SFU pages, echo).
+    pub media_sessions: usize,
     /// Share of one core this process used since the last heartbeat (1.0 = a whole core).
     pub cpu: f64,
     /// Unix seconds when the node started.
@@ -22,10 +24,12 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
-    /// What placement compares: people weigh more than empty rooms, and CPU (which a node's
-    /// transcoders or a neighbour can take) breaks the ties.
+    /// What placement compares: people (and the media sessions that come without a page: WHIP,
+    /// WHEP, echo) weigh more than empty rooms, and CPU (which a node's transcoders or a
+    /// neighbour can take) breaks the ties.
     fn load(&self) -> (usize, usize, u64) {
-        (self.participants, self.rooms, (self.cpu * 1000.0) as u64)
+        let people = self.participants.max(self.media_sessions / 2);
+        (people, self.rooms, (self.cpu * 1000.0) as u64)
     }
 }
 
@@ -75,6 +79,7 @@ mod tests {
             draining,
             rooms: 0,
             participants,
+            media_sessions: 0,
             cpu: 0.0,
             started: 0,
         }
