@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::pinned::Pinned;
-use crate::signal::{Client, Kind, Load, Sample, Target, measure};
+use crate::signal::{Client, Kind, Load, Sample, Target, Traffic, measure};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,14 +28,8 @@ pub struct Args {
     /// CPU list (taskset) for every server process; run this program on the others.
     #[arg(long, default_value = "0")]
     server_cpus: String,
-    /// Client pairs in the throughput test, and signals each client sends.
-    #[arg(long, default_value_t = 50)]
-    pairs: usize,
-    #[arg(long, default_value_t = 400)]
-    per_client: usize,
-    /// Total signals per second in the latency test.
-    #[arg(long, default_value_t = 5_000)]
-    rate: u32,
+    #[command(flatten)]
+    traffic: Traffic,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -59,9 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let load = Load {
         idle: 0,
-        pairs: args.pairs,
-        per_client: args.per_client,
-        rate: args.rate,
+        traffic: args.traffic,
     };
     let mut results: Vec<(Setup, Sample)> = Vec::new();
     let mut recoveries = Vec::new();

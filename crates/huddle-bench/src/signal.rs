@@ -47,14 +47,22 @@ pub struct Args {
     /// Idle connections opened against python-socketio (it is slower to fill).
     #[arg(long, default_value_t = 2_000)]
     idle_python: usize,
-    /// Client pairs in the throughput test, and signals each client sends.
+    #[command(flatten)]
+    traffic: Traffic,
+}
+
+/// The signals a measurement sends: its options are shared by `signal` and `cluster`.
+#[derive(clap::Args, Clone, Copy)]
+pub(crate) struct Traffic {
+    /// Client pairs in the throughput test.
     #[arg(long, default_value_t = 50)]
-    pairs: usize,
+    pub pairs: usize,
+    /// Signals each client sends in the throughput test.
     #[arg(long, default_value_t = 400)]
-    per_client: usize,
+    pub per_client: usize,
     /// Total signals per second in the latency test.
     #[arg(long, default_value_t = 5_000)]
-    rate: u32,
+    pub rate: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -88,9 +96,7 @@ pub(crate) struct Sample {
 pub(crate) struct Load {
     /// Idle connections for the memory figure (0: not measured).
     pub idle: usize,
-    pub pairs: usize,
-    pub per_client: usize,
-    pub rate: u32,
+    pub traffic: Traffic,
 }
 
 /// The servers under test: where clients connect (spread over them in turn) and whose CPU
@@ -120,9 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     Kind::Huddle => args.idle,
                     Kind::SocketIo => args.idle_python,
                 },
-                pairs: args.pairs,
-                per_client: args.per_client,
-                rate: args.rate,
+                traffic: args.traffic,
             };
             let target = Target {
                 ports: vec![server.port],
@@ -428,10 +432,10 @@ pub(crate) async fn measure(kind: Kind, target: &Target, load: &Load) -> anyhow:
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Throughput: pairs flood each other; count deliveries against server CPU time.
-    let pairs = join_pairs(kind, ports, load.pairs * 2, "flood", 50).await?;
+    let pairs = join_pairs(kind, ports, load.traffic.pairs * 2, "flood", 50).await?;
     let ids: Vec<String> = pairs.iter().map(|(_, id)| id.clone()).collect();
     let cpu0 = target.cpu_seconds();
-    let per_client = load.per_client;
+    let per_client = load.traffic.per_client;
     let mut tasks = Vec::new();
     for (i, (mut client, _)) in pairs.into_iter().enumerate() {
         let partner = ids[i ^ 1].clone();
@@ -466,7 +470,7 @@ pub(crate) async fn measure(kind: Kind, target: &Target, load: &Load) -> anyhow:
     // Latency at a fixed rate: 50 clients (25 pairs), each sending rate/50 per second, 4 s.
     let clients = join_pairs(kind, ports, 50, "latency", 50).await?;
     let ids: Vec<String> = clients.iter().map(|(_, id)| id.clone()).collect();
-    let per_client_rate = f64::from(load.rate) / clients.len() as f64;
+    let per_client_rate = f64::from(load.traffic.rate) / clients.len() as f64;
     let count = (per_client_rate * 4.0) as usize;
     let mut tasks = Vec::new();
     for (i, (mut client, _)) in clients.into_iter().enumerate() {
