@@ -445,7 +445,7 @@ impl Engine {
                 }
                 None => Owner(id.0),
             };
-            self.sfu.join(room, id, owner, now);
+            self.sfu.join(room, id, owner, session.kind.receives(), now);
         }
         tracing::debug!(session = %id, kind = ?session.kind, "media session created");
         self.sessions.insert(id, session);

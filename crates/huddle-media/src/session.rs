@@ -57,6 +57,15 @@ impl SessionKind {
         )
     }
 
+    /// Whether the session receives the room's tracks (a page's sending connection and a
+    /// WHIP ingest do not).
+    pub(crate) fn receives(&self) -> bool {
+        matches!(
+            self,
+            SessionKind::Watch { .. } | SessionKind::Downstream { .. }
+        )
+    }
+
     /// Whether the room may have only this one publisher (WHIP: WHEP viewers see one camera).
     pub(crate) fn publishes_alone(&self) -> bool {
         matches!(self, SessionKind::Publish { .. })

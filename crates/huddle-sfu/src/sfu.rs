@@ -126,6 +126,10 @@ struct Room {
 struct Member {
     room: String,
     owner: Owner,
+    /// Whether the connection receives the room's tracks: a page's sending connection and a
+    /// WHIP session do not, and subscribing them would keep layers encoded and keyframes
+    /// asked for that nobody sees.
+    receives: bool,
     /// Ready to receive (its connection is up): frames and keyframe requests wait for it.
     ready: bool,
     estimate: Option<u64>,
@@ -216,9 +220,16 @@ impl Sfu {
         Self::default()
     }
 
-    /// `session` joins `room` for `owner` and subscribes to every track published there by
-    /// other owners. A session in another room leaves it first.
-    pub fn join(&mut self, room: &str, session: SessionId, owner: Owner, now: Instant) {
+    /// `session` joins `room` for `owner` and, if it `receives`, subscribes to every track
+    /// published there by other owners. A session in another room leaves it first.
+    pub fn join(
+        &mut self,
+        room: &str,
+        session: SessionId,
+        owner: Owner,
+        receives: bool,
+        now: Instant,
+    ) {
         if self.members.get(&session).is_some_and(|m| m.room == room) {
             return;
         }
@@ -231,6 +242,7 @@ impl Sfu {
             Member {
                 room: room.to_owned(),
                 owner,
+                receives,
                 ready: false,
                 estimate: None,
                 bitrate: (0, 0),
@@ -540,7 +552,7 @@ impl Sfu {
         let Some(m) = self.members.get_mut(&subscriber) else {
             return;
         };
-        if t.owner == m.owner || m.subscriptions.contains_key(&track) {
+        if !m.receives || t.owner == m.owner || m.subscriptions.contains_key(&track) {
             return;
         }
         t.subscribers.push(subscriber);

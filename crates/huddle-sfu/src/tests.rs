@@ -27,9 +27,27 @@ impl Call {
 
     fn member(&mut self, room: &str, s: u64) -> SessionId {
         let id = SessionId(s);
-        self.sfu.join(room, id, Owner(s), self.now);
+        self.sfu.join(room, id, Owner(s), true, self.now);
         self.sfu.ready(id, self.now);
         id
+    }
+
+    /// A connection of `owner` that only sends (a page's upstream, WHIP).
+    fn sender(&mut self, room: &str, s: u64, owner: u64) -> SessionId {
+        let id = SessionId(s);
+        self.sfu.join(room, id, Owner(owner), false, self.now);
+        self.sfu.ready(id, self.now);
+        id
+    }
+
+    /// The layers last reported active for `track`.
+    fn active(out: &[Output], track: TrackId) -> Option<[bool; MAX_LAYERS]> {
+        out.iter().rev().find_map(|o| match o {
+            Output::Layers {
+                track: t, active, ..
+            } if *t == track => Some(*active),
+            _ => None,
+        })
     }
 
     fn outputs(&mut self) -> Vec<Output> {
@@ -224,6 +242,53 @@ fn the_estimate_picks_the_layer_and_switches_wait_for_its_keyframe() {
         next.iter().find(|g| g.0 == poor).unwrap().2,
         switched.2 + 3_000
     );
+}
+
+#[test]
+fn a_participants_sending_connection_receives_nothing() {
+    let mut c = Call::new();
+    // Each participant sends on one connection and receives on another.
+    let (a_up, b_up) = (c.sender("r", 1, 10), c.sender("r", 3, 20));
+    let a_down = SessionId(2);
+    c.sfu.join("r", a_down, Owner(10), true, c.now);
+    c.sfu.ready(a_down, c.now);
+    let b_down = SessionId(4);
+    c.sfu.join("r", b_down, Owner(20), true, c.now);
+    c.sfu.ready(b_down, c.now);
+    let info = TrackInfo {
+        width: 1280,
+        height: 720,
+        ..TrackInfo::video(3)
+    };
+    let video = c.sfu.publish(b_up, info, c.now).unwrap();
+    let small = View {
+        visible: true,
+        width: 160,
+        height: 90,
+    };
+    c.sfu.set_view(a_down, video, small, c.now);
+    let out = c.outputs();
+    let subscribers: Vec<SessionId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Subscribe { subscriber, .. } => Some(*subscriber),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(subscribers, [a_down], "{out:?}");
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Bitrate { subscriber, .. } if *subscriber == a_up)),
+        "no estimator to steer on a sending connection: {out:?}"
+    );
+    // The only tile is small: the publisher pauses everything above the smallest layer.
+    assert_eq!(
+        Call::active(&out, video),
+        Some([true, false, false, false]),
+        "{out:?}"
+    );
+    let got = c.frames(video, 3, true);
+    assert_eq!(got, [(a_down, Layer(0), got[0].2)]);
 }
 
 #[test]
@@ -456,8 +521,9 @@ proptest! {
         for op in ops {
             match op {
                 Op::Join(s, r) => {
-                    // Sessions 2k and 2k+1 are one participant's two connections.
-                    c.sfu.join(&format!("r{r}"), SessionId(s.into()), Owner((s / 2).into()), c.now);
+                    // Sessions 2k and 2k+1 are one participant's two connections: the
+                    // first sends, the second receives.
+                    c.sfu.join(&format!("r{r}"), SessionId(s.into()), Owner((s / 2).into()), s % 2 == 1, c.now);
                     rooms.insert(SessionId(s.into()), format!("r{r}"));
                 }
                 Op::Leave(s) => {
@@ -478,6 +544,7 @@ proptest! {
                     for t in targets {
                         let p = publisher.expect("a routed frame has a publisher");
                         prop_assert_ne!(t.subscriber.0 / 2, p.0 / 2, "not to its own participant");
+                        prop_assert_eq!(t.subscriber.0 % 2, 1, "only to a receiving connection");
                         prop_assert_eq!(rooms.get(&t.subscriber), rooms.get(&p));
                     }
                 }
@@ -488,7 +555,11 @@ proptest! {
                 }
                 Op::Tick(ms) => c.tick(Duration::from_millis(ms.into())),
             }
-            c.outputs();
+            for o in c.outputs() {
+                if let Output::Subscribe { subscriber, .. } | Output::Bitrate { subscriber, .. } = o {
+                    prop_assert_eq!(subscriber.0 % 2, 1, "a sending connection subscribes to nothing");
+                }
+            }
         }
     }
 }
