@@ -115,6 +115,8 @@ pub(crate) const AUDIO_RESERVE_BPS: u64 = 48_000;
 pub(crate) struct Allocation {
     /// The layer of each track (None: paused).
     pub layers: Vec<Option<Layer>>,
+    /// The layer each track's tile asks for, whatever the link (None: hidden).
+    pub caps: Vec<Option<Layer>>,
     /// Bits per second of everything chosen, and of everything at the layer its tile asks for:
     /// the estimator keeps `used` plus the next upgrade flowing and probes towards `desired`.
     pub used: u64,
@@ -148,6 +150,7 @@ pub(crate) fn allocate(
             .unwrap_or(0);
         Allocation {
             layers,
+            caps: caps.clone(),
             used,
             next_upgrade,
             desired,

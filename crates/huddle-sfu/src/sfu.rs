@@ -146,6 +146,8 @@ struct Subscription {
     track: TrackId,
     kind: MediaKind,
     view: View,
+    /// The layer the tile asks for (the allocator's cap): kept encoded at the publisher.
+    cap: Option<Layer>,
     fwd: Forwarding,
 }
 
@@ -568,6 +570,7 @@ impl Sfu {
                 track,
                 kind,
                 view: View::default(),
+                cap: None,
                 fwd,
             },
         );
@@ -646,11 +649,16 @@ impl Sfu {
                     desired: bitrate.1,
                 });
             }
-            for (track, layer) in video.iter().zip(allocation.layers) {
-                if let Some(s) = m.subscriptions.get_mut(track)
-                    && s.fwd.target != layer
-                {
+            for ((track, layer), cap) in video.iter().zip(allocation.layers).zip(allocation.caps) {
+                let Some(s) = m.subscriptions.get_mut(track) else {
+                    continue;
+                };
+                let retarget = s.fwd.target != layer;
+                if retarget {
                     s.fwd.retarget(layer);
+                }
+                if retarget || s.cap != cap {
+                    s.cap = cap;
                     changed.push(*track);
                 }
             }
@@ -698,7 +706,11 @@ impl Sfu {
         });
     }
 
-    /// Reports the layers of `track` that some subscriber receives or waits for.
+    /// Reports the layers of `track` that some subscriber receives, waits for, or would
+    /// receive on a better link. A layer is paused for its tiles (hidden, or small enough for
+    /// a smaller layer), never because a link is short now: the estimator probes towards the
+    /// tile's layer, and a paused layer would have to restart, and send a keyframe, at each
+    /// move of the estimate (LiveKit's dynacast follows the subscribers' wanted quality too).
     fn update_layers(&mut self, track: TrackId, now: Instant) {
         let Some(t) = self.tracks.get(&track) else {
             return;
@@ -715,7 +727,7 @@ impl Sfu {
             let Some(s) = self.subscription(*sub, track) else {
                 continue;
             };
-            for l in [s.fwd.current, s.fwd.target].into_iter().flatten() {
+            for l in [s.fwd.current, s.fwd.target, s.cap].into_iter().flatten() {
                 active[usize::from(l.0)] = true;
             }
         }

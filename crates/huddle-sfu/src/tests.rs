@@ -292,6 +292,46 @@ fn a_participants_sending_connection_receives_nothing() {
 }
 
 #[test]
+fn dynacast_keeps_the_layers_tiles_ask_for_while_a_link_is_short() {
+    let mut c = Call::new();
+    let (a, b) = (c.member("r", 1), c.member("r", 2));
+    let info = TrackInfo {
+        width: 1280,
+        height: 720,
+        ..TrackInfo::video(3)
+    };
+    let video = c.sfu.publish(a, info, c.now).unwrap();
+    for _ in 0..35 {
+        c.frames(video, 3, true);
+    }
+    c.outputs();
+    // A short link receives the smallest layer, but its tile asks for the top: the top keeps
+    // being encoded, so that the estimator's probe can be answered with it and the layer
+    // does not pause and resume with every move of the estimate.
+    c.sfu.set_estimate(b, 300_000, c.now);
+    assert_eq!(c.sfu.target_layer(b, video), Some(Layer(0)));
+    c.sfu.set_estimate(b, 350_000, c.now);
+    c.frames(video, 3, true);
+    let out = c.outputs();
+    assert_eq!(Call::active(&out, video), None, "nothing paused: {out:?}");
+    // Once the tile is small, the top is paused; hidden, only the smallest flows.
+    c.sfu.set_view(
+        b,
+        video,
+        View {
+            visible: true,
+            width: 320,
+            height: 180,
+        },
+        c.now,
+    );
+    assert_eq!(
+        Call::active(&c.outputs(), video),
+        Some([true, false, false, false])
+    );
+}
+
+#[test]
 fn a_room_of_many_microphones_reserves_audio_only_for_the_loudest() {
     let mut c = Call::new();
     let watcher = c.member("r", 100);
