@@ -2,6 +2,8 @@
 // (https://w3c.github.io/webrtc-pc/#perfect-negotiation-example): either side may offer at any
 // time; on a collision the polite side rolls back and the impolite side ignores the other offer.
 
+import { keepSharp } from './media.js';
+
 export class PeerLink extends EventTarget {
   /**
    * @param {object} o
@@ -133,6 +135,7 @@ export class PeerLink extends EventTarget {
     if (!this.attached) return; // attached later, with the screen, once the first offer is in
     if (track && !this.screenTx) {
       this.screenTx = this.pc.addTransceiver(track, { direction: 'sendonly', streams: [this.local.screenStream] });
+      await keepSharp(this.screenTx.sender);
       return;
     }
     if (this.screenTx) await this.screenTx.sender.replaceTrack(track || null);

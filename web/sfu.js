@@ -5,11 +5,20 @@
 // others, the page answers, and a `tracks` message says whose track each line carries. Each
 // side always offers on its own connection, so offers never collide.
 
+import { keepSharp } from './media.js';
+
 /** The camera's simulcast layers, smallest first: ¼, ½ and full resolution. */
 const CAMERA_LAYERS = [
   { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+/** A screen share's layers: full resolution for the tile shown large, half for thumbnails and
+ *  short links. Two, not three: a quarter-size screen is unreadable. */
+const SCREEN_LAYERS = [
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000, maxFramerate: 15 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 2_500_000, maxFramerate: 15 },
 ];
 
 export class SfuLink extends EventTarget {
@@ -148,7 +157,12 @@ export class SfuLink extends EventTarget {
   /** Starts (track) or stops (null) sending a screen share. */
   async setScreen(track) {
     if (track && !this.screenTx) {
-      this.screenTx = this.up.addTransceiver(track, { direction: 'sendonly', streams: [this.localNow().screenStream] });
+      this.screenTx = this.up.addTransceiver(track, {
+        direction: 'sendonly',
+        streams: [this.localNow().screenStream],
+        sendEncodings: SCREEN_LAYERS,
+      });
+      await keepSharp(this.screenTx.sender);
       return;
     }
     if (this.screenTx) await this.screenTx.sender.replaceTrack(track || null);

@@ -110,6 +110,37 @@ test('a screen share through the SFU shows up as a screen tile next to the camer
   for (const p of [a, b]) await p.context().close();
 });
 
+test('a screen share is sent sharp, and a pinned screen tile gets its full resolution', async () => {
+  const a = await join('slides', 'Presenter');
+  const b = await join('slides', 'Viewer');
+  await videoFlows(b, 'video[data-role="remote"]');
+  const presenter = await myId(a);
+  await a.click('#btn-screen');
+  const selector = `video[data-role="screen"][data-peer="${presenter}"]`;
+  await videoFlows(b, selector);
+  // Two layers (half and full size), frames dropped before pixels, the track marked as detail.
+  const sent = await a.evaluate(() => {
+    const link = [...window.huddle.links.values()].find((l) => l.screenTx);
+    const params = link.screenTx.sender.getParameters();
+    return {
+      rids: params.encodings.map((e) => e.rid),
+      degradation: params.degradationPreference,
+      hint: link.screenTx.sender.track.contentHint,
+    };
+  });
+  assert.deepEqual(sent, { rids: ['h', 'f'], degradation: 'maintain-resolution', hint: 'detail' });
+  // Pinned, the tile is larger than the half-size layer: the full 1080p layer comes.
+  await b.evaluate((selector) => {
+    document.querySelector(selector).closest('.tile').querySelector('[data-view="pin"]').click();
+  }, selector);
+  const full = await waitInPage(b, (selector) => {
+    const v = document.querySelector(selector);
+    return { ok: v.videoWidth === 1920, w: v.videoWidth, h: v.videoHeight };
+  }, selector, { timeout: 30000, what: 'the screen share at 1920 wide' });
+  assert.equal(full.h, 1080);
+  for (const p of [a, b]) await p.context().close();
+});
+
 /** Records, in the page, when each frame of `selector`'s video is shown. */
 async function recordFrames(page, selector) {
   await page.evaluate((selector) => {
