@@ -1,10 +1,12 @@
 // Benchmark: time from navigation to the first remote video frame, two pages on loopback through
 // `huddle serve`, in the same lab as the browser tests. Prints each run and the median.
-// Usage: HUDDLE_BIN=target/release/huddle node tests/e2e/first-frame.mjs [RUNS]
+// Usage: HUDDLE_BIN=target/release/huddle node tests/e2e/first-frame.mjs [RUNS] [MODE]
+// MODE is the room's (`mesh`, `sfu` or `auto`, the server's default when absent).
 
 import { Lab, waitInPage } from './harness.mjs';
 
 const runs = Number(process.argv[2] || 7);
+const mode = process.argv[3] ? `&mode=${process.argv[3]}` : '';
 const lab = new Lab('frame').setup();
 
 // Installed before any page script: stamps the first presented frame of every remote video,
@@ -36,7 +38,7 @@ try {
       pages.push(page);
     }
     // Both navigate at once, as two people opening the same link.
-    await Promise.all(pages.map((p, k) => p.goto(lab.url(`/r/${room}?name=${k}&autojoin=1`))));
+    await Promise.all(pages.map((p, k) => p.goto(lab.url(`/r/${room}?name=${k}&autojoin=1${mode}`))));
     const [a, b] = await Promise.all(pages.map((p) =>
       waitInPage(p, () => window.__firstRemoteFrame, null, { what: 'first remote frame' })));
     const [first, second] = [a, b].sort((x, y) => x - y);
