@@ -38,6 +38,8 @@ export class Lab {
     this.serverLog = '';
     this.browsers = [];
     this.children = [];
+    /** Namespaces of shaped browsers (`shapedBrowser`), deleted at teardown. */
+    this.edges = [];
   }
 
   /** Creates the namespace; fails loudly when it cannot (these tests never skip). */
@@ -134,6 +136,37 @@ export class Lab {
     return browser;
   }
 
+  /** Chromium in a namespace of its own, joined to the lab's by a veth pair whose lab side
+   *  shapes what reaches it to `rate` (its downlink; what it sends is not shaped). This kernel
+   *  has no `netem`, so the shaper is `tbf`, with a 100 ms queue as a home router's. The lab's
+   *  server at `host` 10.99.0.1 is reachable from it; loopback is not. */
+  async shapedBrowser(rate) {
+    const n = this.edges.length + 1;
+    const ns = `${this.ns}-e${n}`;
+    sh('ip', ['netns', 'add', ns]);
+    this.edges.push(ns);
+    sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1']);
+    sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1']);
+    sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    const side = `e${n}`;
+    sh('ip', ['-n', this.ns, 'link', 'add', side, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    sh('ip', ['-n', this.ns, 'addr', 'add', `10.98.${n}.1/24`, 'dev', side]);
+    sh('ip', ['-n', this.ns, 'link', 'set', side, 'up']);
+    sh('ip', ['-n', ns, 'addr', 'add', `10.98.${n}.2/24`, 'dev', 'eth0']);
+    sh('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+    sh('ip', ['-n', ns, 'route', 'add', 'default', 'via', `10.98.${n}.1`]);
+    this.exec('tc', ['qdisc', 'add', 'dev', side, 'root', 'tbf', 'rate', rate, 'burst', '4kb', 'latency', '100ms']);
+    const wrapper = join(this.dir, `chromium-in-${side}`);
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`);
+    chmodSync(wrapper, 0o755);
+    const browser = await chromium.launch({
+      executablePath: wrapper,
+      args: [...CHROMIUM_ARGS, '--use-fake-ui-for-media-stream'],
+    });
+    this.browsers.push(browser);
+    return browser;
+  }
+
   /** A page in a fresh context of `browser`, with console errors collected. */
   async page(browser, path) {
     const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1100, height: 700 } });
@@ -149,7 +182,9 @@ export class Lab {
     for (const b of this.browsers) await b.close().catch(() => {});
     for (const c of this.children) if (c.exitCode === null) c.kill('SIGKILL');
     await this.stopServer('SIGKILL');
-    try { sh('ip', ['netns', 'del', this.ns]); } catch { /* already gone */ }
+    for (const ns of [...this.edges, this.ns]) {
+      try { sh('ip', ['netns', 'del', ns]); } catch { /* already gone */ }
+    }
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
