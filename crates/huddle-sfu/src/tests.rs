@@ -84,6 +84,15 @@ impl Call {
     }
 }
 
+/// A camera in three simulcast layers whose top layer is 1280x720.
+fn camera_720p() -> TrackInfo {
+    TrackInfo {
+        width: 1280,
+        height: 720,
+        ..TrackInfo::video(3)
+    }
+}
+
 /// An Opus packet at RFC 6464 `level` (-dBov).
 fn voice(level: u8) -> Frame {
     Frame {
@@ -255,12 +264,7 @@ fn a_participants_sending_connection_receives_nothing() {
     let b_down = SessionId(4);
     c.sfu.join("r", b_down, Owner(20), true, c.now);
     c.sfu.ready(b_down, c.now);
-    let info = TrackInfo {
-        width: 1280,
-        height: 720,
-        ..TrackInfo::video(3)
-    };
-    let video = c.sfu.publish(b_up, info, c.now).unwrap();
+    let video = c.sfu.publish(b_up, camera_720p(), c.now).unwrap();
     let small = View {
         visible: true,
         width: 160,
@@ -295,12 +299,7 @@ fn a_participants_sending_connection_receives_nothing() {
 fn dynacast_keeps_the_layers_tiles_ask_for_while_a_link_is_short() {
     let mut c = Call::new();
     let (a, b) = (c.member("r", 1), c.member("r", 2));
-    let info = TrackInfo {
-        width: 1280,
-        height: 720,
-        ..TrackInfo::video(3)
-    };
-    let video = c.sfu.publish(a, info, c.now).unwrap();
+    let video = c.sfu.publish(a, camera_720p(), c.now).unwrap();
     for _ in 0..35 {
         c.frames(video, 3, true);
     }
@@ -355,12 +354,7 @@ fn tile_size_caps_the_layer_and_hidden_tiles_get_nothing() {
     let mut c = Call::new();
     let a = c.member("r", 1);
     let b = c.member("r", 2);
-    let info = TrackInfo {
-        width: 1280,
-        height: 720,
-        ..TrackInfo::video(3)
-    };
-    let video = c.sfu.publish(a, info, c.now).unwrap();
+    let video = c.sfu.publish(a, camera_720p(), c.now).unwrap();
     let small = View {
         visible: true,
         width: 320,
