@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::TestServer;
 use huddle_server::{Config, ServeTurn, TurnConfig};
 use huddle_turn_proto::RelayAddr;
-use huddle_turn_proto::auth::{long_term_key, mint_rest_credentials};
-use huddle_turn_proto::stun::{AttrType, Class, IntegrityAlg, Message, MessageWriter, Method};
+use huddle_turn_proto::auth::mint_rest_credentials;
 
 const SECRET: &[u8] = b"descriptor-test-secret";
 const LIMIT: u64 = 512;
@@ -19,51 +18,18 @@ const LIMIT: u64 = 512;
 /// One Allocate from its own socket, signed with fresh REST credentials after the 401; the
 /// error code, or `None` for success.
 fn allocate(server: SocketAddr, n: u32) -> std::io::Result<Option<u16>> {
-    let socket = UdpSocket::bind("127.0.0.1:0")?;
-    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let request = |txid: [u8; 12], signed: Option<(&str, &str, &[u8; 16])>| {
-        let mut buf = Vec::new();
-        let mut w = MessageWriter::new(&mut buf, Class::Request, Method::ALLOCATE, txid);
-        w.attr(AttrType::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
-        if let Some((user, nonce, key)) = signed {
-            w.attr(AttrType::USERNAME, user.as_bytes())
-                .attr(AttrType::REALM, b"huddle")
-                .attr(AttrType::NONCE, nonce.as_bytes())
-                .integrity(IntegrityAlg::Sha1, key);
-        }
-        w.fingerprint();
-        buf
-    };
-    let mut txid = [0u8; 12];
-    txid[..4].copy_from_slice(&n.to_be_bytes());
-    socket.send_to(&request(txid, None), server)?;
-    let mut buf = [0u8; 1500];
-    let len = socket.recv(&mut buf)?;
-    let challenge = Message::parse(&buf[..len]).expect("a STUN answer");
-    let nonce = challenge
-        .get_str(AttrType::NONCE)
-        .unwrap()
-        .expect("a nonce")
-        .to_owned();
     let expiry = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 3600;
     let (user, pass) = mint_rest_credentials(SECRET, &format!("anon{n}"), expiry);
-    let key = long_term_key(&user, "huddle", &pass);
-    txid[11] = 1;
-    socket.send_to(&request(txid, Some((&user, &nonce, &key))), server)?;
-    let len = socket.recv(&mut buf)?;
-    let answer = Message::parse(&buf[..len]).expect("a STUN answer");
+    let mut txid = [0u8; 12];
+    txid[..4].copy_from_slice(&n.to_be_bytes());
+    let (answer, socket) = common::turn_allocate(server, &user, &pass, txid)?;
     // The allocation lives as long as its client's address: keep the socket open.
     std::mem::forget(socket);
-    Ok(match answer.class() {
-        Class::Success => None,
-        _ => answer
-            .get(AttrType::ERROR_CODE)
-            .map(|v| u16::from(v[2]) * 100 + u16::from(v[3])),
-    })
+    Ok(answer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

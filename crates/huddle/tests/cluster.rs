@@ -1,6 +1,7 @@
 //! Several `huddle serve` processes over one real `redis-server` that the test starts itself on a
 //! private port: rooms placed on one node whichever node a page reaches, capacity across nodes,
-//! an owner killed, a node drained, Redis lost and back, and nothing left in Redis afterwards.
+//! an owner killed, a node drained, Redis lost and back, tokens, resumes and TURN credentials
+//! valid on every node, and nothing left in Redis afterwards.
 
 #[path = "../../huddle-server/tests/common/mod.rs"]
 mod common;
@@ -136,21 +137,34 @@ mod tempdir {
 
 impl Node {
     fn start(id: &str, redis: &Redis, extra: &[&str]) -> Self {
-        Self::start_with(id, redis, &["--no-media"], extra)
+        Self::start_with(id, redis, &["--no-media", "--no-turn"], extra)
     }
 
     /// A node with its media peer (one worker, on UDP at its HTTP port).
     fn with_media(id: &str, redis: &Redis) -> Self {
-        Self::start_with(id, redis, &["--media-workers", "1"], &[])
+        Self::start_with(id, redis, &["--media-workers", "1", "--no-turn"], &[])
     }
 
-    fn start_with(id: &str, redis: &Redis, media: &[&str], extra: &[&str]) -> Self {
+    /// A node with its TURN server on a port of its own, minting and checking REST credentials
+    /// with `secret`; the TURN address.
+    fn with_turn(id: &str, redis: &Redis, secret: &str) -> (Self, std::net::SocketAddr) {
+        let turn = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let node = Self::start_with(
+            id,
+            redis,
+            &["--no-media"],
+            &["--turn-listen", &turn.to_string(), "--auth-secret", secret],
+        );
+        (node, turn)
+    }
+
+    fn start_with(id: &str, redis: &Redis, services: &[&str], extra: &[&str]) -> Self {
         let port = free_port();
         let dir = tempdir::Dir::new(id);
         let child = Command::new(env!("CARGO_BIN_EXE_huddle"))
             .arg("serve")
-            .args(["--no-tls", "--no-turn", "--room-capacity", "3"])
-            .args(media)
+            .args(["--no-tls", "--room-capacity", "3"])
+            .args(services)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--redis", &redis.url(), "--node-id", id])
             .args(["--public-url", &format!("http://127.0.0.1:{port}")])
@@ -652,4 +666,33 @@ async fn tokens_and_resumes_work_through_any_node() {
         matches!(&seen, ServerMessage::PeerUpdated { peer } if peer.id == wa.id),
         "{seen:?}"
     );
+}
+
+#[tokio::test]
+async fn turn_credentials_from_one_node_open_another_nodes_turn() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, _) = Node::with_turn("turn-a", &redis, "shared-secret");
+    let (b, b_turn) = Node::with_turn("turn-b", &redis, "shared-secret");
+    let (c, c_turn) = Node::with_turn("turn-c", &redis, "another-secret");
+    wait_cluster(&[&a, &b, &c]).await;
+    // What a page loaded from node A is handed.
+    let (status, body) = get(&a.url(), "/api/ice-servers").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let ice: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let turn = ice["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["username"].is_string())
+        .unwrap_or_else(|| panic!("a TURN server with credentials: {body}"));
+    let (user, pass) = (
+        turn["username"].as_str().unwrap(),
+        turn["credential"].as_str().unwrap(),
+    );
+    // The same secret on node B: A's credential allocates there; node C's secret differs and
+    // its TURN refuses the same credential (401), so the first answer is not a given.
+    let (code, _socket) = common::turn_allocate(b_turn, user, pass, [1; 12]).unwrap();
+    assert_eq!(code, None, "node B's TURN takes node A's credential");
+    let (code, _) = common::turn_allocate(c_turn, user, pass, [2; 12]).unwrap();
+    assert_eq!(code, Some(401), "a node with another secret refuses it");
 }

@@ -258,3 +258,52 @@ pub async fn closed_by_server(tcp: &mut TcpStream, within: Duration) -> bool {
         }
     }
 }
+
+/// One UDP Allocate at the TURN server `server` as `user`/`pass` (long-term credentials, realm
+/// `huddle`), signed after the 401 that brings the nonce: the error code (`None`: allocated)
+/// and the client's socket, which the allocation lives as long as.
+pub fn turn_allocate(
+    server: SocketAddr,
+    user: &str,
+    pass: &str,
+    mut txid: [u8; 12],
+) -> std::io::Result<(Option<u16>, std::net::UdpSocket)> {
+    use huddle_turn_proto::auth::long_term_key;
+    use huddle_turn_proto::stun::{AttrType, Class, IntegrityAlg, Message, MessageWriter, Method};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let request = |txid: [u8; 12], signed: Option<(&str, &[u8; 16])>| {
+        let mut buf = Vec::new();
+        let mut w = MessageWriter::new(&mut buf, Class::Request, Method::ALLOCATE, txid);
+        w.attr(AttrType::REQUESTED_TRANSPORT, &[17, 0, 0, 0]);
+        if let Some((nonce, key)) = signed {
+            w.attr(AttrType::USERNAME, user.as_bytes())
+                .attr(AttrType::REALM, b"huddle")
+                .attr(AttrType::NONCE, nonce.as_bytes())
+                .integrity(IntegrityAlg::Sha1, key);
+        }
+        w.fingerprint();
+        buf
+    };
+    socket.send_to(&request(txid, None), server)?;
+    let mut buf = [0u8; 1500];
+    let len = socket.recv(&mut buf)?;
+    let challenge = Message::parse(&buf[..len]).expect("a STUN answer");
+    let nonce = challenge
+        .get_str(AttrType::NONCE)
+        .unwrap()
+        .expect("a nonce")
+        .to_owned();
+    let key = long_term_key(user, "huddle", pass);
+    txid[11] ^= 1;
+    socket.send_to(&request(txid, Some((&nonce, &key))), server)?;
+    let len = socket.recv(&mut buf)?;
+    let answer = Message::parse(&buf[..len]).expect("a STUN answer");
+    let code = match answer.class() {
+        Class::Success => None,
+        _ => answer
+            .get(AttrType::ERROR_CODE)
+            .map(|v| u16::from(v[2]) * 100 + u16::from(v[3])),
+    };
+    Ok((code, socket))
+}
