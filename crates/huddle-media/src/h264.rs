@@ -1,29 +1,20 @@
 //! The one thing the SFU reads inside an H.264 frame: a keyframe's picture size, from its
 //! sequence parameter set (ITU-T H.264 §7.3.2.1.1), so that a tile gets the smallest simulcast
-//! layer that fills it.
+//! layer that fills it. The SPS comes as the NAL unit an RTP packet carries
+//! ([`crate::rtp_payload`]).
 
 /// The largest width or height taken for real; anything above is garbage.
 const MAX_SIZE: u64 = 16384;
 
-/// The displayed width and height the first SPS of an Annex B access unit declares (cropping
-/// applied); None for a frame without one or with an SPS that is malformed or out of range.
-pub fn keyframe_size(frame: &[u8]) -> Option<(u32, u32)> {
-    let nal = first_sps(frame)?;
-    sps_size(&mut Bits::new(&unescape(nal.get(1..)?)))
-}
-
-/// The first NAL unit of type 7 (SPS), header byte included. A NAL unit runs from its start code
-/// (00 00 01, or 00 00 00 01) to the next: emulation prevention keeps 00 00 01 out of its bytes.
-fn first_sps(mut stream: &[u8]) -> Option<&[u8]> {
-    let start_code = |b: &[u8]| b.windows(3).position(|w| w == [0, 0, 1]);
-    loop {
-        stream = &stream[start_code(stream)? + 3..];
-        let nal = &stream[..start_code(stream).unwrap_or(stream.len())];
-        if nal.first().is_some_and(|header| header & 0x1f == 7) {
-            return Some(nal);
-        }
-        stream = &stream[nal.len()..];
+/// The displayed width and height an SPS declares, from one NAL unit as RTP carries it: header
+/// byte included, no start code. None for another type of NAL unit, or an SPS that is
+/// malformed or out of range.
+pub fn sps_nal_size(nal: &[u8]) -> Option<(u32, u32)> {
+    let (&header, payload) = nal.split_first()?;
+    if header & 0x1f != 7 {
+        return None;
     }
+    sps_size(&mut Bits::new(&unescape(payload)))
 }
 
 /// The RBSP of a NAL unit's payload: 00 00 03 → 00 00.
@@ -199,6 +190,28 @@ impl<'a> Bits<'a> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    // The tests build Annex B access units, as an encoder writes them.
+
+    /// The displayed width and height the first SPS of an Annex B access unit declares (cropping
+    /// applied); None for a frame without one or with an SPS that is malformed or out of range.
+    fn keyframe_size(frame: &[u8]) -> Option<(u32, u32)> {
+        sps_nal_size(first_sps(frame)?)
+    }
+
+    /// The first NAL unit of type 7 (SPS), header byte included. A NAL unit runs from its start code
+    /// (00 00 01, or 00 00 00 01) to the next: emulation prevention keeps 00 00 01 out of its bytes.
+    fn first_sps(mut stream: &[u8]) -> Option<&[u8]> {
+        let start_code = |b: &[u8]| b.windows(3).position(|w| w == [0, 0, 1]);
+        loop {
+            stream = &stream[start_code(stream)? + 3..];
+            let nal = &stream[..start_code(stream).unwrap_or(stream.len())];
+            if nal.first().is_some_and(|header| header & 0x1f == 7) {
+                return Some(nal);
+            }
+            stream = &stream[nal.len()..];
+        }
+    }
 
     /// Bits written most significant first, as an encoder writes an RBSP.
     #[derive(Default)]
@@ -492,6 +505,20 @@ mod tests {
                 "{head:02x?}"
             );
         }
+    }
+
+    #[test]
+    fn reads_an_sps_nal_unit_alone() {
+        assert_eq!(sps_nal_size(&OPENH264_720P[4..]), Some((1280, 720)));
+        assert_eq!(sps_nal_size(&OPENH264_180P[4..]), Some((320, 180)));
+        assert_eq!(
+            sps_nal_size(&OPENH264_720P),
+            None,
+            "a start code is no NAL header"
+        );
+        assert_eq!(sps_nal_size(&PPS_IDR[4..8]), None, "a PPS");
+        assert_eq!(sps_nal_size(&[0x67]), None);
+        assert_eq!(sps_nal_size(&[]), None);
     }
 
     #[test]
