@@ -12,16 +12,17 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use huddle_sfu::{Frame, Layer, Owner, SessionId, Sfu, TrackId};
+use huddle_sfu::{Layer, Owner, Packet, SessionId, Sfu, TrackId};
 use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelData;
 use str0m::config::DtlsCert;
-use str0m::format::Codec;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaAdded, MediaChanged, MediaData, MediaKind, MediaTime, Mid,
 };
 use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::{RtpPacket, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
 use crate::session::{CloseReason, Line, LineUse, Session, SessionKind};
@@ -852,7 +853,8 @@ impl Engine {
             Event::Closed => self.close_with(id, CloseReason::RemoteClosed),
             Event::MediaAdded(m) => self.on_media_added(id, m, now),
             Event::MediaChanged(c) => self.on_media_changed(id, c, now),
-            Event::MediaData(data) => self.on_media(id, data, now, work),
+            Event::MediaData(data) => self.on_media(id, data, work),
+            Event::RtpPacket(packet) => self.on_rtp(id, packet, now, work),
             Event::KeyframeRequest(req) => {
                 if s.kind.transcodes() {
                     self.out.push_back(Output::EncoderKeyframe(id));
@@ -915,11 +917,7 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        s.lines.push(Line {
-            mid: m.mid,
-            kind: m.kind,
-            use_,
-        });
+        s.lines.push(Line::new(m.mid, m.kind, use_));
         // Subscriptions that came before this line take it if they can.
         let unbound = std::mem::take(&mut s.unbound);
         for (track, kind) in unbound {
@@ -960,13 +958,8 @@ impl Engine {
         }
     }
 
-    fn on_media(
-        &mut self,
-        id: SessionId,
-        data: MediaData,
-        now: Instant,
-        work: &mut VecDeque<SessionId>,
-    ) {
+    /// A frame from an echo session's browser (room sessions deliver packets, `on_rtp`).
+    fn on_media(&mut self, id: SessionId, data: MediaData, work: &mut VecDeque<SessionId>) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -974,16 +967,6 @@ impl Engine {
             return;
         };
         match line.use_ {
-            LineUse::Publishes { track, ref rids } => {
-                let layer = match data.rid {
-                    None => Layer(0),
-                    Some(rid) => match rids.iter().position(|r| *r == rid) {
-                        Some(i) => Layer(i as u8),
-                        None => return,
-                    },
-                };
-                self.forward(track, layer, &data, now, work);
-            }
             LineUse::Echo if s.kind.transcodes() && line.kind == MediaKind::Video => {
                 let elapsed = s.video_elapsed(data.time);
                 if let Some(transform) = s.kind.echo() {
@@ -1000,47 +983,93 @@ impl Engine {
                 write_media(s, data.mid, &data, data.time);
                 work.push_back(id);
             }
-            LineUse::Carries(_) | LineUse::Free | LineUse::Idle | LineUse::Stopped { .. } => {}
+            LineUse::Publishes { .. }
+            | LineUse::Carries(_)
+            | LineUse::Free
+            | LineUse::Idle
+            | LineUse::Stopped { .. } => {}
         }
     }
 
-    /// A frame of a published track: to every subscriber the SFU core routes it to, at the
-    /// RTP time it says (continuous across layer switches).
+    /// An RTP packet from a room session's browser (room sessions run in str0m's RTP mode):
+    /// a published track's goes to the SFU core and on to the subscribers.
+    fn on_rtp(
+        &mut self,
+        id: SessionId,
+        packet: RtpPacket,
+        now: Instant,
+        work: &mut VecDeque<SessionId>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some((mid, rid)) = s
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|rx| (rx.mid(), rx.rid()))
+        else {
+            return;
+        };
+        let Some(Line {
+            use_: LineUse::Publishes { track, rids },
+            ..
+        }) = s.line(mid)
+        else {
+            return;
+        };
+        let layer = match rid {
+            None => Layer(0),
+            Some(rid) => match rids.iter().position(|r| *r == rid) {
+                Some(i) => Layer(i as u8),
+                None => return,
+            },
+        };
+        let track = *track;
+        let pt = packet.header.payload_type;
+        let Some(params) = s.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
+            return;
+        };
+        self.forward(track, layer, &params, &packet, now, work);
+    }
+
+    /// A packet of a published track: to every subscriber the SFU core routes it to, with the
+    /// sequence number and RTP time it says (one continuous stream across layer switches).
     fn forward(
         &mut self,
         track: TrackId,
         layer: Layer,
-        data: &MediaData,
+        params: &PayloadParams,
+        packet: &RtpPacket,
         now: Instant,
         work: &mut VecDeque<SessionId>,
     ) {
-        let frame = Frame {
-            layer,
-            keyframe: data.is_keyframe(),
-            time: data.time.numer(),
-            hz: data.time.frequency().get(),
-            bytes: data.data.len(),
-            audio_level: data.ext_vals.audio_level.map(i8::unsigned_abs),
-        };
-        // A keyframe says its picture size (VP8 in its header, H.264 in its SPS): tiles pick
+        let codec = params.spec().codec;
+        // A keyframe's first packet starts a stream or a switch, and says its picture size
+        // (VP8 in its header, VP9 in its scalability structure, H.264 in its SPS): tiles pick
         // layers by it.
-        let size = match data.params.spec().codec {
-            Codec::Vp8 if frame.keyframe => crate::vp8::keyframe_size(&data.data),
-            Codec::H264 if frame.keyframe => crate::h264::keyframe_size(&data.data),
-            _ => None,
-        };
-        if let Some((w, h)) = size {
+        let inspected = crate::rtp_payload::inspect(codec, &packet.payload);
+        if let Some((w, h)) = inspected.size {
             self.sfu.set_layer_size(track, layer, w, h, now);
         }
-        let freq = data.time.frequency();
-        for target in self.sfu.route(track, frame, now) {
+        let vp8 = match codec {
+            Codec::Vp8 => Vp8Descriptor::parse(&packet.payload).ok(),
+            _ => None,
+        };
+        let routed = Packet {
+            layer,
+            keyframe: inspected.keyframe,
+            seq: *packet.seq_no,
+            time: packet.time.numer(),
+            hz: packet.time.frequency().get(),
+            bytes: packet.payload.len(),
+            audio_level: packet.header.ext_vals.audio_level.map(i8::unsigned_abs),
+        };
+        for target in self.sfu.route(track, routed, now) {
             let Some(sub) = self.sessions.get_mut(&target.subscriber) else {
                 continue;
             };
-            let Some(mid) = sub.carrying(track) else {
-                continue;
-            };
-            write_media(sub, mid, data, MediaTime::new(target.time, freq));
+            sub.write_forwarded(track, params, packet, vp8.as_ref(), target);
             work.push_back(target.subscriber);
         }
     }
@@ -1104,8 +1133,8 @@ fn str0m_kind(kind: huddle_sfu::MediaKind) -> MediaKind {
     }
 }
 
-/// Writes a received frame into `session`'s `mid` at RTP `time`, with the payload type matching
-/// the frame's codec; frames in a codec the session did not negotiate are dropped.
+/// Echo: writes a received frame into `session`'s `mid` at RTP `time`, with the payload type
+/// matching the frame's codec; frames in a codec the session did not negotiate are dropped.
 fn write_media(session: &mut Session, mid: Mid, data: &MediaData, time: MediaTime) {
     let Some(writer) = session.rtc.writer(mid) else {
         return;
@@ -1143,10 +1172,8 @@ fn request_layer_keyframe(session: &mut Session, track: TrackId, layer: Layer) {
     }) else {
         return;
     };
-    if let Some(mut writer) = session.rtc.writer(mid)
-        && writer.is_request_keyframe_possible(KeyframeRequestKind::Pli)
-    {
-        let _ = writer.request_keyframe(rid, KeyframeRequestKind::Pli);
+    if let Some(rx) = session.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+        rx.request_keyframe(KeyframeRequestKind::Pli);
     }
 }
 

@@ -13,6 +13,7 @@ mod engine;
 pub mod frame;
 pub mod h264;
 mod offer_request;
+mod picture_id;
 pub mod rtp_payload;
 mod session;
 mod timers;

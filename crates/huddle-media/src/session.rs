@@ -4,11 +4,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use huddle_sfu::{TrackId, TrackInfo};
-use str0m::media::{MediaKind, MediaTime, Mid, Rid};
+use huddle_sfu::{Target, TrackId, TrackInfo};
+use str0m::format::PayloadParams;
+use str0m::media::{MediaKind, MediaTime, Mid, Pt, Rid};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
 use str0m::{Rtc, RtcConfig};
 
 use crate::engine::OfferError;
+use crate::picture_id::PictureIds;
 use crate::transform::Transform;
 
 /// What a session does with the media it receives and which media it sends.
@@ -122,7 +125,9 @@ impl SessionKind {
     }
 
     /// Transformed echo decodes and encodes H.264 itself; every other kind forwards whatever
-    /// codec the browser picked.
+    /// codec the browser picked. Room sessions forward RTP packets as they come (str0m's RTP
+    /// mode): no depacketizing and packetizing again per subscriber, and no wait for a whole
+    /// frame; echo works on frames.
     pub(crate) fn rtc_config(&self) -> RtcConfig {
         // Audio is only ever forwarded, so any codec a browser may prefer will do.
         let mut config = Rtc::builder()
@@ -136,6 +141,7 @@ impl SessionKind {
         // that left frees its session soon.
         config.set_max_stun_rto(STUN_MAX_RTO);
         config.set_max_stun_retransmits(STUN_MAX_RETRANSMITS);
+        let config = config.set_rtp_mode(self.room().is_some());
         if self.transcodes() {
             // The encoder follows the receiver's bandwidth estimate (TWCC, paced sending).
             config
@@ -190,9 +196,9 @@ pub(crate) struct Session {
     /// kind (a subscription can come before the offer's lines are reported, or before the
     /// server's next offer adds one).
     pub(crate) unbound: Vec<(TrackId, MediaKind)>,
-    /// The line each track is sent on (the `Carries` lines of `lines`, by track): every
-    /// forwarded frame looks its line up here.
-    carried: HashMap<TrackId, Mid>,
+    /// How each track is sent (the `Carries` lines of `lines`, by track): every forwarded
+    /// packet looks its line up here.
+    carried: HashMap<TrackId, Carried>,
     /// The server's offer the page has not answered yet (str0m allows one at a time).
     pub(crate) pending_offer: Option<str0m::change::SdpPendingOffer>,
     /// Whether the server made its first offer (later ones only add tracks).
@@ -211,6 +217,40 @@ pub(crate) struct Line {
     pub(crate) mid: Mid,
     pub(crate) kind: MediaKind,
     pub(crate) use_: LineUse,
+    /// A sending line's stream while no track is bound to it (the bound track's `Carried`
+    /// holds it meanwhile).
+    stream: LineStream,
+}
+
+impl Line {
+    pub(crate) fn new(mid: Mid, kind: MediaKind, use_: LineUse) -> Self {
+        Line {
+            mid,
+            kind,
+            use_,
+            stream: LineStream::default(),
+        }
+    }
+}
+
+/// What keeps a sending line one RTP stream across the tracks it carries in turn: the
+/// browser sees one SSRC, whose sequence numbers its SRTP replay check and jitter buffer want
+/// ever increasing, and whose VP8 picture ids its decoder wants continuous.
+#[derive(Debug, Default)]
+struct LineStream {
+    /// Added to the SFU core's sequence numbers for the track carried now (they start at 0).
+    base: u64,
+    /// One past the highest sequence number sent.
+    next: u64,
+    picture_ids: PictureIds,
+}
+
+impl LineStream {
+    /// The stream goes on with another track.
+    fn rebound(mut self) -> Self {
+        self.base = self.next;
+        self
+    }
 }
 
 /// What a media section of a room session does.
@@ -229,6 +269,16 @@ pub(crate) enum LineUse {
     Idle,
     /// The browser published on it in `rids` and stopped: sending again publishes the same.
     Stopped { rids: Vec<Rid> },
+}
+
+/// A track this session's browser receives: its line, and the line's stream.
+#[derive(Debug)]
+struct Carried {
+    mid: Mid,
+    /// The publisher's payload type and this session's for the same codec, as last looked up
+    /// (a publisher keeps to one codec, so this is looked up once).
+    pt: Option<(Pt, Pt)>,
+    stream: LineStream,
 }
 
 /// Keyframe requests towards one sender are at most this frequent: every new viewer and every
@@ -278,19 +328,76 @@ impl Session {
         self.lines.iter().find(|l| l.mid == mid)
     }
 
-    /// The line that sends `track` to this session's browser.
-    pub(crate) fn carrying(&self, track: TrackId) -> Option<Mid> {
-        self.carried.get(&track).copied()
+    /// Writes a packet of `track`, published in `params`, to this session's browser where the
+    /// SFU core placed it (`target`). A codec the session did not negotiate is dropped.
+    pub(crate) fn write_forwarded(
+        &mut self,
+        track: TrackId,
+        params: &PayloadParams,
+        packet: &RtpPacket,
+        vp8: Option<&Vp8Descriptor>,
+        target: &Target,
+    ) {
+        let Some(carried) = self.carried.get_mut(&track) else {
+            return;
+        };
+        let pt = match carried.pt {
+            Some((from, to)) if from == params.pt() => to,
+            _ => {
+                let Some(to) = self
+                    .rtc
+                    .codec_config()
+                    .match_params(*params)
+                    .map(|p| p.pt())
+                else {
+                    return;
+                };
+                carried.pt = Some((params.pt(), to));
+                to
+            }
+        };
+        let from = &packet.header.ext_vals;
+        let ext_vals = ExtensionValues {
+            audio_level: from.audio_level,
+            voice_activity: from.voice_activity,
+            video_orientation: from.video_orientation,
+            ..Default::default()
+        };
+        let video = params.spec().codec.is_video();
+        let stream = &mut carried.stream;
+        let seq = stream.base.wrapping_add(target.seq);
+        stream.next = stream.next.max(seq + 1);
+        let mut write = RtpWrite::new(
+            pt,
+            seq.into(),
+            // RTP time is 32 bits on the wire; the core's is extended.
+            target.time as u32,
+            packet.timestamp,
+            packet.payload.clone(),
+        )
+        .marker(packet.header.marker)
+        .ext_vals(ext_vals)
+        .nackable(video);
+        if let Some(patch) = vp8.and_then(|d| stream.picture_ids.patch(d, target.starts_run)) {
+            write = write.vp8_patch(patch);
+        }
+        if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(carried.mid, None) {
+            tx.write_rtp(write);
+        }
     }
 
     /// A new sending line, made for `track`.
     pub(crate) fn carry_on_new_line(&mut self, mid: Mid, kind: MediaKind, track: TrackId) {
-        self.lines.push(Line {
-            mid,
-            kind,
-            use_: LineUse::Carries(track),
-        });
-        self.carried.insert(track, mid);
+        self.lines
+            .push(Line::new(mid, kind, LineUse::Carries(track)));
+        self.carried.insert(
+            track,
+            Carried {
+                mid,
+                pt: None,
+                stream: LineStream::default(),
+            },
+        );
     }
 
     /// Binds `track` to a free sending line of `kind`; false if there is none.
@@ -302,7 +409,15 @@ impl Session {
         {
             Some(l) => {
                 l.use_ = LineUse::Carries(track);
-                self.carried.insert(track, l.mid);
+                let stream = std::mem::take(&mut l.stream).rebound();
+                self.carried.insert(
+                    track,
+                    Carried {
+                        mid: l.mid,
+                        pt: None,
+                        stream,
+                    },
+                );
                 true
             }
             None => false,
@@ -312,11 +427,14 @@ impl Session {
     /// Frees the line that carried `track`; whether one did.
     pub(crate) fn unbind(&mut self, track: TrackId) -> bool {
         self.unbound.retain(|(t, _)| *t != track);
-        self.carried.remove(&track);
+        let mut carried = self.carried.remove(&track);
         let mut freed = false;
         for l in &mut self.lines {
             if l.use_ == LineUse::Carries(track) {
                 l.use_ = LineUse::Free;
+                if let Some(c) = carried.take() {
+                    l.stream = c.stream;
+                }
                 freed = true;
             }
         }

@@ -1,14 +1,15 @@
-//! What the forwarding decision costs per frame: `Sfu::route` in rooms of 4, 25 and 100 where
+//! What the forwarding decision costs per packet: `Sfu::route` in rooms of 4, 25 and 100 where
 //! every member publishes a camera in three simulcast layers and receives everyone else's, for
-//! three seconds of 30 fps (keyframes every second), with the core's timer run between frames.
-//! Prints the time per `route` call and per forwarded frame, the median of five runs. It is
-//! the SFU's work per packet group on the media worker, before str0m packetizes anything.
+//! three seconds of 30 fps (one packet a frame and layer, keyframes every second), with the
+//! core's timer run between frames. Prints the time per `route` call and per forwarded packet,
+//! the median of five runs. It is the SFU's work per packet on the media worker, before str0m
+//! encrypts and sends it.
 //!
 //! `cargo run --release -p huddle-sfu --example route`
 
 use std::time::{Duration, Instant};
 
-use huddle_sfu::{Frame, Layer, Owner, SessionId, Sfu, TrackInfo};
+use huddle_sfu::{Layer, Owner, Packet, SessionId, Sfu, TrackInfo};
 
 const FRAMES: u64 = 90;
 const BYTES: [usize; 3] = [600, 2_000, 6_000];
@@ -19,13 +20,13 @@ fn main() {
         runs.sort_by_key(|r| r.0);
         let (per_call, per_target) = runs[2];
         println!(
-            "room of {n:>3}: {:>7.0} ns per route() call, {per_target:>6.1} ns per forwarded frame",
+            "room of {n:>3}: {:>7.0} ns per route() call, {per_target:>6.1} ns per forwarded packet",
             per_call.as_nanos()
         );
     }
 }
 
-/// One run in a room of `n`: the time per call, and per forwarded frame in ns.
+/// One run in a room of `n`: the time per call, and per forwarded packet in ns.
 fn run(n: u64) -> (Duration, f64) {
     let mut sfu = Sfu::new();
     let mut now = Instant::now();
@@ -45,15 +46,16 @@ fn run(n: u64) -> (Duration, f64) {
         let start = Instant::now();
         for &track in &tracks {
             for (l, bytes) in BYTES.into_iter().enumerate() {
-                let frame = Frame {
+                let packet = Packet {
                     layer: Layer(l as u8),
                     keyframe: i % 30 == 0,
+                    seq: i,
                     time: i * 3_000,
                     hz: 90_000,
                     bytes,
                     audio_level: None,
                 };
-                targets += sfu.route(track, frame, now).len();
+                targets += sfu.route(track, packet, now).len();
                 calls += 1;
             }
         }

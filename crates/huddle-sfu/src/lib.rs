@@ -2,9 +2,10 @@
 //!
 //! The host (`huddle-media`'s engine, which owns the str0m peer connections) tells the core
 //! who is in which room ([`Sfu::join`]), which tracks each session publishes
-//! ([`Sfu::publish`]), and what arrives: every frame ([`Sfu::route`]), each subscriber's
+//! ([`Sfu::publish`]), and what arrives: every RTP packet ([`Sfu::route`]), each subscriber's
 //! bandwidth estimate and the size at which its page shows each tile. The core answers, for
-//! every frame, which subscribers get it and at which RTP time ([`Target`]), and drains
+//! every packet, which subscribers get it and with which sequence number and RTP time
+//! ([`Target`]: one continuous stream per subscriber across layer switches), and drains
 //! [`Output`]s: subscriptions to add or remove (renegotiation), keyframe requests towards a
 //! publisher, layers to pause or resume at the publisher (dynacast), the loudest speakers.
 //!
@@ -16,7 +17,7 @@ mod sfu;
 mod speakers;
 
 pub use allocate::{LayerRates, View};
-pub use sfu::{Frame, KEYFRAME_REQUEST_INTERVAL, MediaKind, Output, Sfu, Target, TrackInfo};
+pub use sfu::{KEYFRAME_REQUEST_INTERVAL, MediaKind, Output, Packet, Sfu, Target, TrackInfo};
 pub use speakers::MAX_FORWARDED_SPEAKERS;
 
 /// A peer connection of the host: one browser (or WHIP/WHEP client) with the server.

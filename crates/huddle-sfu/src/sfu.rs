@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::allocate::{self, LayerRates, View, Wanted};
-use crate::forward::Forwarding;
+use crate::forward::{Forwarding, Incoming};
 use crate::speakers::Speakers;
 use crate::{Layer, MAX_LAYERS, Owner, SessionId, TrackId};
 
@@ -49,12 +49,18 @@ impl TrackInfo {
     }
 }
 
-/// One frame's destination: write it into `subscriber`'s sending track for the routed
-/// track, at RTP time `time`.
+/// One packet's destination: write it into `subscriber`'s sending track for the routed
+/// track, with sequence number `seq` and RTP time `time`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
     pub subscriber: SessionId,
+    /// Sequence number in the subscription's own stream: 0 for its first packet, then
+    /// continuous across layer switches (a gap only where a packet was lost on the way in).
+    pub seq: u64,
     pub time: u64,
+    /// The packet starts a run of forwarded packets (a subscriber's first, a layer switch, the
+    /// first after withheld audio): codec-level counters continue from the last one sent.
+    pub starts_run: bool,
 }
 
 /// What the host must do; drained with [`Sfu::poll_output`].
@@ -162,6 +168,8 @@ struct Track {
     last_keyframe_request: [Option<Instant>; MAX_LAYERS],
     /// Layers last reported as active (dynacast); all at first, as a page starts them.
     active: [bool; MAX_LAYERS],
+    /// The last packet was withheld from everyone (a quiet microphone): the next starts a run.
+    withheld: bool,
     /// Each layer's size as the host last saw it (0, 0 unknown).
     sizes: [(u32, u32); MAX_LAYERS],
     /// Per layer: its last frame, since when it is asked for, and since when it is taken as
@@ -192,11 +200,14 @@ impl Meter {
     }
 }
 
-/// A frame as the host received it from a publisher.
+/// An RTP packet as the host received it from a publisher.
 #[derive(Clone, Copy, Debug)]
-pub struct Frame {
+pub struct Packet {
     pub layer: Layer,
+    /// The first packet of a keyframe: a subscriber may start, or switch to its layer, here.
     pub keyframe: bool,
+    /// Extended sequence number in the layer's own stream (no gaps but losses).
+    pub seq: u64,
     /// RTP time in the track's clock, `hz` ticks a second.
     pub time: u64,
     pub hz: u32,
@@ -333,6 +344,7 @@ impl Sfu {
                 rates: [Meter::default(); MAX_LAYERS],
                 last_keyframe_request: [None; MAX_LAYERS],
                 active: [true; MAX_LAYERS],
+                withheld: false,
                 sizes: {
                     let mut sizes = [(0, 0); MAX_LAYERS];
                     sizes[usize::from(info.layers - 1)] = (info.width, info.height);
@@ -461,27 +473,37 @@ impl Sfu {
         }
     }
 
-    /// A frame of `track` arrived: the subscribers to write it to, and at which RTP time.
-    pub fn route(&mut self, track: TrackId, frame: Frame, now: Instant) -> &[Target] {
+    /// A packet of `track` arrived: the subscribers to write it to, with the sequence number
+    /// and RTP time each receives it at.
+    pub fn route(&mut self, track: TrackId, packet: Packet, now: Instant) -> &[Target] {
         self.targets.clear();
         let Some(t) = self.tracks.get_mut(&track) else {
             return &self.targets;
         };
-        let l = usize::from(frame.layer.0);
+        let l = usize::from(packet.layer.0);
         if l >= usize::from(t.info.layers) {
             return &self.targets;
         }
-        t.rates[l].add(frame.bytes, now);
+        t.rates[l].add(packet.bytes, now);
         t.last_frame[l] = Some(now);
         t.stalled[l] = None;
         if t.info.kind == MediaKind::Audio {
             let Some(r) = self.rooms.get_mut(&t.room) else {
                 return &self.targets;
             };
-            if !r.speakers.on_audio(track, frame.audio_level, now) {
+            if !r.speakers.on_audio(track, packet.audio_level, now) {
+                t.withheld = true;
                 return &self.targets;
             }
         }
+        let incoming = Incoming {
+            layer: packet.layer,
+            keyframe: packet.keyframe,
+            seq: packet.seq,
+            time: packet.time,
+            hz: packet.hz,
+            after_gap: std::mem::take(&mut t.withheld),
+        };
         for sub in &t.subscribers {
             let Some(m) = self.members.get_mut(sub) else {
                 continue;
@@ -492,13 +514,12 @@ impl Sfu {
             let Some(s) = m.subscriptions.get_mut(&track) else {
                 continue;
             };
-            if let Some(time) =
-                s.fwd
-                    .on_frame(frame.layer, frame.keyframe, frame.time, frame.hz, now)
-            {
+            if let Some(out) = s.fwd.on_packet(incoming, now) {
                 self.targets.push(Target {
                     subscriber: *sub,
-                    time,
+                    seq: out.seq,
+                    time: out.time,
+                    starts_run: out.starts_run,
                 });
             }
         }

@@ -14,6 +14,8 @@ struct Call {
     /// RTP time of the next frame per layer: each layer has its own clock offset, as at a
     /// real publisher.
     rtp: [u64; MAX_LAYERS],
+    /// Sequence number of the next packet per layer, each layer its own stream.
+    seq: [u64; MAX_LAYERS],
 }
 
 impl Call {
@@ -22,6 +24,7 @@ impl Call {
             sfu: Sfu::new(),
             now: Instant::now(),
             rtp: [1_000, 5_000_000, 9_000_000, 0],
+            seq: [100, 20_000, 65_000, 0],
         }
     }
 
@@ -54,20 +57,22 @@ impl Call {
         std::iter::from_fn(|| self.sfu.poll_output()).collect()
     }
 
-    /// One frame of every layer of `track` (30 fps), the time moving 33 ms; `key` marks them
-    /// keyframes. Returns who got which layer at which RTP time.
+    /// One frame (a packet here) of every layer of `track` (30 fps), the time moving 33 ms;
+    /// `key` marks them keyframes. Returns who got which layer at which RTP time.
     fn frames(&mut self, track: TrackId, layers: u8, key: bool) -> Vec<(SessionId, Layer, u64)> {
         let mut got = Vec::new();
         for l in 0..layers {
-            let frame = Frame {
+            let packet = Packet {
                 layer: Layer(l),
                 keyframe: key,
+                seq: self.seq[usize::from(l)],
                 time: self.rtp[usize::from(l)],
                 hz: HZ,
                 bytes: [600, 2_000, 6_000][usize::from(l)],
                 audio_level: None,
             };
-            for t in self.sfu.route(track, frame, self.now) {
+            self.seq[usize::from(l)] += 1;
+            for t in self.sfu.route(track, packet, self.now) {
                 got.push((t.subscriber, Layer(l), t.time));
             }
         }
@@ -94,10 +99,11 @@ fn camera_720p() -> TrackInfo {
 }
 
 /// An Opus packet at RFC 6464 `level` (-dBov).
-fn voice(level: u8) -> Frame {
-    Frame {
+fn voice(level: u8) -> Packet {
+    Packet {
         layer: Layer(0),
         keyframe: false,
+        seq: 0,
         time: 0,
         hz: 48_000,
         bytes: 80,
@@ -143,7 +149,9 @@ fn tracks_reach_every_other_member_of_their_room_only() {
         c.sfu.route(audio, voice(30), c.now),
         &[Target {
             subscriber: b,
-            time: 0
+            seq: 0,
+            time: 0,
+            starts_run: true,
         }]
     );
 }
@@ -546,10 +554,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    /// Whatever happens, a frame goes only to members of its track's room other than the
+    /// Whatever happens, a packet goes only to members of its track's room other than the
     /// publisher, and a member that left gets nothing.
     #[test]
-    fn frames_never_leave_their_room(ops in proptest::collection::vec(op(), 1..200)) {
+    fn packets_never_leave_their_room(ops in proptest::collection::vec(op(), 1..200)) {
         let mut c = Call::new();
         let mut rooms: std::collections::HashMap<SessionId, String> = Default::default();
         for op in ops {
@@ -573,10 +581,10 @@ proptest! {
                 Op::Frame(t, l, key) => {
                     let track = TrackId(t.into());
                     let publisher = c.sfu.publisher(track);
-                    let frame = Frame { layer: Layer(l), keyframe: key, time: 7, hz: HZ, bytes: 100, audio_level: Some(10) };
-                    let targets = c.sfu.route(track, frame, c.now).to_vec();
+                    let packet = Packet { layer: Layer(l), keyframe: key, seq: 7, time: 7, hz: HZ, bytes: 100, audio_level: Some(10) };
+                    let targets = c.sfu.route(track, packet, c.now).to_vec();
                     for t in targets {
-                        let p = publisher.expect("a routed frame has a publisher");
+                        let p = publisher.expect("a routed packet has a publisher");
                         prop_assert_ne!(t.subscriber.0 / 2, p.0 / 2, "not to its own participant");
                         prop_assert_eq!(t.subscriber.0 % 2, 1, "only to a receiving connection");
                         prop_assert_eq!(rooms.get(&t.subscriber), rooms.get(&p));
