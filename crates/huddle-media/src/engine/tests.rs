@@ -191,6 +191,13 @@ struct Net {
     downstreams: HashMap<SessionId, usize>,
     /// The last `Tracks` of each downstream session.
     tracks: HashMap<SessionId, Vec<CarriedTrack>>,
+    /// A lossy link: of the datagrams the server sends to this address, every `n`th in `range`
+    /// is lost (`(address, n, range)`, counted from 1); what comes later, retransmissions among
+    /// it, arrives.
+    lossy: Option<(SocketAddr, usize, std::ops::Range<usize>)>,
+    /// Datagrams the server sent over the lossy link, and how many of them were lost.
+    lossy_sent: usize,
+    lost: usize,
 }
 
 impl Net {
@@ -221,6 +228,15 @@ impl Net {
         while let Some(o) = self.engine.poll_output() {
             match o {
                 Output::Transmit(t) => {
+                    if let Some((to, n, range)) = &self.lossy
+                        && t.destination == *to
+                    {
+                        self.lossy_sent += 1;
+                        if range.contains(&self.lossy_sent) && self.lossy_sent.is_multiple_of(*n) {
+                            self.lost += 1;
+                            continue;
+                        }
+                    }
                     if let Some(b) = self.browsers.iter_mut().find(|b| b.addr == t.destination) {
                         let r = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
                             .unwrap();
@@ -314,6 +330,9 @@ fn net() -> Net {
         pending: Vec::new(),
         downstreams: HashMap::new(),
         tracks: HashMap::new(),
+        lossy: None,
+        lossy_sent: 0,
+        lost: 0,
     }
 }
 
@@ -484,6 +503,34 @@ fn whip_publisher_feeds_every_whep_viewer_of_its_room_only() {
         "room b sees nothing of room a"
     );
     assert_eq!(net.browsers[0].received.len(), 0);
+}
+
+#[test]
+fn a_viewer_on_a_lossy_link_gets_every_frame_again_from_the_servers_cache() {
+    // The server forwards packets with the sequence numbers the SFU core gave them; a viewer
+    // that lost one NACKs that number, and the server resends it (RTX) from what it sent.
+    let mut net = net();
+    connect(
+        &mut net,
+        SessionKind::Publish { room: "r".into() },
+        "10.0.0.2:5000",
+    );
+    connect(
+        &mut net,
+        SessionKind::Watch { room: "r".into() },
+        "10.0.0.3:5000",
+    );
+    // Lost once the stream is under way (str0m's receiver asks for nothing in its first few
+    // packets); the last frames only show the losses before them (a loss is seen as a gap).
+    net.lossy = Some(("10.0.0.3:5000".parse().unwrap(), 5, 15..50));
+    net.send_video(45, 3000, &mut |_| None);
+    let frames: Vec<Vec<u8>> = (0..40).map(fake_h264).collect();
+    net.run_until("every frame at the viewer", |n| {
+        frames
+            .iter()
+            .all(|f| n.browsers[1].received.iter().any(|(_, d)| d == f))
+    });
+    assert!(net.lost >= 5, "the link lost {} datagrams", net.lost);
 }
 
 #[test]
