@@ -281,6 +281,17 @@ struct Carried {
     stream: LineStream,
 }
 
+impl Carried {
+    /// A track now carried on line `mid`, whose stream goes on as `stream`.
+    fn on(mid: Mid, stream: LineStream) -> Self {
+        Carried {
+            mid,
+            pt: None,
+            stream,
+        }
+    }
+}
+
 /// Keyframe requests towards one sender are at most this frequent: every new viewer and every
 /// loss would otherwise ask, and each keyframe is many packets.
 pub(crate) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -390,14 +401,8 @@ impl Session {
     pub(crate) fn carry_on_new_line(&mut self, mid: Mid, kind: MediaKind, track: TrackId) {
         self.lines
             .push(Line::new(mid, kind, LineUse::Carries(track)));
-        self.carried.insert(
-            track,
-            Carried {
-                mid,
-                pt: None,
-                stream: LineStream::default(),
-            },
-        );
+        self.carried
+            .insert(track, Carried::on(mid, LineStream::default()));
     }
 
     /// Binds `track` to a free sending line of `kind`; false if there is none.
@@ -410,14 +415,7 @@ impl Session {
             Some(l) => {
                 l.use_ = LineUse::Carries(track);
                 let stream = std::mem::take(&mut l.stream).rebound();
-                self.carried.insert(
-                    track,
-                    Carried {
-                        mid: l.mid,
-                        pt: None,
-                        stream,
-                    },
-                );
+                self.carried.insert(track, Carried::on(l.mid, stream));
                 true
             }
             None => false,
