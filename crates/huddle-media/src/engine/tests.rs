@@ -317,6 +317,17 @@ fn connect(net: &mut Net, kind: SessionKind, addr: &str) -> SessionId {
     id
 }
 
+/// A WHIP publisher (browser 0, 10.0.0.2) and a WHEP viewer (browser 1, 10.0.0.3) in `room`.
+fn publish_and_watch(net: &mut Net, room: &str) {
+    let publisher = SessionKind::Publish { room: room.into() };
+    connect(net, publisher, "10.0.0.2:5000");
+    connect(
+        net,
+        SessionKind::Watch { room: room.into() },
+        "10.0.0.3:5000",
+    );
+}
+
 fn net() -> Net {
     let now = Instant::now();
     Net {
@@ -510,16 +521,7 @@ fn a_viewer_on_a_lossy_link_gets_every_frame_again_from_the_servers_cache() {
     // The server forwards packets with the sequence numbers the SFU core gave them; a viewer
     // that lost one NACKs that number, and the server resends it (RTX) from what it sent.
     let mut net = net();
-    connect(
-        &mut net,
-        SessionKind::Publish { room: "r".into() },
-        "10.0.0.2:5000",
-    );
-    connect(
-        &mut net,
-        SessionKind::Watch { room: "r".into() },
-        "10.0.0.3:5000",
-    );
+    publish_and_watch(&mut net, "r");
     // Lost once the stream is under way (str0m's receiver asks for nothing in its first few
     // packets); the last frames only show the losses before them (a loss is seen as a gap).
     net.lossy = Some(("10.0.0.3:5000".parse().unwrap(), 5, 15..50));
@@ -761,16 +763,7 @@ fn stray_datagrams_are_refused_and_change_nothing() {
 #[test]
 fn viewers_keyframe_requests_reach_the_publisher_throttled() {
     let mut net = net();
-    connect(
-        &mut net,
-        SessionKind::Publish { room: "a".into() },
-        "10.0.0.2:5000",
-    );
-    connect(
-        &mut net,
-        SessionKind::Watch { room: "a".into() },
-        "10.0.0.3:5000",
-    );
+    publish_and_watch(&mut net, "a");
     // The viewer connecting asked the publisher for a keyframe…
     net.run_until("a keyframe request", |n| {
         n.browsers[0].keyframe_requests > 0
