@@ -3,7 +3,9 @@
 //! The inputs are what LiveKit's stream allocator and adaptive stream use: the subscriber's
 //! bandwidth estimate, what each layer costs (measured at the publisher), and how the page
 //! shows each tile (visible or not, and its size). Audio is served first, screen shares
-//! before cameras; within a priority every track gets a layer before any gets a second.
+//! before cameras; every tile on screen gets its smallest layer whatever the estimate, and the
+//! estimate decides the upgrades: within a priority every track gets a second layer before any
+//! gets a third.
 
 use crate::{Layer, MAX_LAYERS};
 
@@ -113,7 +115,7 @@ pub(crate) const AUDIO_RESERVE_BPS: u64 = 48_000;
 /// A subscriber's layers and what its link should carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Allocation {
-    /// The layer of each track (None: paused).
+    /// The layer of each track (None: its tile is hidden).
     pub layers: Vec<Option<Layer>>,
     /// The layer each track's tile asks for, whatever the link (None: hidden).
     pub caps: Vec<Option<Layer>>,
@@ -135,16 +137,17 @@ pub(crate) fn allocate(
     let audio = AUDIO_RESERVE_BPS * audio_tracks as u64;
     let cost =
         |i: usize, l: Option<Layer>| l.map_or(0, |Layer(l)| tracks[i].rates.bps[usize::from(l)]);
-    let desired = audio + (0..tracks.len()).map(|i| cost(i, caps[i])).sum::<u64>();
+    let used = |layers: &[Option<Layer>]| {
+        audio + (0..tracks.len()).map(|i| cost(i, layers[i])).sum::<u64>()
+    };
+    let desired = used(&caps);
     let finish = |layers: Vec<Option<Layer>>| {
-        let used = audio + (0..tracks.len()).map(|i| cost(i, layers[i])).sum::<u64>();
+        let used = used(&layers);
         let next_upgrade = (0..tracks.len())
             .filter(|&i| layers[i] < caps[i])
-            .map(|i| match layers[i] {
-                None => cost(i, Some(Layer(0))),
-                Some(Layer(l)) => {
-                    cost(i, Some(Layer(l + 1))).saturating_sub(cost(i, Some(Layer(l))))
-                }
+            .filter_map(|i| {
+                let Layer(l) = layers[i]?;
+                Some(cost(i, Some(Layer(l + 1))).saturating_sub(cost(i, Some(Layer(l)))))
             })
             .min()
             .unwrap_or(0);
@@ -159,21 +162,18 @@ pub(crate) fn allocate(
     let Some(estimate) = estimate else {
         return finish(caps.clone());
     };
-    let mut budget = estimate.saturating_sub(audio);
-    let mut chosen: Vec<Option<Layer>> = vec![None; tracks.len()];
-    // Screen shares first, then in the order given (the host lists by subscription age).
+    // Every tile on screen shows a picture, however short the link: its smallest layer is
+    // never withheld. An estimate measured while little was sent (str0m's, like libwebrtc's,
+    // falls towards what was acknowledged when delay rises) would otherwise pause the very
+    // tracks that could raise it, and a tile would stay black for good.
+    let mut chosen: Vec<Option<Layer>> = (0..tracks.len())
+        .map(|i| Some(tracks[i].lowest().min(caps[i]?)))
+        .collect();
+    let mut budget = estimate.saturating_sub(used(&chosen));
+    // Upgrades one layer at a time: screen shares first, then the lowest layer first, then in
+    // the order given (the host lists by subscription age).
     let mut order: Vec<usize> = (0..tracks.len()).collect();
     order.sort_by_key(|&i| !tracks[i].screen);
-    for &i in &order {
-        let Some(cap) = caps[i] else { continue };
-        let lowest = tracks[i].lowest().min(cap);
-        let cost = tracks[i].rates.bps[usize::from(lowest.0)];
-        if cost <= budget {
-            chosen[i] = Some(lowest);
-            budget -= cost;
-        }
-    }
-    // Upgrades one layer at a time: the highest priority, then the lowest layer, first.
     let step = |i: usize, c: Layer| -> Option<(Layer, u64)> {
         let next = tracks[i].above(c, caps[i]?)?;
         let r = &tracks[i].rates.bps;

@@ -118,7 +118,7 @@ const LAYER_RETRY: Duration = Duration::from_secs(10);
 /// The window over which a layer's bitrate is measured.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// A layer's cost until measured (a second after it starts): low, so that a new track is
-/// never paused for a rate nobody has seen — the smallest at 150 kbit/s, each above about 3×.
+/// upgraded soon on a fair link — the smallest at 150 kbit/s, each above about 3×.
 const DEFAULT_BPS: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000, 2_500_000];
 
 #[derive(Debug, Default)]
