@@ -362,7 +362,9 @@ function join() {
   if (me.mediaError) banner(me.mediaError, 'warn', 8000);
 
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  signaling = new Signaling(`${scheme}://${location.host}/ws`);
+  // On a cluster the page names its nodes: the signaling goes to the room's own.
+  const nodes = document.querySelector('meta[name="huddle-nodes"]')?.content.split(' ').filter(Boolean);
+  signaling = new Signaling(`${scheme}://${location.host}/ws`, nodes);
   window.huddle.signaling = signaling;
   signaling.addEventListener('status', (e) => onStatus(e.detail));
   signaling.addEventListener('welcome', (e) => onWelcome(e.detail));

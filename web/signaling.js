@@ -1,7 +1,8 @@
 // The signaling connection: one WebSocket to /ws, protocol v2 (docs/protocol.md).
 // Reconnects with backoff and resumes the same peer id when the server still remembers it.
-// On a cluster, follows `moved` to the node that hosts the room, and when its node stops
-// answering tries the other nodes its `welcome` named.
+// On a cluster, connects first to the room's home node (named by the page's HTML), follows
+// `moved` to the node that hosts the room, and when its node stops answering tries the other
+// nodes its `welcome` named.
 
 export const PROTOCOL_VERSION = 2;
 
@@ -21,12 +22,44 @@ function socketUrl(nodeUrl) {
   return url.href;
 }
 
+/** The weight of the node at public URL `url` for `room` (its canonical name): FNV-1a over
+ *  room, NUL, URL, finished with MurmurHash3's fmix32 — as the server computes it
+ *  (huddle_signal_proto::home, docs/protocol.md). */
+export function weight(room, url) {
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(`${room}\u0000${url}`)) {
+    h ^= b;
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** A room's home node among the cluster's public URLs (the heaviest; equal weights go to the
+ *  smaller URL), or undefined without a cluster. */
+export function homeNode(room, nodeUrls) {
+  const canonical = room.toLowerCase();
+  let best;
+  for (const url of nodeUrls) {
+    const w = weight(canonical, url);
+    if (!best || w > best.w || (w === best.w && url < best.url)) best = { url, w };
+  }
+  return best?.url;
+}
+
 export class Signaling extends EventTarget {
-  constructor(url) {
+  /** `url`: this server's /ws; `nodeUrls`: on a cluster, its nodes' public URLs. */
+  constructor(url, nodeUrls = []) {
     super();
     this.url = url;
-    /** The cluster's nodes' signaling URLs, from the last `welcome` (empty: one server). */
-    this.nodes = [];
+    /** The cluster's nodes' public URLs, from the page and then the last `welcome`. */
+    this.nodeUrls = nodeUrls;
+    /** Their signaling URLs (empty: one server). */
+    this.nodes = nodeUrls.map(socketUrl);
     /** Where the last `moved` sent us (`null`: any other node). */
     this.movedTo = undefined;
     this.ws = null;
@@ -44,6 +77,9 @@ export class Signaling extends EventTarget {
   join(room, name, state, token = null, mode = null) {
     this.joinRequest = { room, name, state, token, mode };
     this.closedByUs = false;
+    // Straight to the node the room lives on, rather than through another (`moved`).
+    const home = homeNode(room, this.nodeUrls);
+    if (home && !this.ws) this.url = socketUrl(home);
     this.connect();
   }
 
@@ -109,7 +145,8 @@ export class Signaling extends EventTarget {
       if (msg.type === 'welcome') {
         this.attempt = 0;
         this.resumeToken = msg.resume;
-        this.nodes = (msg.nodes || []).map(socketUrl);
+        this.nodeUrls = msg.nodes || [];
+        this.nodes = this.nodeUrls.map(socketUrl);
         this.emit('status', { state: 'open' });
       }
       if (msg.type === 'moved') {

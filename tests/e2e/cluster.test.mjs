@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { Lab, HUDDLE, publishWhip, videoFlows, remoteIds, waitInPage, sleep } from './harness.mjs';
+import { homeNode, weight } from '../../web/signaling.js';
 
 const lab = new Lab('cluster');
 const ADDRS = ['10.99.0.1', '10.99.0.3', '10.99.0.4'];
@@ -81,6 +82,31 @@ async function lease(room) {
   const [host, port] = REDIS.split(':');
   return (await lab.run('redis-cli', ['-h', host, '-p', port, 'GET', `huddle:room:${room}`])).out.trim();
 }
+
+test('a page goes straight to its room\'s home node, which the page it loaded names', async () => {
+  // The page's weights are the server's (huddle_signal_proto::home's unit test has the same).
+  assert.equal(weight('standup', 'https://a.example:8443'), 0x0b28fb5c);
+  assert.equal(weight('standup', 'https://b.example:8443'), 0x4f255098);
+  assert.equal(weight('', ''), 0x0578ab1b);
+  const urls = nodes.map((n) => n.url);
+  // A room whose home is not node 0, the node the page is loaded from.
+  let room = 'home-0';
+  for (let i = 1; homeNode(room, urls) === urls[0]; i++) room = `home-${i}`;
+  const home = homeNode(room, urls);
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  page.logs = [];
+  const sockets = [];
+  page.on('websocket', (ws) => sockets.push(new URL(ws.url()).host));
+  await page.goto(`${nodes[0].url}/r/${room}?name=Di&autojoin=1&mode=mesh`);
+  await waitInPage(page, () => window.huddle.me.id, null, { what: 'a welcome' });
+  const named = await page.evaluate(() => document.querySelector('meta[name="huddle-nodes"]').content.split(' '));
+  assert.deepEqual([...named].sort(), [...urls].sort());
+  // One WebSocket, to the home node (no detour through node 0 and `moved`), which holds the room.
+  assert.deepEqual(sockets, [new URL(home).host]);
+  assert.match(await lease(room), new RegExp(`\\|node${urls.indexOf(home)}\\|`));
+  await context.close();
+});
 
 test('a WHIP publisher reaching another node is sent to the room\'s node, and holds it', async () => {
   const viewer = await open(0, 'broadcast', 'Viewer', 'sfu');

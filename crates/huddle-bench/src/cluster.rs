@@ -72,6 +72,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 sample.p50_ms,
                 sample.p99_ms
             );
+            eprintln!(
+                "run {run} {} node(s): CPU µs per join by process (nodes, then Redis): {:.0?}",
+                setup.nodes(),
+                &sample.join_us_by_process[..setup.nodes() + usize::from(setup == Setup::Three)]
+            );
             results.push((setup, sample));
             if setup == Setup::Three {
                 let took = rt.block_on(recovery(&mut cluster))?;
@@ -207,6 +212,15 @@ impl Cluster {
                 .map(|(_, node)| node.pid)
                 .chain(self.redis_pid)
                 .collect(),
+            // The nodes' `--public-url`s, which a page's HTML names.
+            urls: match self.redis_pid {
+                Some(_) => self
+                    .nodes
+                    .iter()
+                    .map(|(port, _)| format!("http://127.0.0.1:{port}"))
+                    .collect(),
+                None => Vec::new(),
+            },
         }
     }
 }

@@ -87,6 +87,9 @@ pub(crate) struct Sample {
     pub joins_per_cpu_sec: f64,
     pub deliveries_per_cpu_sec: f64,
     pub cpu_ms_per_1000: f64,
+    /// CPU microseconds per join of each server process, in `Target::pids` order (a cluster's
+    /// nodes, then Redis).
+    pub join_us_by_process: [f64; MAX_PROCESSES],
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub idle_rss_kib: f64,
@@ -104,11 +107,31 @@ pub(crate) struct Load {
 pub(crate) struct Target {
     pub ports: Vec<u16>,
     pub pids: Vec<u32>,
+    /// On a cluster, each port's node's public URL: a client connects to its room's home node,
+    /// as a page does from the nodes its HTML names.
+    pub urls: Vec<String>,
 }
+
+/// Server processes a measurement tells apart (three nodes and Redis).
+pub(crate) const MAX_PROCESSES: usize = 4;
 
 impl Target {
     fn cpu_seconds(&self) -> f64 {
-        self.pids.iter().map(|pid| cpu_seconds(*pid)).sum()
+        self.cpu_by_process().iter().sum()
+    }
+
+    fn cpu_by_process(&self) -> Vec<f64> {
+        self.pids.iter().map(|pid| cpu_seconds(*pid)).collect()
+    }
+
+    /// Where the `i`th client, of `room`, connects: its room's home node on a cluster, else the
+    /// next server in turn (a load balancer's round robin).
+    fn port_for(&self, room: &str, i: usize) -> u16 {
+        let urls: Vec<&str> = self.urls.iter().map(String::as_str).collect();
+        match huddle_signal_proto::home::rendezvous_order(room, &urls).first() {
+            Some(&home) => self.ports[home],
+            None => self.ports[i % self.ports.len()],
+        }
     }
 }
 
@@ -131,6 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let target = Target {
                 ports: vec![server.port],
                 pids: vec![server.process.pid],
+                urls: Vec::new(),
             };
             let sample = rt.block_on(measure(kind, &target, &load));
             drop(server);
@@ -376,11 +400,11 @@ impl Client {
     }
 }
 
-/// Connects `n` clients into rooms of two (`prefix-i/2`), `parallel` at a time, each to the
-/// next of `ports` in turn.
+/// Connects `n` clients into rooms of two (`prefix-i/2`), `parallel` at a time, each where
+/// [`Target::port_for`] says.
 async fn join_pairs(
     kind: Kind,
-    ports: &[u16],
+    target: &Target,
     n: usize,
     prefix: &str,
     parallel: usize,
@@ -393,7 +417,7 @@ async fn join_pairs(
         for i in (half..n).step_by(2) {
             let gate = gate.clone();
             let room = format!("{prefix}-{}", i / 2);
-            let port = ports[i % ports.len()];
+            let port = target.port_for(&room, i);
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await?;
                 let (c, id) = Client::join(kind, port, &room).await?;
@@ -410,12 +434,11 @@ async fn join_pairs(
 
 pub(crate) async fn measure(kind: Kind, target: &Target, load: &Load) -> anyhow::Result<Sample> {
     let mut sample = Sample::default();
-    let ports = &target.ports;
 
     // Idle memory first, on a fresh process: RSS growth per joined connection.
     if load.idle > 0 {
         let before = rss_bytes(target.pids[0]);
-        let idle = join_pairs(kind, ports, load.idle, "idle", 200).await?;
+        let idle = join_pairs(kind, target, load.idle, "idle", 200).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = rss_bytes(target.pids[0]);
         sample.idle_rss_kib = after.saturating_sub(before) as f64 / idle.len() as f64 / 1024.0;
@@ -424,15 +447,24 @@ pub(crate) async fn measure(kind: Kind, target: &Target, load: &Load) -> anyhow:
     }
 
     // Joins per second: 1,000 clients into 500 rooms, 100 at a time.
-    let (t0, cpu0) = (Instant::now(), target.cpu_seconds());
-    let joined = join_pairs(kind, ports, 1000, "join", 100).await?;
+    let (t0, cpu0) = (Instant::now(), target.cpu_by_process());
+    let joined = join_pairs(kind, target, 1000, "join", 100).await?;
     sample.joins_per_sec = joined.len() as f64 / t0.elapsed().as_secs_f64();
-    sample.joins_per_cpu_sec = joined.len() as f64 / (target.cpu_seconds() - cpu0).max(0.01);
+    let used: Vec<f64> = target
+        .cpu_by_process()
+        .iter()
+        .zip(&cpu0)
+        .map(|(after, before)| after - before)
+        .collect();
+    sample.joins_per_cpu_sec = joined.len() as f64 / used.iter().sum::<f64>().max(1e-6);
+    for (slot, cpu) in sample.join_us_by_process.iter_mut().zip(&used) {
+        *slot = cpu * 1e6 / joined.len() as f64;
+    }
     drop(joined);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Throughput: pairs flood each other; count deliveries against server CPU time.
-    let pairs = join_pairs(kind, ports, load.traffic.pairs * 2, "flood", 50).await?;
+    let pairs = join_pairs(kind, target, load.traffic.pairs * 2, "flood", 50).await?;
     let ids: Vec<String> = pairs.iter().map(|(_, id)| id.clone()).collect();
     let cpu0 = target.cpu_seconds();
     let per_client = load.traffic.per_client;
@@ -468,7 +500,7 @@ pub(crate) async fn measure(kind: Kind, target: &Target, load: &Load) -> anyhow:
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Latency at a fixed rate: 50 clients (25 pairs), each sending rate/50 per second, 4 s.
-    let clients = join_pairs(kind, ports, 50, "latency", 50).await?;
+    let clients = join_pairs(kind, target, 50, "latency", 50).await?;
     let ids: Vec<String> = clients.iter().map(|(_, id)| id.clone()).collect();
     let per_client_rate = f64::from(load.traffic.rate) / clients.len() as f64;
     let count = (per_client_rate * 4.0) as usize;

@@ -53,6 +53,15 @@ pub const SDP_MAX: usize = 64 * 1024;
 /// the client, still sending, reads the answer instead of a reset (nginx's lingering close).
 const DRAIN_MAX: usize = 4 << 20;
 
+/// The web client; on a cluster it names the nodes, so that a page connects to its room's
+/// home node first.
+async fn page(State(state): State<AppState>) -> Response {
+    match &state.cluster {
+        Some(cluster) => web::page_with_nodes(&cluster.node_urls()),
+        None => web::asset("index.html"),
+    }
+}
+
 /// Prometheus's text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -65,8 +74,8 @@ pub fn router(state: AppState) -> Router {
         .route("/whep/{room}", post(routes::whep).options(routes::options))
         .route_layer(middleware::from_fn_with_state(state.clone(), api_rate));
     let router = Router::new()
-        .route("/", get(|| async { web::asset("index.html") }))
-        .route("/r/{room}", get(|| async { web::asset("index.html") }))
+        .route("/", get(page))
+        .route("/r/{room}", get(page))
         .route(
             "/assets/{file}",
             get(|Path(file): Path<String>| async move { web::asset(&file) }),

@@ -58,6 +58,37 @@ pub fn not_found() -> Response {
     response
 }
 
+/// The page, naming the cluster's nodes (their public URLs) for it to find its room's home
+/// node (`huddle_signal_proto::home`) without a detour through another.
+pub fn page_with_nodes(urls: &[String]) -> Response {
+    let mut response = asset("index.html");
+    let Some((_, _, body)) = ASSETS.iter().find(|(n, _, _)| *n == "index.html") else {
+        return response;
+    };
+    let listed = urls
+        .iter()
+        .map(|u| escape_attribute(u))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let page = String::from_utf8_lossy(body).replacen(
+        NODES_META,
+        &format!(r#"<meta name="huddle-nodes" content="{listed}">"#),
+        1,
+    );
+    *response.body_mut() = page.into();
+    response
+}
+
+/// Where `page_with_nodes` writes the list into web/index.html.
+const NODES_META: &str = r#"<meta name="huddle-nodes" content="">"#;
+
+fn escape_attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// Serves an embedded file by name, or 404.
 pub fn asset(name: &str) -> Response {
     let Some((_, mime, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {

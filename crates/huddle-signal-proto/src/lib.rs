@@ -31,6 +31,7 @@
 //! rooms.handle_close(ConnId(1), CloseKind::Clean, now + Duration::from_secs(1));
 //! ```
 
+pub mod home;
 mod names;
 mod rate;
 mod rooms;

@@ -4,8 +4,9 @@
 //! Every node keeps `huddle:node:{id}` (its [`NodeRecord`]) alive with a heartbeat; the key's
 //! expiry is its liveness — no node ever deletes another's state. A room is hosted by the node
 //! its lease names (`huddle:room:{name}`, see [`lease`]); the first join anywhere places it on
-//! the lighter of two random live nodes. A node that does not host a room sends its pages to
-//! the owner's URL (`moved`), so a room's signaling, capacity and media all live in one process
+//! its home node — the first of its rendezvous order, where its pages connect first — unless
+//! that node is clearly busier than the room's second choice ([`node::choose`]). A node that
+//! does not host a room sends its pages to the owner's URL (`moved`), so a room's signaling, capacity and media all live in one process
 //! and nothing about a call crosses Redis but its placement. A node that dies stops renewing:
 //! its record expires, and the next join of its rooms anywhere takes them over.
 //!
@@ -19,8 +20,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use huddle_signal_proto::Placement;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisError};
 use serde::Serialize;
@@ -158,7 +157,6 @@ impl Cluster {
             owned: HashMap::new(),
             draining: false,
             reachable: None,
-            rng: StdRng::from_os_rng(),
             cpu: CpuSampler::default(),
             sessions: 0,
             started: crate::http::unix_now(),
@@ -292,7 +290,6 @@ pub struct Runner {
     draining: bool,
     /// Whether Redis answered last time (`None` before the first try), to log changes once.
     reachable: Option<bool>,
-    rng: StdRng,
     cpu: CpuSampler,
     /// The media peer's sessions at the last heartbeat.
     sessions: usize,
@@ -366,35 +363,12 @@ impl Runner {
         hub: &Hub,
     ) -> Result<Placement, RedisError> {
         let key = format!("{ROOM_PREFIX}{room}");
-        // A lost race re-reads; three in a row means the room is being fought over.
+        // One round trip for the usual cases: the claim answers with the owner when there is
+        // one. What it saw of a dead or foreign owner is claimed over on the next turn; a lost
+        // race tries again; three turns in a row means the room is being fought over.
+        let mut seen = String::new();
         for _ in 0..3 {
-            let raw: Option<String> = self.redis.get(&key).await?;
-            let seen = match raw {
-                None => String::new(),
-                Some(raw) => match Lease::parse(&raw) {
-                    Some(lease) if lease.node == self.config.node_id && !self.draining => {
-                        self.hold(room, lease, asker);
-                        return Ok(Placement::Here);
-                    }
-                    Some(lease) => {
-                        // The last heartbeat's view saves a round trip; a node it does not
-                        // know yet (just started) is asked for.
-                        let known = self.known(&lease.node);
-                        let owner = match known {
-                            Some(node) => Some(node),
-                            None => self.node(&lease.node).await?,
-                        };
-                        if owner.is_some_and(|n| !n.draining && n.id != self.config.node_id) {
-                            return Ok(Placement::Elsewhere { url: lease.url });
-                        }
-                        // Its owner is gone or leaving: take it over, if nobody else did first.
-                        lease.raw
-                    }
-                    None => raw, // not a lease of ours: replaced
-                },
-            };
-            // The nodes as of the last heartbeat (at most 2 s old): a placement costs a read and a
-            // claim, not a scan of the registry.
+            // The nodes as of the last heartbeat (at most 2 s old): no scan of the registry.
             let mut nodes = self.view.borrow().nodes.clone();
             if nodes.is_empty() {
                 nodes = self.nodes().await?;
@@ -412,7 +386,7 @@ impl Runner {
             };
             let target = match asker {
                 Asker::Media if !self.draining => Some(me),
-                _ => node::choose(&nodes, &self.config.node_id, &mut self.rng).cloned(),
+                _ => node::choose(&nodes, room).cloned(),
             };
             let Some(target) = target else {
                 return Ok(Placement::Unavailable {
@@ -429,7 +403,16 @@ impl Runner {
                 .invoke_async(&mut self.redis)
                 .await?;
             match won {
-                0 => continue,
+                1 => {
+                    tracing::info!(room, node = %target.id, "room placed");
+                    if target.id != self.config.node_id {
+                        return Ok(Placement::Elsewhere { url: target.url });
+                    }
+                    if let Some(lease) = Lease::parse(&value) {
+                        self.hold(room, lease, asker);
+                    }
+                    return Ok(Placement::Here);
+                }
                 2 => {
                     // The chosen node left since the last heartbeat: choose from a fresh view.
                     let nodes = self.nodes().await?;
@@ -438,14 +421,27 @@ impl Runner {
                 }
                 _ => {}
             }
-            tracing::info!(room, node = %target.id, "room placed");
-            if target.id != self.config.node_id {
-                return Ok(Placement::Elsewhere { url: target.url });
-            }
-            if let Some(lease) = Lease::parse(&value) {
-                self.hold(room, lease, asker);
-            }
-            return Ok(Placement::Here);
+            // Held already (`value`), or changed since it was seen (`value`, maybe empty).
+            seen = match Lease::parse(&value) {
+                Some(lease) if lease.node == self.config.node_id && !self.draining => {
+                    self.hold(room, lease, asker);
+                    return Ok(Placement::Here);
+                }
+                Some(lease) => {
+                    // The last heartbeat's view saves a round trip; a node it does not know
+                    // yet (just started) is asked for.
+                    let owner = match self.known(&lease.node) {
+                        Some(node) => Some(node),
+                        None => self.node(&lease.node).await?,
+                    };
+                    if owner.is_some_and(|n| !n.draining && n.id != self.config.node_id) {
+                        return Ok(Placement::Elsewhere { url: lease.url });
+                    }
+                    // Its owner is gone or leaving: take it over, if nobody else did first.
+                    lease.raw
+                }
+                None => value, // nothing now, or not a lease of ours: replaced
+            };
         }
         Ok(Placement::Unavailable {
             why: format!("room '{room}' is being placed by several nodes at once; try again"),

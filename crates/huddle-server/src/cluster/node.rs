@@ -1,7 +1,7 @@
 //! A node as the cluster sees it: the record it keeps in Redis, and the choice of a node for a
 //! new room.
 
-use rand::Rng;
+use huddle_signal_proto::home::rendezvous_order;
 use serde::{Deserialize, Serialize};
 
 /// What a node publishes about itself under `huddle:node:{id}`, refreshed every heartbeat and
@@ -24,38 +24,33 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
-    /// What placement compares: people (and the media sessions that come without a page: WHIP,
-    /// WHEP, echo) weigh more than empty rooms, and CPU (which a node's transcoders or a
-    /// neighbour can take) breaks the ties.
-    fn load(&self) -> (usize, usize, u64) {
-        let people = self.participants.max(self.media_sessions / 2);
-        (people, self.rooms, (self.cpu * 1000.0) as u64)
+    /// What placement compares: people, and the media sessions that come without a page
+    /// (WHIP, WHEP, echo).
+    fn people(&self) -> usize {
+        self.participants.max(self.media_sessions / 2)
     }
 }
 
-/// The node for a new room: of two live, non-draining nodes, the less loaded (the "power of two
-/// choices": near-best balance without every node herding onto the one that looked emptiest a
-/// heartbeat ago). One choice is `here`, the node the first page reached, when it takes rooms —
-/// it wins ties, which spares that page a second connection — the other is picked at random.
-pub fn choose<'a, R: Rng>(
-    nodes: &'a [NodeRecord],
-    here: &str,
-    rng: &mut R,
-) -> Option<&'a NodeRecord> {
+/// A room's home node keeps it unless it has more people than its second choice by a quarter
+/// and this many: rendezvous hashing alone spreads rooms evenly, not people, and a small margin
+/// would send rooms (and their pages, `moved`) away from home at every difference of a call.
+const SPILL_SLACK: usize = 8;
+
+/// The node for a new room: of its two first rendezvous choices among the live, non-draining
+/// nodes (`huddle_signal_proto::home`), the home unless it is clearly busier than the second —
+/// the "power of two choices", with the two fixed per room so that its pages know where to go
+/// (consistent hashing with bounded loads).
+pub fn choose<'a>(nodes: &'a [NodeRecord], room: &str) -> Option<&'a NodeRecord> {
     let live: Vec<&NodeRecord> = nodes.iter().filter(|n| !n.draining).collect();
-    let first = match live.iter().position(|n| n.id == here) {
-        Some(i) => i,
-        None if live.is_empty() => return None,
-        None => rng.random_range(0..live.len()),
+    let urls: Vec<&str> = live.iter().map(|n| n.url.as_str()).collect();
+    let order = rendezvous_order(room, &urls);
+    let home = live[*order.first()?];
+    let Some(&second) = order.get(1) else {
+        return Some(home);
     };
-    if live.len() == 1 {
-        return Some(live[first]);
-    }
-    let second = (first + rng.random_range(1..live.len())) % live.len();
-    // `min_by_key` keeps the first of equals: `here` on a tie.
-    Some(std::cmp::min_by_key(live[first], live[second], |n| {
-        n.load()
-    }))
+    let second = live[second];
+    let busier = home.people() > second.people() + SPILL_SLACK.max(second.people() / 4);
+    Some(if busier { second } else { home })
 }
 
 /// A node id: what a Redis key and a lease may carry unescaped.
@@ -69,8 +64,6 @@ pub fn valid_id(id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
 
     fn node(id: &str, participants: usize, draining: bool) -> NodeRecord {
         NodeRecord {
@@ -85,44 +78,51 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_draining_node_is_never_chosen_and_none_live_means_none() {
-        let mut rng = StdRng::seed_from_u64(1);
-        let nodes = [node("a", 0, true), node("b", 50, false)];
-        for _ in 0..100 {
-            assert_eq!(choose(&nodes, "a", &mut rng).unwrap().id, "b");
-        }
-        assert!(choose(&[node("a", 0, true)], "a", &mut rng).is_none());
-        assert!(choose(&[], "a", &mut rng).is_none());
+    fn home_of<'a>(room: &str, nodes: &'a [NodeRecord]) -> &'a str {
+        let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+        &nodes[rendezvous_order(room, &urls)[0]].id
     }
 
     #[test]
-    fn the_node_reached_keeps_a_room_unless_the_other_choice_is_lighter() {
-        let mut rng = StdRng::seed_from_u64(2);
-        let nodes = [
-            node("a", 10, false),
-            node("b", 20, false),
-            node("c", 30, false),
+    fn a_draining_node_is_never_chosen_and_none_live_means_none() {
+        let nodes = [node("a", 0, true), node("b", 50, false)];
+        for i in 0..100 {
+            assert_eq!(choose(&nodes, &format!("r{i}")).unwrap().id, "b");
+        }
+        assert!(choose(&[node("a", 0, true)], "r").is_none());
+        assert!(choose(&[], "r").is_none());
+    }
+
+    #[test]
+    fn a_room_goes_home_unless_home_is_clearly_busier_than_the_second_choice() {
+        let even = [
+            node("a", 40, false),
+            node("b", 45, false),
+            node("c", 50, false),
         ];
-        let mut wins = std::collections::HashMap::new();
-        for _ in 0..3000 {
-            *wins
-                .entry(choose(&nodes, "c", &mut rng).unwrap().id.clone())
-                .or_insert(0) += 1;
+        for i in 0..100 {
+            let room = format!("r{i}");
+            assert_eq!(choose(&even, &room).unwrap().id, home_of(&room, &even));
         }
-        // The heaviest, reached first, always loses to the other choice: a and b, half each.
-        assert!(!wins.contains_key("c"), "{wins:?}");
-        assert!((1300..1700).contains(&wins["a"]), "{wins:?}");
-        // The lightest keeps every room it is reached for; equals keep theirs too.
-        assert!((0..100).all(|_| choose(&nodes, "a", &mut rng).unwrap().id == "a"));
-        let even = [node("a", 5, false), node("b", 5, false)];
-        assert!((0..100).all(|_| choose(&even, "b", &mut rng).unwrap().id == "b"));
-        // A node that takes no rooms (draining, unknown) is not a choice: two random live ones.
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..200 {
-            seen.insert(choose(&nodes, "gone", &mut rng).unwrap().id.clone());
+        // Every room whose home is c (80 people) goes to its second choice (20); the others
+        // stay home.
+        let uneven = [
+            node("a", 20, false),
+            node("b", 20, false),
+            node("c", 80, false),
+        ];
+        let mut spilled = 0;
+        for i in 0..300 {
+            let room = format!("r{i}");
+            let chosen = &choose(&uneven, &room).unwrap().id;
+            if home_of(&room, &uneven) == "c" {
+                assert_ne!(chosen, "c");
+                spilled += 1;
+            } else {
+                assert_eq!(chosen, home_of(&room, &uneven));
+            }
         }
-        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!((60..140).contains(&spilled), "{spilled}");
     }
 
     #[test]
