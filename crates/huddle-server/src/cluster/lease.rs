@@ -6,6 +6,8 @@
 //! or a release only over the owner's own value. The fence is Redis's own clock in microseconds
 //! at the claim — it grows with every new owner, and needs no counter key left behind.
 
+use std::sync::LazyLock;
+
 use redis::Script;
 
 /// A lease as read from Redis.
@@ -37,9 +39,10 @@ impl Lease {
 /// new owner's id and URL, the expiry in ms. Answers `{1, value}` when claimed, `{0, current}`
 /// when another claim won, `{2, ''}` when the new owner is gone or draining (the claimer's view
 /// of the nodes was stale).
-pub fn claim() -> Script {
-    Script::new(
-        r"
+pub fn claim() -> &'static Script {
+    static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+        Script::new(
+            r"
 local cur = redis.call('GET', KEYS[1])
 if (ARGV[1] == '' and cur) or (ARGV[1] ~= '' and cur ~= ARGV[1]) then
   return {0, cur or ''}
@@ -53,7 +56,9 @@ local value = t[1] .. string.format('%06d', tonumber(t[2])) .. '|' .. ARGV[2] ..
 redis.call('SET', KEYS[1], value, 'PX', ARGV[4])
 return {1, value}
 ",
-    )
+        )
+    });
+    &CLAIM
 }
 
 /// What [`renew`] found.
@@ -68,9 +73,10 @@ pub enum Renewed {
 }
 
 /// KEYS[1] the lease; ARGV: our value, the expiry in ms. Answers 1 (held), 2 (restored), 0 (lost).
-pub fn renew() -> Script {
-    Script::new(
-        r"
+pub fn renew() -> &'static Script {
+    static RENEW: LazyLock<Script> = LazyLock::new(|| {
+        Script::new(
+            r"
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -82,7 +88,9 @@ if not cur then
 end
 return 0
 ",
-    )
+        )
+    });
+    &RENEW
 }
 
 impl Renewed {
@@ -96,15 +104,18 @@ impl Renewed {
 }
 
 /// KEYS[1] the lease; ARGV[1] our value: deleted only if it is still ours.
-pub fn release() -> Script {
-    Script::new(
-        r"
+pub fn release() -> &'static Script {
+    static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+        Script::new(
+            r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 ",
-    )
+        )
+    });
+    &RELEASE
 }
 
 #[cfg(test)]

@@ -272,7 +272,7 @@ const HOLD_GRACE: Duration = Duration::from_secs(5);
 /// Who asks for a room's placement.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Asker {
-    /// A page's join: the room goes to the lighter of two random nodes.
+    /// A page's join: the room goes to its home node, or its second choice ([`node::choose`]).
     Signaling,
     /// A WHIP/WHEP request: the room is taken by the node it reached.
     Media,
@@ -306,40 +306,121 @@ impl Runner {
     async fn run(mut self, hub: Hub, media: Option<Media>) {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A command taken from the inbox while gathering placements, to run next.
+        let mut deferred = None;
         loop {
-            tokio::select! {
-                command = self.inbox.recv() => match command {
-                    Some(Command::Place(room)) => {
-                        let placement = self.place(&room, Asker::Signaling, &hub).await;
+            let command = match deferred.take() {
+                Some(command) => command,
+                None => tokio::select! {
+                    command = self.inbox.recv() => match command {
+                        Some(command) => command,
+                        None => return,
+                    },
+                    _ = tick.tick() => {
+                        self.heartbeat(&hub, media.as_ref()).await;
+                        continue;
+                    }
+                },
+            };
+            match command {
+                Command::Place(room) => {
+                    // Every placement waiting goes in one round trip.
+                    let mut rooms = vec![room];
+                    while rooms.len() < PIPELINE {
+                        match self.inbox.try_recv() {
+                            Ok(Command::Place(room)) => rooms.push(room),
+                            Ok(other) => {
+                                deferred = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    for (room, placement) in self.place_all(rooms, &hub).await {
                         let event = ClusterEvent::Placed { room, placement };
                         if self.events.send(event).await.is_err() {
                             return; // the hub is gone
                         }
                     }
-                    Some(Command::Locate(room, reply)) => {
-                        let _ = reply.send(self.place(&room, Asker::Media, &hub).await);
+                }
+                Command::Locate(room, reply) => {
+                    let _ = reply.send(self.place(&room, Asker::Media, &hub).await);
+                }
+                Command::Vacate(room) => {
+                    if let Some(held) = self.owned.get_mut(&room) {
+                        held.signaling = false;
                     }
-                    Some(Command::Vacate(room)) => {
-                        if let Some(held) = self.owned.get_mut(&room) {
-                            held.signaling = false;
-                        }
-                        self.release_unheld().await;
-                    }
-                    Some(Command::Drain(done)) => {
-                        self.draining = true;
-                        self.heartbeat(&hub, media.as_ref()).await;
-                        let _ = done.send(());
-                    }
-                    Some(Command::Stop(done)) => {
-                        self.stop().await;
-                        let _ = done.send(());
-                        return;
-                    }
-                    None => return,
-                },
-                _ = tick.tick() => self.heartbeat(&hub, media.as_ref()).await,
+                    self.release_unheld().await;
+                }
+                Command::Drain(done) => {
+                    self.draining = true;
+                    self.heartbeat(&hub, media.as_ref()).await;
+                    let _ = done.send(());
+                }
+                Command::Stop(done) => {
+                    self.stop().await;
+                    let _ = done.send(());
+                    return;
+                }
             }
         }
+    }
+
+    /// Places pages' rooms: one claim each, all in one pipeline; a room the claims do not settle
+    /// (a dead owner to take over, a lost race, a stale view) goes on alone ([`Runner::place`]).
+    async fn place_all(&mut self, rooms: Vec<String>, hub: &Hub) -> Vec<(String, Placement)> {
+        let mut placed = Vec::with_capacity(rooms.len());
+        let mut claims = Vec::new();
+        match self.nodes_and_me(hub).await {
+            Ok((nodes, _)) => {
+                for room in rooms {
+                    match node::choose(&nodes, &room) {
+                        Some(target) => claims.push((room, target.clone())),
+                        None => placed.push((room, no_node_takes_rooms())),
+                    }
+                }
+            }
+            Err(e) => {
+                self.note_reachable(false, &e.to_string());
+                placed.extend(rooms.into_iter().map(|room| {
+                    let placement = redis_down(&room);
+                    (room, placement)
+                }));
+            }
+        }
+        let replies = {
+            let invocations: Vec<_> = claims
+                .iter()
+                .map(|(room, target)| claim_for(room, target, ""))
+                .collect();
+            pipelined(&mut self.redis, lease::claim(), &invocations).await
+        };
+        let replies: Vec<(i64, String)> = match replies {
+            Ok(replies) => replies,
+            Err(e) => {
+                self.note_reachable(false, &e.to_string());
+                placed.extend(claims.into_iter().map(|(room, _)| {
+                    let placement = redis_down(&room);
+                    (room, placement)
+                }));
+                return placed;
+            }
+        };
+        for ((room, target), (won, value)) in claims.into_iter().zip(replies) {
+            let settled = match self
+                .settle(&room, Asker::Signaling, &target, won, value)
+                .await
+            {
+                Ok(Settled::Placed(placement)) => placement,
+                Ok(_) => self.place(&room, Asker::Signaling, hub).await,
+                Err(e) => {
+                    self.note_reachable(false, &e.to_string());
+                    redis_down(&room)
+                }
+            };
+            placed.push((room, settled));
+        }
+        placed
     }
 
     async fn place(&mut self, room: &str, asker: Asker, hub: &Hub) -> Placement {
@@ -347,11 +428,7 @@ impl Runner {
             Ok(placement) => placement,
             Err(e) => {
                 self.note_reachable(false, &e.to_string());
-                Placement::Unavailable {
-                    why: format!(
-                        "room '{room}' cannot be placed now: the cluster's Redis does not answer"
-                    ),
-                }
+                redis_down(room)
             }
         }
     }
@@ -362,89 +439,108 @@ impl Runner {
         asker: Asker,
         hub: &Hub,
     ) -> Result<Placement, RedisError> {
-        let key = format!("{ROOM_PREFIX}{room}");
-        // One round trip for the usual cases: the claim answers with the owner when there is
-        // one. What it saw of a dead or foreign owner is claimed over on the next turn; a lost
-        // race tries again; three turns in a row means the room is being fought over.
+        // The claim answers with the owner when there is one. What it saw of a dead or foreign
+        // owner is claimed over on the next turn; a lost race tries again; three turns in a row
+        // means the room is being fought over.
         let mut seen = String::new();
         for _ in 0..3 {
-            // The nodes as of the last heartbeat (at most 2 s old): no scan of the registry.
-            let mut nodes = self.view.borrow().nodes.clone();
-            if nodes.is_empty() {
-                nodes = self.nodes().await?;
-            }
-            let me = match nodes.iter().find(|n| n.id == self.config.node_id) {
-                Some(me) => NodeRecord {
-                    draining: self.draining,
-                    ..me.clone()
-                },
-                None => {
-                    let me = self.record(hub).await;
-                    nodes.insert(0, me.clone());
-                    me
-                }
-            };
+            let (nodes, me) = self.nodes_and_me(hub).await?;
             let target = match asker {
                 Asker::Media if !self.draining => Some(me),
                 _ => node::choose(&nodes, room).cloned(),
             };
             let Some(target) = target else {
-                return Ok(Placement::Unavailable {
-                    why: "no node of the cluster takes new rooms now (all are draining)".into(),
-                });
+                return Ok(no_node_takes_rooms());
             };
-            let (won, value): (i64, String) = lease::claim()
-                .key(&key)
-                .key(format!("{NODE_PREFIX}{}", target.id))
-                .arg(&seen)
-                .arg(&target.id)
-                .arg(&target.url)
-                .arg(TTL.as_millis() as u64)
+            let (won, value): (i64, String) = claim_for(room, &target, &seen)
                 .invoke_async(&mut self.redis)
                 .await?;
-            match won {
-                1 => {
-                    tracing::info!(room, node = %target.id, "room placed");
-                    if target.id != self.config.node_id {
-                        return Ok(Placement::Elsewhere { url: target.url });
-                    }
-                    if let Some(lease) = Lease::parse(&value) {
-                        self.hold(room, lease, asker);
-                    }
-                    return Ok(Placement::Here);
-                }
-                2 => {
+            match self.settle(room, asker, &target, won, value).await? {
+                Settled::Placed(placement) => return Ok(placement),
+                Settled::ClaimOver(value) => seen = value,
+                Settled::StaleView => {
                     // The chosen node left since the last heartbeat: choose from a fresh view.
                     let nodes = self.nodes().await?;
                     self.publish(nodes, None);
-                    continue;
+                    seen = String::new();
                 }
-                _ => {}
             }
-            // Held already (`value`), or changed since it was seen (`value`, maybe empty).
-            seen = match Lease::parse(&value) {
-                Some(lease) if lease.node == self.config.node_id && !self.draining => {
-                    self.hold(room, lease, asker);
-                    return Ok(Placement::Here);
-                }
-                Some(lease) => {
-                    // The last heartbeat's view saves a round trip; a node it does not know
-                    // yet (just started) is asked for.
-                    let owner = match self.known(&lease.node) {
-                        Some(node) => Some(node),
-                        None => self.node(&lease.node).await?,
-                    };
-                    if owner.is_some_and(|n| !n.draining && n.id != self.config.node_id) {
-                        return Ok(Placement::Elsewhere { url: lease.url });
-                    }
-                    // Its owner is gone or leaving: take it over, if nobody else did first.
-                    lease.raw
-                }
-                None => value, // nothing now, or not a lease of ours: replaced
-            };
         }
         Ok(Placement::Unavailable {
             why: format!("room '{room}' is being placed by several nodes at once; try again"),
+        })
+    }
+
+    /// The nodes as of the last heartbeat (at most 2 s old: no scan of the registry per room),
+    /// and this node's record among them.
+    async fn nodes_and_me(
+        &mut self,
+        hub: &Hub,
+    ) -> Result<(Vec<NodeRecord>, NodeRecord), RedisError> {
+        let mut nodes = self.view.borrow().nodes.clone();
+        if nodes.is_empty() {
+            nodes = self.nodes().await?;
+        }
+        let me = match nodes.iter().find(|n| n.id == self.config.node_id) {
+            Some(me) => NodeRecord {
+                draining: self.draining,
+                ..me.clone()
+            },
+            None => {
+                let me = self.record(hub).await;
+                nodes.insert(0, me.clone());
+                me
+            }
+        };
+        Ok((nodes, me))
+    }
+
+    /// What a claim of `room` for `target` answered (`won`, `value`: see [`lease::claim`]).
+    async fn settle(
+        &mut self,
+        room: &str,
+        asker: Asker,
+        target: &NodeRecord,
+        won: i64,
+        value: String,
+    ) -> Result<Settled, RedisError> {
+        match won {
+            1 => {
+                tracing::info!(room, node = %target.id, "room placed");
+                if target.id != self.config.node_id {
+                    return Ok(Settled::Placed(Placement::Elsewhere {
+                        url: target.url.clone(),
+                    }));
+                }
+                if let Some(lease) = Lease::parse(&value) {
+                    self.hold(room, lease, asker);
+                }
+                return Ok(Settled::Placed(Placement::Here));
+            }
+            2 => return Ok(Settled::StaleView),
+            _ => {}
+        }
+        // Held already (`value`), or changed since it was seen (`value`, maybe empty).
+        Ok(match Lease::parse(&value) {
+            Some(lease) if lease.node == self.config.node_id && !self.draining => {
+                self.hold(room, lease, asker);
+                Settled::Placed(Placement::Here)
+            }
+            Some(lease) => {
+                // The last heartbeat's view saves a round trip; a node it does not know yet
+                // (just started) is asked for.
+                let owner = match self.known(&lease.node) {
+                    Some(node) => Some(node),
+                    None => self.node(&lease.node).await?,
+                };
+                if owner.is_some_and(|n| !n.draining && n.id != self.config.node_id) {
+                    Settled::Placed(Placement::Elsewhere { url: lease.url })
+                } else {
+                    // Its owner is gone or leaving: take it over, if nobody else did first.
+                    Settled::ClaimOver(lease.raw)
+                }
+            }
+            None => Settled::ClaimOver(value), // nothing now, or not a lease of ours: replaced
         })
     }
 
@@ -471,22 +567,24 @@ impl Runner {
             .filter(|(_, held)| !held.signaling && !held.media)
             .map(|(room, _)| room.clone())
             .collect();
-        for room in unheld {
-            self.release(&room).await;
-        }
+        self.release(unheld).await;
     }
 
-    async fn release(&mut self, room: &str) {
-        let Some(held) = self.owned.remove(room) else {
-            return;
-        };
-        let released: Result<i64, _> = lease::release()
-            .key(format!("{ROOM_PREFIX}{room}"))
-            .arg(&held.lease.raw)
-            .invoke_async(&mut self.redis)
-            .await;
+    /// Gives back the leases of `rooms`, in one round trip.
+    async fn release(&mut self, rooms: Vec<String>) {
+        let invocations: Vec<_> = rooms
+            .iter()
+            .filter_map(|room| {
+                let held = self.owned.remove(room)?;
+                let mut release = lease::release().key(format!("{ROOM_PREFIX}{room}"));
+                release.arg(held.lease.raw);
+                Some(release)
+            })
+            .collect();
+        let released: Result<Vec<i64>, _> =
+            pipelined(&mut self.redis, lease::release(), &invocations).await;
         if let Err(e) = released {
-            tracing::debug!(room, error = %e, "lease not given back; it expires by itself");
+            tracing::debug!(error = %e, "leases not given back; they expire by themselves");
         }
     }
 
@@ -560,13 +658,16 @@ impl Runner {
             .iter()
             .map(|(room, held)| (room.clone(), held.lease.raw.clone()))
             .collect();
-        for (room, raw) in owned {
-            let reply: i64 = lease::renew()
-                .key(format!("{ROOM_PREFIX}{room}"))
-                .arg(&raw)
-                .arg(TTL.as_millis() as u64)
-                .invoke_async(&mut self.redis)
-                .await?;
+        let invocations: Vec<_> = owned
+            .iter()
+            .map(|(room, raw)| {
+                let mut renew = lease::renew().key(format!("{ROOM_PREFIX}{room}"));
+                renew.arg(raw).arg(TTL.as_millis() as u64);
+                renew
+            })
+            .collect();
+        let replies: Vec<i64> = pipelined(&mut self.redis, lease::renew(), &invocations).await?;
+        for ((room, _), reply) in owned.into_iter().zip(replies) {
             match Renewed::from_reply(reply) {
                 Renewed::Held => {}
                 Renewed::Restored => restored += 1,
@@ -578,9 +679,7 @@ impl Runner {
 
     async fn stop(&mut self) {
         let rooms: Vec<String> = self.owned.keys().cloned().collect();
-        for room in rooms {
-            self.release(&room).await;
-        }
+        self.release(rooms).await;
         let key = format!("{NODE_PREFIX}{}", self.config.node_id);
         let deleted: Result<i64, _> = self.redis.del(&key).await;
         if let Err(e) = deleted {
@@ -653,6 +752,63 @@ impl Runner {
             );
         }
         self.reachable = Some(reachable);
+    }
+}
+
+/// What a claim's answer leaves to do.
+enum Settled {
+    Placed(Placement),
+    /// Claim again over this value (a dead or draining owner's lease, or what is there now).
+    ClaimOver(String),
+    /// The chosen node is gone or draining: the view of the nodes is stale.
+    StaleView,
+}
+
+/// Commands a pipeline carries at most: a round trip for many rooms, and a bounded reply.
+const PIPELINE: usize = 256;
+
+/// The claim of `room` for `target`, over `seen` (`""`: over nothing).
+fn claim_for<'a>(room: &str, target: &NodeRecord, seen: &str) -> redis::ScriptInvocation<'a> {
+    let mut claim = lease::claim().key(format!("{ROOM_PREFIX}{room}"));
+    claim
+        .key(format!("{NODE_PREFIX}{}", target.id))
+        .arg(seen)
+        .arg(&target.id)
+        .arg(&target.url)
+        .arg(TTL.as_millis() as u64);
+    claim
+}
+
+/// Runs `invocations` of `script` in pipelines of [`PIPELINE`], loading the script first
+/// (a pipeline cannot load it on a miss the way one invocation does); the replies in order.
+async fn pipelined<T: redis::FromRedisValue>(
+    redis: &mut ConnectionManager,
+    script: &redis::Script,
+    invocations: &[redis::ScriptInvocation<'_>],
+) -> Result<Vec<T>, RedisError> {
+    let mut replies = Vec::with_capacity(invocations.len());
+    // An empty slice makes no round trip (no chunks).
+    for chunk in invocations.chunks(PIPELINE) {
+        let mut pipe = redis::pipe();
+        pipe.load_script(script).ignore();
+        for invocation in chunk {
+            pipe.invoke_script(invocation);
+        }
+        let chunk_replies: Vec<T> = pipe.query_async(redis).await?;
+        replies.extend(chunk_replies);
+    }
+    Ok(replies)
+}
+
+fn redis_down(room: &str) -> Placement {
+    Placement::Unavailable {
+        why: format!("room '{room}' cannot be placed now: the cluster's Redis does not answer"),
+    }
+}
+
+fn no_node_takes_rooms() -> Placement {
+    Placement::Unavailable {
+        why: "no node of the cluster takes new rooms now (all are draining)".into(),
     }
 }
 
