@@ -779,8 +779,9 @@ fn claim_for<'a>(room: &str, target: &NodeRecord, seen: &str) -> redis::ScriptIn
     claim
 }
 
-/// Runs `invocations` of `script` in pipelines of [`PIPELINE`], loading the script first
-/// (a pipeline cannot load it on a miss the way one invocation does); the replies in order.
+/// Runs `invocations` of `script` in pipelines of [`PIPELINE`]; the replies in order. A pipeline
+/// cannot load the script on a miss the way one invocation does: on `NOSCRIPT` (Redis restarted)
+/// it is loaded and the pipeline sent again.
 async fn pipelined<T: redis::FromRedisValue>(
     redis: &mut ConnectionManager,
     script: &redis::Script,
@@ -790,11 +791,16 @@ async fn pipelined<T: redis::FromRedisValue>(
     // An empty slice makes no round trip (no chunks).
     for chunk in invocations.chunks(PIPELINE) {
         let mut pipe = redis::pipe();
-        pipe.load_script(script).ignore();
         for invocation in chunk {
             pipe.invoke_script(invocation);
         }
-        let chunk_replies: Vec<T> = pipe.query_async(redis).await?;
+        let chunk_replies: Vec<T> = match pipe.query_async(redis).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.load_async(redis).await?;
+                pipe.query_async(redis).await?
+            }
+            other => other?,
+        };
         replies.extend(chunk_replies);
     }
     Ok(replies)
