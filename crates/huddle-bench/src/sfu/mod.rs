@@ -253,6 +253,7 @@ impl Server {
                         .args(["--media-max-sessions", "1000"])
                         .args(["--media-sessions-per-client", "1000"])
                         .args(["--connections-per-ip", "1000"])
+                        .args(["--websockets-per-ip", "1000"])
                         .arg("--listen")
                         .arg(http.to_string())
                         .arg("--data-dir")
