@@ -25,7 +25,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{RtpPacket, Vp8Descriptor};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
 
-use crate::session::{CloseReason, Line, LineUse, Session, SessionKind};
+use crate::session::{CloseReason, Line, LineUse, RENEGOTIATION_DELAY, Session, SessionKind};
 use crate::timers::Timers;
 use crate::transform::Transform;
 
@@ -356,12 +356,9 @@ impl Engine {
                 ));
             }
         }
-        self.drive(session, now);
         // Tracks that came while the offer was out go in the next one.
-        if let Some(sdp) = self.offer_unbound(session, false) {
-            self.emit_tracks(session);
-            self.out.push_back(Output::Offer { session, sdp });
-        }
+        self.schedule_offer(session, now);
+        self.drive(session, now);
         Ok(())
     }
 
@@ -623,6 +620,7 @@ impl Engine {
             if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!(session = %id, error = %e, "timeout handling failed");
             }
+            self.offer_if_due(id, now);
             self.drive(id, now);
         }
     }
@@ -790,11 +788,40 @@ impl Engine {
         rebound.sort_unstable();
         rebound.dedup();
         for id in rebound {
-            let offer = self.offer_unbound(id, false);
+            // Lines bound now are told at once; tracks that need a new line wait for the offer.
             self.emit_tracks(id);
-            if let Some(sdp) = offer {
-                self.out.push_back(Output::Offer { session: id, sdp });
+            if let Some(now) = self.now {
+                self.schedule_offer(id, now);
             }
+            work.push_back(id);
+        }
+    }
+
+    /// Arranges the server's next offer to downstream `id` if tracks wait for a line: after
+    /// [`RENEGOTIATION_DELAY`], so that the tracks of everyone arriving meanwhile go in one.
+    fn schedule_offer(&mut self, id: SessionId, now: Instant) {
+        if let Some(s) = self.sessions.get_mut(&id)
+            && s.kind.server_offers()
+            && s.offered
+            && !s.unbound.is_empty()
+            && s.offer_due.is_none()
+        {
+            s.offer_due = Some(now + RENEGOTIATION_DELAY);
+        }
+    }
+
+    /// Sends downstream `id` the offer it is due at `now`, if any.
+    fn offer_if_due(&mut self, id: SessionId, now: Instant) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if s.offer_due.is_none_or(|due| now < due) {
+            return;
+        }
+        s.offer_due = None;
+        if let Some(sdp) = self.offer_unbound(id, false) {
+            self.emit_tracks(id);
+            self.out.push_back(Output::Offer { session: id, sdp });
         }
     }
 
@@ -811,6 +838,7 @@ impl Engine {
                     } else {
                         t.min(s.created + self.config.connect_timeout)
                     };
+                    let deadline = s.offer_due.map_or(deadline, |due| due.min(deadline));
                     self.timers.arm(id, deadline);
                     break;
                 }

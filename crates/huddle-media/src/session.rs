@@ -203,6 +203,9 @@ pub(crate) struct Session {
     pub(crate) pending_offer: Option<str0m::change::SdpPendingOffer>,
     /// Whether the server made its first offer (later ones only add tracks).
     pub(crate) offered: bool,
+    /// When the server's next offer goes out: tracks that wait for a line are gathered for
+    /// [`RENEGOTIATION_DELAY`] first.
+    pub(crate) offer_due: Option<Instant>,
     /// Media time of the first video frame, so transforms see time since the stream began.
     pub(crate) video_origin: Option<MediaTime>,
     /// Last keyframe request sent to this session's browser (requests are throttled).
@@ -292,6 +295,13 @@ impl Carried {
     }
 }
 
+/// How long the server gathers tracks for its next offer to a page. Each offer is the whole
+/// session description (two media sections per member), so a room filling up — people arriving
+/// a few a second — would otherwise renegotiate every page once per arrival: the work grows with
+/// the square of the room, and at 50 arrivals a second a room of 20–30 filled the media worker's
+/// queue. LiveKit's clients debounce their negotiation by 150 ms too.
+pub(crate) const RENEGOTIATION_DELAY: Duration = Duration::from_millis(150);
+
 /// Keyframe requests towards one sender are at most this frequent: every new viewer and every
 /// loss would otherwise ask, and each keyframe is many packets.
 pub(crate) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -324,6 +334,7 @@ impl Session {
             carried: HashMap::new(),
             pending_offer: None,
             offered: false,
+            offer_due: None,
             video_origin: None,
             last_keyframe_request: None,
             sources: Vec::new(),

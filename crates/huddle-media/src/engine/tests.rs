@@ -198,6 +198,8 @@ struct Net {
     /// Datagrams the server sent over the lossy link, and how many of them were lost.
     lossy_sent: usize,
     lost: usize,
+    /// Offers the server made to receiving connections.
+    offers: usize,
 }
 
 impl Net {
@@ -255,6 +257,7 @@ impl Net {
                 Output::EncoderBitrate { bps, .. } => self.bitrates.push(bps),
                 Output::Closed { session, reason } => self.closed.push((session, reason)),
                 Output::Offer { session, sdp } => {
+                    self.offers += 1;
                     let i = self.downstreams[&session];
                     let answer = self.browsers[i].answer(&sdp);
                     self.engine
@@ -344,6 +347,7 @@ fn net() -> Net {
         lossy: None,
         lossy_sent: 0,
         lost: 0,
+        offers: 0,
     }
 }
 
@@ -956,6 +960,36 @@ fn an_sfu_room_sends_every_page_everyone_elses_tracks_and_renegotiates_for_latec
     net.engine.close(c.downstream);
     net.step(&mut |_| None);
     assert_eq!(net.carried(&a), [("bob".into(), A), ("bob".into(), V)]);
+}
+
+#[test]
+fn a_room_filling_up_renegotiates_a_page_once_for_all_who_arrived_meanwhile() {
+    let mut net = net();
+    let a = join_sfu(&mut net, "r", "ada", "10.0.1.1:5000", "10.0.1.1:5001");
+    let before = net.offers;
+    // Four people arrive 20 ms apart (their tracks are published once their sending
+    // connections are up).
+    for (i, peer) in ["bob", "cy", "dee", "eve"].into_iter().enumerate() {
+        let kind = SessionKind::Upstream {
+            room: "r".into(),
+            peer: peer.into(),
+        };
+        let addr = format!("10.0.2.{}:5000", i + 1);
+        let (mut b, offer, pending) =
+            Browser::offer(&addr, &AV, Direction::SendOnly, true, false, net.now);
+        let (_, answer) = net.engine.accept(kind, &offer, net.now).unwrap();
+        b.accept(pending, &answer);
+        net.browsers.push(b);
+        let until = net.now + Duration::from_millis(20);
+        while net.now < until {
+            net.step(&mut |_| None);
+        }
+    }
+    net.run_until("everyone's tracks at ada", |n| {
+        n.tracks[&a.downstream].len() == 8
+    });
+    // Each offer is Ada's whole session: one per arrival would be four.
+    assert_eq!(net.offers - before, 1, "offers");
 }
 
 /// A VP8 frame of simulcast layer `layer` (0 = q at 320×180, 1 = h, 2 = f at 1280×720), a
