@@ -541,6 +541,11 @@ async function serverFrames(id) {
   return frames;
 }
 
+/** How long a direct call is kept, at most, while the server's video of that person does not
+ *  decode yet. A busy machine took over 5 s to start it (the tile went blank for 2 s when this
+ *  was 3 s); a tile hidden on another page of the grid never gets it. */
+const SERVER_VIDEO_WAIT_MS = 10000;
+
 function closeDirectWhenServerFlows(id) {
   const started = Date.now();
   let before = null;
@@ -556,7 +561,7 @@ function closeDirectWhenServerFlows(id) {
     if (!links.has(id) || !peers.has(id)) return;
     const frames = await serverFrames(id);
     before ??= frames;
-    if (frames >= before + 2 || Date.now() - started > 3000) close();
+    if (frames >= before + 2 || Date.now() - started > SERVER_VIDEO_WAIT_MS) close();
     else setTimeout(check, 100);
   };
   check();
@@ -579,7 +584,7 @@ function updateAutoMode() {
   }
   // Three or more, or a WHIP publisher or WHEP viewer (they are on the server): through the
   // server. The direct calls go once the server's video of that person is decoding (or after
-  // 3 s), so the picture does not stop for the switch.
+  // SERVER_VIDEO_WAIT_MS), so the picture does not stop for the switch.
   links.get('sfu')?.setPaused(false);
   for (const id of direct) closeDirectWhenServerFlows(id);
 }
