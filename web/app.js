@@ -545,6 +545,9 @@ async function serverFrames(id) {
  *  decode yet. A busy machine took over 5 s to start it (the tile went blank for 2 s when this
  *  was 3 s); a tile hidden on another page of the grid never gets it. */
 const SERVER_VIDEO_WAIT_MS = 10000;
+/** Frames of the server's video decoded before the direct call goes: half a second of it, so
+ *  that a start that stutters (a layer switch, a busy encoder) stays behind the direct picture. */
+const SERVER_FRAMES_BEFORE_SWITCH = 15;
 
 function closeDirectWhenServerFlows(id) {
   const started = Date.now();
@@ -561,7 +564,7 @@ function closeDirectWhenServerFlows(id) {
     if (!links.has(id) || !peers.has(id)) return;
     const frames = await serverFrames(id);
     before ??= frames;
-    if (frames >= before + 2 || Date.now() - started > SERVER_VIDEO_WAIT_MS) close();
+    if (frames >= before + SERVER_FRAMES_BEFORE_SWITCH || Date.now() - started > SERVER_VIDEO_WAIT_MS) close();
     else setTimeout(check, 100);
   };
   check();
