@@ -47,8 +47,13 @@ const requestedMode = ['mesh', 'sfu', 'auto'].includes(params.get('mode')) ? par
  *  backToP2PDelay), so that someone rejoining at once does not make the call switch twice. */
 const BACK_TO_P2P_MS = 5000;
 let backToP2p = null;
-/** SFU rooms: which receiving line carries whose track (the server's `tracks`). */
+/** SFU rooms: every track the page receives, its id and the receiving line carrying it now, if
+ *  any (the server's `tracks`). */
 let sfuTracks = [];
+/** SFU rooms: an <audio> element per audio line of the server's connection (mid -> element).
+ *  The server moves its few audio lines to whoever speaks: sound plays apart from the tiles, so
+ *  a tile's picture never restarts when a line changes hands. */
+const sfuAudio = new Map();
 /** WHIP publishers and WHEP viewers in the room: an auto room then goes through the server. */
 let streaming = false;
 let signaling = null;
@@ -451,9 +456,10 @@ function onWelcome(w) {
     for (const id of [...peers.keys()]) dropPeer(id, { quiet: true });
     links.get('sfu')?.close();
     links.delete('sfu');
+    stopSfuAudio();
     sfuTracks = [];
     streaming = false;
-    renderBroadcast([]);
+    renderBroadcast([], []);
     for (const p of w.peers) {
       addPeer(p);
       if (me.mode === 'mesh') linkTo(p.id).start();
@@ -621,14 +627,13 @@ function reportViews() {
     if (!link || !signaling) return;
     const tiles = [];
     for (const video of document.querySelectorAll('video[data-role="remote"], video[data-role="screen"]')) {
-      const track = video.srcObject?.getVideoTracks?.()[0];
-      const mid = track && link.midOf(track);
-      if (!mid) continue;
+      const track = videoTrackOf(video.dataset.peer, video.dataset.role === 'screen');
+      if (!track) continue;
       const r = video.getBoundingClientRect();
       const visible = !document.hidden && r.width > 0 && r.bottom > 0 && r.top < innerHeight
         && r.right > 0 && r.left < innerWidth;
       const px = (v) => Math.round(v * devicePixelRatio);
-      tiles.push({ mid, visible, width: px(r.width), height: px(r.height) });
+      tiles.push({ track, visible, width: px(r.width), height: px(r.height) });
     }
     const text = JSON.stringify(tiles);
     if (text === lastView) return;
@@ -638,16 +643,25 @@ function reportViews() {
   }, 300);
 }
 
-/** Gives each participant the tracks the server's lines carry for them (SFU rooms): camera
- *  and microphone in one stream, a screen share in another. */
+/** The id of the video track a tile shows (SFU rooms): `peer`'s camera or screen share (a WHIP
+ *  publisher's tile is `whip`). */
+function videoTrackOf(peer, screen) {
+  const source = screen ? 'screen_share' : 'camera';
+  return sfuTracks.find((t) => t.kind === 'video' && (t.peer || 'whip') === peer
+    && (peer === 'whip' || t.source === source))?.id;
+}
+
+/** Gives each participant the video the server's lines carry for them (SFU rooms): the camera
+ *  in one stream, a screen share in another; sound plays from the audio lines' own elements. */
 function onTracks(tracks) {
   sfuTracks = tracks;
   const link = links.get('sfu');
   if (!link) return;
+  playSfuAudio(link);
   const byPeer = new Map();
   for (const { mid, peer, kind, source } of tracks) {
-    const track = link.track(mid);
-    if (!peer || !track || track.kind !== kind) continue;
+    const track = mid && link.track(mid);
+    if (!peer || !track || track.kind !== kind || kind !== 'video') continue;
     if (!byPeer.has(peer)) byPeer.set(peer, { sfu: [], 'sfu:screen': [] });
     byPeer.get(peer)[source === 'screen_share' ? 'sfu:screen' : 'sfu'].push(track);
   }
@@ -669,22 +683,53 @@ function onTracks(tracks) {
     if (changed) renderPeer(id);
   }
   // A WHIP publisher (OBS, say) has no page and no peer id: its tracks get a tile of their own.
-  renderBroadcast(tracks.filter((t) => !t.peer && link.track(t.mid)?.kind === t.kind).map((t) => link.track(t.mid)));
+  const whip = tracks.filter((t) => !t.peer);
+  renderBroadcast(whip, whip.filter((t) => t.kind === 'video' && link.track(t.mid)?.kind === 'video')
+    .map((t) => link.track(t.mid)));
   reportViews();
 }
 
-/** The room's WHIP publisher, if it has one: a tile like a participant's. */
+/** Plays each audio line of the server's connection in an element of its own, muted while the
+ *  microphone it carries is heard over a direct call (auto rooms), so nobody is heard twice. */
+function playSfuAudio(link) {
+  for (const t of link.down.getTransceivers()) {
+    const track = t.receiver.track;
+    if (!t.mid || track.kind !== 'audio' || sfuAudio.has(t.mid)) continue;
+    const audio = document.createElement('audio');
+    audio.dataset.mid = t.mid;
+    audio.hidden = true;
+    document.body.append(audio);
+    sfuAudio.set(t.mid, audio);
+    attach(audio, new MediaStream([track]));
+  }
+  const carried = new Map(sfuTracks.filter((t) => t.mid && t.kind === 'audio').map((t) => [t.mid, t.peer]));
+  for (const [mid, audio] of sfuAudio) {
+    const peer = carried.get(mid);
+    audio.muted = Boolean(peer && links.get(peer)?.pc.connectionState === 'connected');
+  }
+}
+
+/** The server's connection is closed: its audio lines' elements go with it. */
+function stopSfuAudio() {
+  for (const audio of sfuAudio.values()) audio.remove();
+  sfuAudio.clear();
+}
+
+/** The room's WHIP publisher, if it has one (`labels`, its tracks as `tracks` names them): a
+ *  tile like a participant's, showing `video` (its sound plays from the audio lines). */
 let broadcast = null;
-function renderBroadcast(tracks) {
-  const have = broadcast?.getTracks() || [];
-  if (have.length === tracks.length && tracks.every((t) => have.includes(t))) return;
-  if (!tracks.length) {
+function renderBroadcast(labels, video) {
+  if (!labels.length) {
     broadcast = null;
     removeTiles((t) => t.dataset.key === 'whip');
-  } else {
-    broadcast = new MediaStream(tracks);
-    const tile = ensureTile({ key: 'whip', role: 'remote', peer: 'whip', name: 'Broadcast' });
-    setTileMedia(tile, { audio: tracks.some((t) => t.kind === 'audio'), video: tracks.some((t) => t.kind === 'video') });
+    updateGridSize();
+    return;
+  }
+  const tile = ensureTile({ key: 'whip', role: 'remote', peer: 'whip', name: 'Broadcast' });
+  setTileMedia(tile, { audio: labels.some((t) => t.kind === 'audio'), video: labels.some((t) => t.kind === 'video') });
+  const have = broadcast?.getTracks() || [];
+  if (have.length !== video.length || !video.every((t) => have.includes(t))) {
+    broadcast = video.length ? new MediaStream(video) : null;
     attach(tile.querySelector('video'), broadcast);
   }
   updateGridSize();
@@ -803,17 +848,23 @@ function renderPeer(id) {
   } else {
     removeTiles((t) => t.dataset.key === screenKey);
   }
+  // Their sound from the server is muted while the direct call carries it, and back after.
+  const sfu = links.get('sfu');
+  if (sfu) playSfuAudio(sfu);
   updateGridSize();
 }
 
-function attach(video, stream) {
-  if (!stream || video.srcObject === stream) return;
-  video.srcObject = stream;
-  video.play().catch(() => {
+/** Plays `stream` in a <video> or <audio> element; none empties it (a server's line that
+ *  carried this person's video may carry someone else's next). */
+function attach(element, stream) {
+  if ((element.srcObject || null) === (stream || null)) return;
+  element.srcObject = stream || null;
+  if (!stream) return;
+  element.play().catch(() => {
     // Autoplay with sound needs a gesture (an invite link with autojoin has none): ask for one.
     banner('Click anywhere to turn on sound.', 'info');
     document.addEventListener('click', () => {
-      document.querySelectorAll('video').forEach((v) => v.play().catch(() => {}));
+      document.querySelectorAll('video, audio').forEach((v) => v.play().catch(() => {}));
       banner('');
     }, { once: true });
   });
@@ -918,6 +969,7 @@ function leaveCall() {
   for (const id of [...peers.keys()]) dropPeer(id);
   links.get('sfu')?.close();
   links.delete('sfu');
+  stopSfuAudio();
   stopScreen();
 }
 

@@ -1,8 +1,9 @@
 // The page's media in an SFU room (protocol v2, docs/protocol.md "SFU rooms"): two
 // RTCPeerConnections with the server's media peer, whose signals travel to and from the peer id
 // `sfu`. On `up` the page offers what it sends (camera in three simulcast layers, microphone,
-// screen share) and the server answers; on `down` the server offers a line per track of the
-// others, the page answers, and a `tracks` message says whose track each line carries. Each
+// screen share) and the server answers; on `down` the server offers lines for the others'
+// tracks — up to 32 video and 6 audio lines, which it moves to the tiles shown and the voices
+// heard — the page answers, and a `tracks` message says whose track each line carries now. Each
 // side always offers on its own connection, so offers never collide.
 
 import { keepSharp } from './media.js';

@@ -42,6 +42,11 @@ test('four pages in an SFU room each see and hear the other three through the se
   await sleep(1000);
   const after = await inbound(pages[0], 'audio', 'packetsReceived');
   assert.ok(after > before, `audio packets ${before} -> ${after}`);
+  // Sound plays from each audio line's own element (the server may move a line to another
+  // voice), not from the tiles.
+  const playing = await pages[0].evaluate(() => [...document.querySelectorAll('audio[data-mid]')]
+    .filter((a) => !a.paused && !a.muted && a.srcObject?.getAudioTracks()[0]?.readyState === 'live').length);
+  assert.equal(playing, 3, 'three audio lines playing');
 
   // A leaver is gone from the others within 2 s, and the rest keep flowing.
   const leaver = await myId(pages[3]);

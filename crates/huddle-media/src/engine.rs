@@ -128,7 +128,8 @@ pub enum Output {
         session: SessionId,
         sdp: String,
     },
-    /// What each sending line of `session` carries now; the page labels its tiles by it.
+    /// Every track `session` receives, and the line that carries it now if any: the page
+    /// labels its tiles by it, and names the tracks in its views.
     Tracks {
         session: SessionId,
         tracks: Vec<CarriedTrack>,
@@ -147,10 +148,13 @@ pub enum Output {
     },
 }
 
-/// One sending line of a page's receiving connection and whose track it carries.
+/// One track a page's receiving connection receives, and whose it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CarriedTrack {
-    pub mid: String,
+    pub track: TrackId,
+    /// The sending line that carries it now; None while it is on none (the page's lines go to
+    /// the tiles it shows).
+    pub mid: Option<String>,
     pub kind: huddle_sfu::MediaKind,
     /// A screen share (else a camera or microphone).
     pub screen: bool,
@@ -401,29 +405,23 @@ impl Engine {
         Ok(answer)
     }
 
-    /// How the page of downstream `session` shows the track on its line `mid`: the layer it
-    /// receives follows (nothing while hidden). Unknown sessions and lines are ignored.
-    pub fn set_view(
+    /// How the page of downstream `session` shows the tiles of some of the tracks it receives:
+    /// which get a line, and the layer each receives (nothing while hidden). Unknown sessions
+    /// and tracks are ignored.
+    pub fn set_views(
         &mut self,
         session: SessionId,
-        mid: &str,
-        view: huddle_sfu::View,
+        views: &[(TrackId, huddle_sfu::View)],
         now: Instant,
     ) {
         self.now = Some(now);
-        let Some(s) = self.sessions.get(&session) else {
+        if !self.sessions.contains_key(&session) {
             return;
-        };
-        let track = s.lines.iter().find_map(|l| match l.use_ {
-            LineUse::Carries(track) if l.mid.to_string() == mid => Some(track),
-            _ => None,
-        });
-        if let Some(track) = track {
-            self.sfu.set_view(session, track, view, now);
-            let mut work = VecDeque::new();
-            self.apply_sfu(&mut work);
-            self.drive_all(work, now);
         }
+        self.sfu.set_views(session, views, now);
+        let mut work = VecDeque::new();
+        self.apply_sfu(&mut work);
+        self.drive_all(work, now);
     }
 
     /// Takes a new session in: the SFU room it is a member of, its first drive.
@@ -525,7 +523,7 @@ impl Engine {
         Some(offer.to_sdp_string())
     }
 
-    /// Tells the page of downstream `id` what each of its lines carries.
+    /// Tells the page of downstream `id` the tracks it receives and the lines carrying them.
     fn emit_tracks(&mut self, id: SessionId) {
         let Some(s) = self.sessions.get(&id) else {
             return;
@@ -533,22 +531,23 @@ impl Engine {
         if !s.kind.server_offers() {
             return;
         }
-        let tracks = s
-            .lines
-            .iter()
-            .filter_map(|l| match l.use_ {
-                LineUse::Carries(track) => Some(CarriedTrack {
-                    mid: l.mid.to_string(),
-                    kind: sfu_kind(l.kind),
-                    screen: self.sfu.info(track).is_some_and(|i| i.screen),
+        let tracks = self
+            .sfu
+            .subscriptions(id)
+            .filter_map(|track| {
+                let info = self.sfu.info(track)?;
+                Some(CarriedTrack {
+                    track,
+                    mid: s.carrier(track).map(|mid| mid.to_string()),
+                    kind: info.kind,
+                    screen: info.screen,
                     peer: self
                         .sfu
                         .publisher(track)
                         .and_then(|p| self.sessions.get(&p))
                         .and_then(|p| p.kind.peer())
                         .map(str::to_owned),
-                }),
-                _ => None,
+                })
             })
             .collect();
         self.out.push_back(Output::Tracks {
@@ -706,7 +705,8 @@ impl Engine {
         let mut rebound = Vec::new();
         while let Some(out) = self.sfu.poll_output() {
             match out {
-                huddle_sfu::Output::Subscribe {
+                huddle_sfu::Output::Subscribe { subscriber, .. } => rebound.push(subscriber),
+                huddle_sfu::Output::Attach {
                     subscriber,
                     track,
                     kind,
@@ -720,10 +720,10 @@ impl Engine {
                     }
                     rebound.push(subscriber);
                 }
-                huddle_sfu::Output::Unsubscribe { subscriber, track } => {
-                    if let Some(s) = self.sessions.get_mut(&subscriber)
-                        && s.unbind(track)
-                    {
+                huddle_sfu::Output::Detach { subscriber, track }
+                | huddle_sfu::Output::Unsubscribe { subscriber, track } => {
+                    if let Some(s) = self.sessions.get_mut(&subscriber) {
+                        s.unbind(track);
                         rebound.push(subscriber);
                     }
                 }
@@ -1144,13 +1144,6 @@ impl Engine {
             session: id,
             reason,
         });
-    }
-}
-
-fn sfu_kind(kind: MediaKind) -> huddle_sfu::MediaKind {
-    match kind {
-        MediaKind::Audio => huddle_sfu::MediaKind::Audio,
-        MediaKind::Video => huddle_sfu::MediaKind::Video,
     }
 }
 

@@ -25,7 +25,7 @@ pub use engine::{
     Output, ReceiveError, TranscodeJob,
 };
 pub use huddle_sfu::SessionId;
-pub use huddle_sfu::{MediaKind, View};
+pub use huddle_sfu::{MediaKind, TrackId, View};
 pub use offer_request::{OfferRequest, OfferRequestError};
 pub use session::{CloseReason, SessionKind};
 pub use str0m::config::DtlsCert;

@@ -408,6 +408,11 @@ impl Session {
         }
     }
 
+    /// The sending line that carries `track` now.
+    pub(crate) fn carrier(&self, track: TrackId) -> Option<Mid> {
+        self.carried.get(&track).map(|c| c.mid)
+    }
+
     /// A new sending line, made for `track`.
     pub(crate) fn carry_on_new_line(&mut self, mid: Mid, kind: MediaKind, track: TrackId) {
         self.lines

@@ -6,17 +6,20 @@
 //! bandwidth estimate and the size at which its page shows each tile. The core answers, for
 //! every packet, which subscribers get it and with which sequence number and RTP time
 //! ([`Target`]: one continuous stream per subscriber across layer switches), and drains
-//! [`Output`]s: subscriptions to add or remove (renegotiation), keyframe requests towards a
+//! [`Output`]s: subscriptions to add or remove, and which of them go out on the few lines of
+//! each receiving connection (renegotiation when a line must be added), keyframe requests towards a
 //! publisher, layers to pause or resume at the publisher (dynacast), the loudest speakers.
 //!
 //! Time comes in as `now` on each call; nothing here reads a clock.
 
 mod allocate;
 mod forward;
+mod lines;
 mod sfu;
 mod speakers;
 
 pub use allocate::{LayerRates, View};
+pub use lines::{AUDIO_LINES, VIDEO_LINES};
 pub use sfu::{KEYFRAME_REQUEST_INTERVAL, MediaKind, Output, Packet, Sfu, Target, TrackInfo};
 pub use speakers::MAX_FORWARDED_SPEAKERS;
 
@@ -43,6 +46,15 @@ pub struct TrackId(pub u64);
 impl std::fmt::Display for TrackId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "t{}", self.0)
+    }
+}
+
+/// A track id as [`TrackId`]'s `Display` writes it (`t7`): what pages name tracks by.
+impl std::str::FromStr for TrackId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.strip_prefix('t').unwrap_or(s).parse().map(TrackId)
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::allocate::{self, LayerRates, View, Wanted};
 use crate::forward::{Forwarding, Incoming};
+use crate::lines::{self, AUDIO_LINES, VideoCandidate};
 use crate::speakers::Speakers;
 use crate::{Layer, MAX_LAYERS, Owner, SessionId, TrackId};
 
@@ -66,14 +67,25 @@ pub struct Target {
 /// What the host must do; drained with [`Sfu::poll_output`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// `subscriber` is to receive `track`: give its peer connection a sending track of `kind`
-    /// (server-side renegotiation), or bind one it negotiated already (WHEP).
+    /// `subscriber` may receive `track` from now on (its page is told of it); it is on no line
+    /// of its connection until [`Output::Attach`].
     Subscribe {
+        subscriber: SessionId,
+        track: TrackId,
+    },
+    /// `track` is to go out on a line of `kind` of `subscriber`'s connection: a free one, or
+    /// a new one (server-side renegotiation), or one the client negotiated already (WHEP).
+    Attach {
         subscriber: SessionId,
         track: TrackId,
         kind: MediaKind,
     },
-    /// `subscriber` no longer receives `track`: its sending track can go.
+    /// `track` leaves its line of `subscriber`'s connection, free for another.
+    Detach {
+        subscriber: SessionId,
+        track: TrackId,
+    },
+    /// `subscriber` no longer receives `track` (it leaves its line, if it had one).
     Unsubscribe {
         subscriber: SessionId,
         track: TrackId,
@@ -155,6 +167,11 @@ struct Subscription {
     /// The layer the tile asks for (the allocator's cap): kept encoded at the publisher.
     cap: Option<Layer>,
     fwd: Forwarding,
+    /// On a line of the subscriber's connection (see `lines`): only then is anything sent.
+    lined: bool,
+    /// When a packet was last forwarded: an audio line goes to a new speaker from the one
+    /// forwarded longest ago.
+    forwarded: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -224,6 +241,8 @@ pub struct Sfu {
     next_track: u64,
     /// `route`'s answer, reused: no allocation per frame.
     targets: Vec<Target>,
+    /// Subscribers `route` found without a line for a forwarded microphone, reused.
+    unlined: Vec<SessionId>,
     out: VecDeque<Output>,
     next_tick: Option<Instant>,
 }
@@ -408,6 +427,14 @@ impl Sfu {
         self.rooms.len()
     }
 
+    /// The tracks `subscriber` receives (on a line or not), oldest first.
+    pub fn subscriptions(&self, subscriber: SessionId) -> impl Iterator<Item = TrackId> + '_ {
+        self.members
+            .get(&subscriber)
+            .into_iter()
+            .flat_map(|m| m.subscriptions.keys().copied())
+    }
+
     /// The layer `subscriber` receives of `track` now (None: nothing yet, or paused).
     pub fn current_layer(&self, subscriber: SessionId, track: TrackId) -> Option<Layer> {
         self.subscription(subscriber, track)?.fwd.current
@@ -426,15 +453,22 @@ impl Sfu {
         }
     }
 
-    /// How `subscriber`'s page shows `track`'s tile.
-    pub fn set_view(&mut self, subscriber: SessionId, track: TrackId, view: View, now: Instant) {
+    /// How `subscriber`'s page shows the tiles of some tracks (the others' views are kept):
+    /// lines and layers are chosen again once for all of them.
+    pub fn set_views(&mut self, subscriber: SessionId, views: &[(TrackId, View)], now: Instant) {
         let Some(m) = self.members.get_mut(&subscriber) else {
             return;
         };
-        if let Some(s) = m.subscriptions.get_mut(&track)
-            && s.view != view
-        {
-            s.view = view;
+        let mut changed = false;
+        for (track, view) in views {
+            if let Some(s) = m.subscriptions.get_mut(track)
+                && s.view != *view
+            {
+                s.view = *view;
+                changed = true;
+            }
+        }
+        if changed {
             self.reallocate(subscriber, now);
         }
     }
@@ -504,6 +538,8 @@ impl Sfu {
             hz: packet.hz,
             after_gap: std::mem::take(&mut t.withheld),
         };
+        let audio = t.info.kind == MediaKind::Audio;
+        self.unlined.clear();
         for sub in &t.subscribers {
             let Some(m) = self.members.get_mut(sub) else {
                 continue;
@@ -514,7 +550,16 @@ impl Sfu {
             let Some(s) = m.subscriptions.get_mut(&track) else {
                 continue;
             };
+            if !s.lined {
+                // A microphone forwarded to a page with no line for it takes one: this packet
+                // is not sent, the next starts the line's new run.
+                if audio {
+                    self.unlined.push(*sub);
+                }
+                continue;
+            }
             if let Some(out) = s.fwd.on_packet(incoming, now) {
+                s.forwarded = Some(now);
                 self.targets.push(Target {
                     subscriber: *sub,
                     seq: out.seq,
@@ -522,6 +567,10 @@ impl Sfu {
                     starts_run: out.starts_run,
                 });
             }
+        }
+        for i in 0..self.unlined.len() {
+            let sub = self.unlined[i];
+            self.line_audio(sub, track, now);
         }
         &self.targets
     }
@@ -580,11 +629,6 @@ impl Sfu {
         }
         t.subscribers.push(subscriber);
         let kind = t.info.kind;
-        // Video waits for the allocator's choice and then a keyframe of it.
-        let fwd = match kind {
-            MediaKind::Audio => Forwarding::flowing(Layer(0)),
-            MediaKind::Video => Forwarding::new(None),
-        };
         m.subscriptions.insert(
             track,
             Subscription {
@@ -592,14 +636,121 @@ impl Sfu {
                 kind,
                 view: View::default(),
                 cap: None,
-                fwd,
+                fwd: Forwarding::new(None),
+                lined: false,
+                forwarded: None,
             },
         );
-        self.out.push_back(Output::Subscribe {
+        self.out.push_back(Output::Subscribe { subscriber, track });
+        // A microphone takes a free audio line at once; video lines are chosen with the layers.
+        if kind == MediaKind::Audio
+            && m.subscriptions
+                .values()
+                .filter(|s| s.kind == MediaKind::Audio && s.lined)
+                .count()
+                < AUDIO_LINES
+        {
+            self.attach(subscriber, track);
+        }
+    }
+
+    /// Puts `subscriber`'s subscription to `track` on a line.
+    fn attach(&mut self, subscriber: SessionId, track: TrackId) {
+        let Some(s) = self
+            .members
+            .get_mut(&subscriber)
+            .and_then(|m| m.subscriptions.get_mut(&track))
+        else {
+            return;
+        };
+        s.lined = true;
+        // A line's stream starts again with each track; video waits for the allocator's
+        // choice and then a keyframe of it.
+        s.fwd = match s.kind {
+            MediaKind::Audio => Forwarding::flowing(Layer(0)),
+            MediaKind::Video => Forwarding::new(None),
+        };
+        self.out.push_back(Output::Attach {
             subscriber,
             track,
-            kind,
+            kind: s.kind,
         });
+    }
+
+    /// Takes `subscriber`'s subscription to `track` off its line.
+    fn detach(&mut self, subscriber: SessionId, track: TrackId) {
+        let Some(s) = self
+            .members
+            .get_mut(&subscriber)
+            .and_then(|m| m.subscriptions.get_mut(&track))
+        else {
+            return;
+        };
+        s.lined = false;
+        s.cap = None;
+        s.fwd = Forwarding::new(None);
+        self.out.push_back(Output::Detach { subscriber, track });
+    }
+
+    /// `subscriber` has no line for `track`, a microphone being forwarded: it takes a free
+    /// audio line, else the one whose microphone was forwarded longest ago and is no longer.
+    fn line_audio(&mut self, subscriber: SessionId, track: TrackId, now: Instant) {
+        let Some(m) = self.members.get(&subscriber) else {
+            return;
+        };
+        let speakers = self.rooms.get(&m.room).map(|r| &r.speakers);
+        let lined: Vec<&Subscription> = m
+            .subscriptions
+            .values()
+            .filter(|s| s.kind == MediaKind::Audio && s.lined)
+            .collect();
+        if lined.len() >= AUDIO_LINES {
+            let quiet = lined
+                .iter()
+                .filter(|s| !speakers.is_some_and(|sp| sp.held(s.track, now)))
+                .min_by_key(|s| s.forwarded)
+                .map(|s| s.track);
+            let Some(quiet) = quiet else {
+                // Every line carries a voice forwarded now: this one waits.
+                return;
+            };
+            self.detach(subscriber, quiet);
+        }
+        self.attach(subscriber, track);
+    }
+
+    /// Gives `subscriber`'s video lines to the tiles that need them most; the tracks that lost
+    /// theirs.
+    fn choose_video_lines(&mut self, subscriber: SessionId) -> Vec<TrackId> {
+        let Some(m) = self.members.get(&subscriber) else {
+            return Vec::new();
+        };
+        let candidates: Vec<VideoCandidate> = m
+            .subscriptions
+            .values()
+            .filter(|s| s.kind == MediaKind::Video)
+            .map(|s| VideoCandidate {
+                track: s.track,
+                visible: s.view.visible,
+                screen: self.tracks.get(&s.track).is_some_and(|t| t.info.screen),
+                lined: s.lined,
+            })
+            .collect();
+        let chosen = lines::choose_video(&candidates);
+        // Lines are given up before they are taken, so the freed ones are reused.
+        let mut detached = Vec::new();
+        for (c, lined) in candidates.iter().zip(&chosen) {
+            if c.lined && !lined {
+                self.detach(subscriber, c.track);
+                detached.push(c.track);
+            }
+        }
+        for (c, lined) in candidates.iter().zip(&chosen) {
+            if !c.lined && *lined {
+                self.attach(subscriber, c.track);
+            }
+        }
+        detached
     }
 
     fn remove_track(&mut self, track: TrackId, now: Instant) {
@@ -624,6 +775,9 @@ impl Sfu {
 
     /// Chooses `subscriber`'s video layers again and acts on what changed.
     fn reallocate(&mut self, subscriber: SessionId, now: Instant) {
+        for track in self.choose_video_lines(subscriber) {
+            self.update_layers(track, now);
+        }
         let Some(m) = self.members.get(&subscriber) else {
             return;
         };
@@ -636,6 +790,7 @@ impl Sfu {
             };
             match s.kind {
                 MediaKind::Audio => audio += 1,
+                MediaKind::Video if !s.lined => {}
                 MediaKind::Video => {
                     video.push(s.track);
                     wanted.push(Wanted {

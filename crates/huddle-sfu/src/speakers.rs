@@ -77,6 +77,15 @@ impl Speakers {
         v.held_until.is_some_and(|t| now < t)
     }
 
+    /// Whether `track` is forwarded now (or would be, in a room of few microphones).
+    pub(crate) fn held(&self, track: TrackId, now: Instant) -> bool {
+        self.voices.len() <= MAX_FORWARDED_SPEAKERS
+            || self
+                .voices
+                .iter()
+                .any(|v| v.track == track && v.held_until.is_some_and(|t| now < t))
+    }
+
     /// The speaking tracks, loudest first, if that changed since the last call.
     pub(crate) fn changed_ranking(&mut self, now: Instant) -> Option<Vec<TrackId>> {
         let mut speaking: Vec<(f32, TrackId)> = self

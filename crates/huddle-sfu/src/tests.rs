@@ -123,6 +123,10 @@ fn tracks_reach_every_other_member_of_their_room_only() {
         assert!(out.contains(&Output::Subscribe {
             subscriber: b,
             track,
+        }));
+        assert!(out.contains(&Output::Attach {
+            subscriber: b,
+            track,
             kind
         }));
     }
@@ -172,7 +176,7 @@ fn a_latecomer_gets_what_is_published_and_a_leaver_takes_it_away() {
     );
     let b = c.member("r", 2);
     let out = c.outputs();
-    assert!(out.contains(&Output::Subscribe {
+    assert!(out.contains(&Output::Attach {
         subscriber: b,
         track: video,
         kind: MediaKind::Video
@@ -278,7 +282,7 @@ fn a_participants_sending_connection_receives_nothing() {
         width: 160,
         height: 90,
     };
-    c.sfu.set_view(a_down, video, small, c.now);
+    c.sfu.set_views(a_down, &[(video, small)], c.now);
     let out = c.outputs();
     let subscribers: Vec<SessionId> = out
         .iter()
@@ -322,16 +326,12 @@ fn dynacast_keeps_the_layers_tiles_ask_for_while_a_link_is_short() {
     let out = c.outputs();
     assert_eq!(Call::active(&out, video), None, "nothing paused: {out:?}");
     // Once the tile is small, the top is paused; hidden, only the smallest flows.
-    c.sfu.set_view(
-        b,
-        video,
-        View {
-            visible: true,
-            width: 320,
-            height: 180,
-        },
-        c.now,
-    );
+    let small = View {
+        visible: true,
+        width: 320,
+        height: 180,
+    };
+    c.sfu.set_views(b, &[(video, small)], c.now);
     assert_eq!(
         Call::active(&c.outputs(), video),
         Some([true, false, false, false])
@@ -368,14 +368,14 @@ fn tile_size_caps_the_layer_and_hidden_tiles_get_nothing() {
         width: 320,
         height: 180,
     };
-    c.sfu.set_view(b, video, small, c.now);
+    c.sfu.set_views(b, &[(video, small)], c.now);
     assert_eq!(c.sfu.target_layer(b, video), Some(Layer(0)));
     let mid = View {
         width: 400,
         height: 225,
         ..small
     };
-    c.sfu.set_view(b, video, mid, c.now);
+    c.sfu.set_views(b, &[(video, mid)], c.now);
     assert_eq!(c.sfu.target_layer(b, video), Some(Layer(1)));
     c.frames(video, 3, true);
     assert_eq!(c.sfu.current_layer(b, video), Some(Layer(1)));
@@ -384,7 +384,7 @@ fn tile_size_caps_the_layer_and_hidden_tiles_get_nothing() {
         visible: false,
         ..mid
     };
-    c.sfu.set_view(b, video, hidden, c.now);
+    c.sfu.set_views(b, &[(video, hidden)], c.now);
     assert_eq!(c.sfu.current_layer(b, video), None, "paused at once");
     assert!(c.frames(video, 3, true).is_empty());
     assert!(c.outputs().contains(&Output::Layers {
@@ -405,7 +405,7 @@ fn layer_sizes_seen_in_keyframes_guide_the_choice() {
         width,
         height,
     };
-    c.sfu.set_view(b, video, view(300, 170), c.now);
+    c.sfu.set_views(b, &[(video, view(300, 170))], c.now);
     assert_eq!(
         c.sfu.target_layer(b, video),
         Some(Layer(2)),
@@ -414,9 +414,9 @@ fn layer_sizes_seen_in_keyframes_guide_the_choice() {
     // The smallest layer is 320×180: the others are taken as 640×360 and 1280×720.
     c.sfu.set_layer_size(video, Layer(0), 320, 180, c.now);
     assert_eq!(c.sfu.target_layer(b, video), Some(Layer(0)));
-    c.sfu.set_view(b, video, view(600, 340), c.now);
+    c.sfu.set_views(b, &[(video, view(600, 340))], c.now);
     assert_eq!(c.sfu.target_layer(b, video), Some(Layer(1)));
-    c.sfu.set_view(b, video, view(1920, 1080), c.now);
+    c.sfu.set_views(b, &[(video, view(1920, 1080))], c.now);
     assert_eq!(
         c.sfu.target_layer(b, video),
         Some(Layer(2)),
@@ -487,7 +487,7 @@ fn a_tile_on_screen_keeps_a_picture_however_low_the_estimate() {
         width: 0,
         height: 0,
     };
-    c.sfu.set_view(watcher, cameras[0], hidden, c.now);
+    c.sfu.set_views(watcher, &[(cameras[0], hidden)], c.now);
     assert_eq!(c.sfu.target_layer(watcher, cameras[0]), None);
 }
 
@@ -550,6 +550,156 @@ fn only_the_loudest_microphones_are_forwarded_and_the_pages_are_told() {
         })
         .next_back();
     assert_eq!(speakers, Some(("r".to_owned(), vec![mics[0].0, mics[1].0])));
+}
+
+/// The tracks on `subscriber`'s lines after `out`, given those before.
+fn lined(out: &[Output], subscriber: SessionId, before: &mut Vec<TrackId>) {
+    for o in out {
+        match o {
+            Output::Attach {
+                subscriber: s,
+                track,
+                ..
+            } if *s == subscriber => {
+                assert!(!before.contains(track), "{track} attached twice");
+                before.push(*track);
+            }
+            Output::Detach {
+                subscriber: s,
+                track,
+            }
+            | Output::Unsubscribe {
+                subscriber: s,
+                track,
+            } if *s == subscriber => before.retain(|t| t != track),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_room_of_a_hundred_gives_each_page_a_few_lines_and_tells_it_of_every_track() {
+    let mut c = Call::new();
+    let mut members = Vec::new();
+    let mut lines: Vec<Vec<TrackId>> = Vec::new();
+    let mut subscribed = vec![0; 100];
+    for s in 0..100 {
+        let m = c.member("r", s);
+        c.sfu.publish(m, camera_720p(), c.now).unwrap();
+        c.sfu.publish(m, TrackInfo::audio(), c.now).unwrap();
+        members.push(m);
+        lines.push(Vec::new());
+        let out = c.outputs();
+        for (i, m) in members.iter().enumerate() {
+            lined(&out, *m, &mut lines[i]);
+            subscribed[i] += out
+                .iter()
+                .filter(|o| matches!(o, Output::Subscribe { subscriber, .. } if subscriber == m))
+                .count();
+        }
+    }
+    for (i, m) in members.iter().enumerate() {
+        assert_eq!(subscribed[i], 198, "{m} hears of every other track");
+        let kind = |t: &TrackId| c.sfu.info(*t).unwrap().kind;
+        let video = lines[i]
+            .iter()
+            .filter(|t| kind(t) == MediaKind::Video)
+            .count();
+        let audio = lines[i].len() - video;
+        assert_eq!((video, audio), (VIDEO_LINES, AUDIO_LINES), "{m}");
+    }
+}
+
+#[test]
+fn a_tile_coming_on_screen_takes_the_line_of_a_hidden_one() {
+    let mut c = Call::new();
+    let watcher = c.member("r", 1000);
+    let mut cameras = Vec::new();
+    for s in 0..VIDEO_LINES as u64 + 8 {
+        let m = c.member("r", s);
+        cameras.push(c.sfu.publish(m, TrackInfo::video(1), c.now).unwrap());
+    }
+    let mut on = Vec::new();
+    lined(&c.outputs(), watcher, &mut on);
+    assert_eq!(on, cameras[..VIDEO_LINES], "the oldest tracks first");
+    // The page shows none of them at first, then the newest eight, which have no line.
+    let hidden = View {
+        visible: false,
+        ..View::default()
+    };
+    let views: Vec<_> = cameras.iter().map(|t| (*t, hidden)).collect();
+    c.sfu.set_views(watcher, &views, c.now);
+    lined(&c.outputs(), watcher, &mut on);
+    assert_eq!(on, cameras[..VIDEO_LINES], "hidden tiles keep their lines");
+    let last = *cameras.last().unwrap();
+    assert!(c.frames(last, 1, true).iter().all(|(s, ..)| *s != watcher));
+    let views: Vec<_> = cameras[VIDEO_LINES..]
+        .iter()
+        .map(|t| (*t, View::default()))
+        .collect();
+    c.sfu.set_views(watcher, &views, c.now);
+    let out = c.outputs();
+    lined(&out, watcher, &mut on);
+    assert_eq!(on.len(), VIDEO_LINES);
+    assert!(cameras[VIDEO_LINES..].iter().all(|t| on.contains(t)));
+    // A line is given up before it is taken: the page's connection never needs a new one.
+    let first_attach = out.iter().position(|o| matches!(o, Output::Attach { .. }));
+    let last_detach = out.iter().rposition(|o| matches!(o, Output::Detach { .. }));
+    assert!(last_detach < first_attach, "{out:?}");
+    // Its picture starts at the next keyframe, which was asked for.
+    assert!(out.contains(&Output::RequestKeyframe {
+        publisher: c.sfu.publisher(last).unwrap(),
+        track: last,
+        layer: Layer(0)
+    }));
+    let got = c.frames(last, 1, true);
+    assert!(got.iter().any(|(s, ..)| *s == watcher), "{got:?}");
+}
+
+#[test]
+fn a_new_speaker_takes_the_audio_line_of_one_gone_quiet() {
+    let mut c = Call::new();
+    let listener = c.member("r", 1000);
+    let mut mics = Vec::new();
+    for s in 0..AUDIO_LINES as u64 + 4 {
+        let m = c.member("r", s);
+        mics.push(c.sfu.publish(m, TrackInfo::audio(), c.now).unwrap());
+    }
+    let mut on = Vec::new();
+    lined(&c.outputs(), listener, &mut on);
+    assert_eq!(on, mics[..AUDIO_LINES]);
+    // The first speaks for a while; then one without a line starts.
+    let talk = |c: &mut Call, track: TrackId| {
+        c.sfu
+            .route(track, voice(20), c.now)
+            .iter()
+            .any(|t| t.subscriber == listener)
+    };
+    for _ in 0..50 {
+        talk(&mut c, mics[0]);
+        c.tick(Duration::from_millis(20));
+    }
+    assert!(talk(&mut c, mics[0]));
+    c.tick(Duration::from_millis(20));
+    // A newcomer speaks: when its voice is loud enough to be forwarded, it takes a line.
+    let newcomer = *mics.last().unwrap();
+    let mut out = Vec::new();
+    for _ in 0..50 {
+        assert!(
+            !talk(&mut c, newcomer),
+            "nothing is sent before it has a line"
+        );
+        out = c.outputs();
+        if out.iter().any(|o| matches!(o, Output::Attach { subscriber, track, .. } if *subscriber == listener && *track == newcomer)) {
+            break;
+        }
+        c.tick(Duration::from_millis(20));
+    }
+    lined(&out, listener, &mut on);
+    assert!(on.contains(&newcomer) && on.contains(&mics[0]), "{out:?}");
+    assert_eq!(on.len(), AUDIO_LINES);
+    c.tick(Duration::from_millis(20));
+    assert!(talk(&mut c, newcomer), "and the next is heard");
 }
 
 #[derive(Debug, Clone)]
@@ -620,7 +770,7 @@ proptest! {
                 Op::Estimate(s, b) => c.sfu.set_estimate(SessionId(s.into()), b.into(), c.now),
                 Op::View(s, t, visible, w) => {
                     let view = View { visible, width: w.into(), height: u32::from(w) / 2 };
-                    c.sfu.set_view(SessionId(s.into()), TrackId(t.into()), view, c.now);
+                    c.sfu.set_views(SessionId(s.into()), &[(TrackId(t.into()), view)], c.now);
                 }
                 Op::Tick(ms) => c.tick(Duration::from_millis(ms.into())),
             }

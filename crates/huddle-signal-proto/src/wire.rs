@@ -143,11 +143,11 @@ pub enum ClientMessage {
     View { tiles: Vec<TileView> },
 }
 
-/// One tile of a page in an SFU room, by the receiving line that feeds it.
+/// One tile of a page in an SFU room, by the track it shows (`tracks`' `id`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TileView {
-    pub mid: String,
+    pub track: String,
     pub visible: bool,
     /// In device pixels.
     #[serde(default)]
@@ -309,11 +309,15 @@ pub struct Welcome {
     pub nodes: Vec<String>,
 }
 
-/// What one sending line of the server's offer carries (SFU rooms).
+/// One track a page receives in an SFU room, and the line of the server's offer that carries
+/// it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackLabel {
-    /// The line's `mid` (`RTCRtpTransceiver.mid`).
-    pub mid: String,
+    /// The track's id, for `view`.
+    pub id: String,
+    /// The line's `mid` (`RTCRtpTransceiver.mid`); absent while the track is on no line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid: Option<String>,
     /// Whose track it is; absent for a WHIP publisher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerId>,

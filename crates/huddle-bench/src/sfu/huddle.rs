@@ -88,20 +88,20 @@ pub async fn signal(
     }
 }
 
-/// The page's tiles: the first `view.watch` video lines shown at the view's size, the others
-/// off screen (no video for them).
+/// The page's tiles: the first `view.watch` video tracks shown at the view's size, the others
+/// off screen (no video for them, and no line once the page has more tracks than lines).
 fn tiles(tracks: &Value, view: View) -> Vec<Value> {
     let videos = tracks
         .as_array()
         .into_iter()
         .flatten()
         .filter(|t| t["kind"] == "video")
-        .filter_map(|t| t["mid"].as_str());
+        .filter_map(|t| t["id"].as_str());
     videos
         .enumerate()
-        .map(|(i, mid)| {
+        .map(|(i, track)| {
             let visible = i < view.watch;
-            json!({"mid": mid, "visible": visible, "width": view.width, "height": view.height})
+            json!({"track": track, "visible": visible, "width": view.width, "height": view.height})
         })
         .collect()
 }

@@ -884,12 +884,19 @@ impl Net {
         v
     }
 
+    /// How many of the tracks `page` receives the engine said are on a line.
+    fn lined(&self, page: &SfuPage) -> usize {
+        self.tracks
+            .get(&page.downstream)
+            .map_or(0, |t| t.iter().filter(|t| t.mid.is_some()).count())
+    }
+
     /// Video frames `page` received from `peer`, by the line the engine said carries it.
     fn video_from(&self, page: &SfuPage, peer: &str) -> Vec<Vec<u8>> {
         let mids: Vec<String> = self.tracks[&page.downstream]
             .iter()
             .filter(|t| t.peer.as_deref() == Some(peer) && t.kind == huddle_sfu::MediaKind::Video)
-            .map(|t| t.mid.clone())
+            .filter_map(|t| t.mid.clone())
             .collect();
         self.browsers[page.down]
             .frames
@@ -908,9 +915,7 @@ fn an_sfu_room_sends_every_page_everyone_elses_tracks_and_renegotiates_for_latec
     let b = join_sfu(&mut net, "r", "bob", "10.0.1.2:5000", "10.0.1.2:5001");
     let other = join_sfu(&mut net, "s", "eve", "10.0.1.9:5000", "10.0.1.9:5001");
     // Bob's first offer had Ada's tracks; Ada got a new offer with Bob's when he published.
-    net.run_until("renegotiated", |n| {
-        n.tracks[&a.downstream].len() == 2 && n.tracks[&b.downstream].len() == 2
-    });
+    net.run_until("renegotiated", |n| n.lined(&a) == 2 && n.lined(&b) == 2);
     assert_eq!(net.carried(&a), [("bob".into(), A), ("bob".into(), V)]);
     assert_eq!(net.carried(&b), [("ada".into(), A), ("ada".into(), V)]);
     assert!(
@@ -934,9 +939,7 @@ fn an_sfu_room_sends_every_page_everyone_elses_tracks_and_renegotiates_for_latec
     // A latecomer gets both in its first offer; both get its tracks by renegotiation.
     let c = join_sfu(&mut net, "r", "cy", "10.0.1.3:5000", "10.0.1.3:5001");
     net.run_until("three-way", |n| {
-        [&a, &b, &c]
-            .iter()
-            .all(|p| n.tracks[&p.downstream].len() == 4)
+        [&a, &b, &c].iter().all(|p| n.lined(p) == 4)
     });
     assert_eq!(
         net.carried(&c),
@@ -985,11 +988,85 @@ fn a_room_filling_up_renegotiates_a_page_once_for_all_who_arrived_meanwhile() {
             net.step(&mut |_| None);
         }
     }
-    net.run_until("everyone's tracks at ada", |n| {
-        n.tracks[&a.downstream].len() == 8
-    });
+    net.run_until("everyone's tracks at ada", |n| n.lined(&a) == 8);
     // Each offer is Ada's whole session: one per arrival would be four.
     assert_eq!(net.offers - before, 1, "offers");
+}
+
+#[test]
+fn a_room_larger_than_a_pages_lines_moves_them_instead_of_renegotiating() {
+    use huddle_sfu::MediaKind::{Audio as A, Video as V};
+    let mut net = net();
+    let a = join_sfu(&mut net, "r", "ada", "10.0.1.1:5000", "10.0.1.1:5001");
+    let publish = |net: &mut Net, i: usize| {
+        let kind = SessionKind::Upstream {
+            room: "r".into(),
+            peer: format!("p{i}"),
+        };
+        let addr = format!("10.0.{}.{}:5000", 2 + i / 200, 1 + i % 200);
+        let (mut b, offer, pending) =
+            Browser::offer(&addr, &AV, Direction::SendOnly, true, false, net.now);
+        let (_, answer) = net.engine.accept(kind, &offer, net.now).unwrap();
+        b.accept(pending, &answer);
+        net.browsers.push(b);
+    };
+    let count = |n: &Net, kind| {
+        let t = &n.tracks[&a.downstream];
+        let all = t.iter().filter(|t| t.kind == kind).count();
+        let lined = t
+            .iter()
+            .filter(|t| t.kind == kind && t.mid.is_some())
+            .count();
+        (all, lined)
+    };
+    let people = huddle_sfu::VIDEO_LINES + 4;
+    for i in 0..people {
+        publish(&mut net, i);
+    }
+    net.run_until("every track known, the lines full", |n| {
+        count(n, V) == (people, huddle_sfu::VIDEO_LINES)
+            && count(n, A) == (people, huddle_sfu::AUDIO_LINES)
+    });
+    // More people arrive: Ada hears of their tracks, and is offered nothing.
+    let offers = net.offers;
+    for i in people..people + 4 {
+        publish(&mut net, i);
+    }
+    net.run_until("the newcomers' tracks known", |n| {
+        count(n, V).0 == people + 4
+    });
+    for _ in 0..20 {
+        net.step(&mut |_| None);
+    }
+    assert_eq!(net.offers, offers, "no new line, no offer");
+
+    // Ada's page shows a newcomer's tile and hides the rest: a line moves to it, unoffered.
+    let tracks = net.tracks[&a.downstream].clone();
+    let shown = tracks
+        .iter()
+        .find(|t| t.kind == V && t.mid.is_none())
+        .expect("a track without a line")
+        .track;
+    let views: Vec<_> = tracks
+        .iter()
+        .filter(|t| t.kind == V)
+        .map(|t| {
+            let view = huddle_sfu::View {
+                visible: t.track == shown,
+                ..huddle_sfu::View::default()
+            };
+            (t.track, view)
+        })
+        .collect();
+    net.engine.set_views(a.downstream, &views, net.now);
+    net.step(&mut |_| None);
+    let now_on = net.tracks[&a.downstream]
+        .iter()
+        .find(|t| t.track == shown)
+        .and_then(|t| t.mid.clone());
+    assert!(now_on.is_some(), "the tile shown has a line");
+    assert_eq!(count(&net, V).1, huddle_sfu::VIDEO_LINES);
+    assert_eq!(net.offers, offers);
 }
 
 /// A VP8 frame of simulcast layer `layer` (0 = q at 320×180, 1 = h, 2 = f at 1280×720), a
@@ -1038,14 +1115,11 @@ fn simulcast_layers_follow_each_tile_switch_at_keyframes_and_keep_time_continuou
 
     let (_, big_b) = watch_sfu(&mut net, "r", "big", "10.0.2.2:5000");
     let (small, small_b) = watch_sfu(&mut net, "r", "small", "10.0.2.3:5000");
-    let line = |n: &Net, s: SessionId| {
-        n.tracks[&s]
-            .iter()
-            .find(|t| t.peer.as_deref() == Some("pub"))
-            .map(|t| t.mid.clone())
-            .expect("a line for the publisher's video")
-    };
-    let small_line = line(&net, small);
+    let small_track = net.tracks[&small]
+        .iter()
+        .find(|t| t.peer.as_deref() == Some("pub"))
+        .map(|t| t.track)
+        .expect("the publisher's video");
     let send = |net: &mut Net, i: u8| {
         let key = i.is_multiple_of(30);
         let now = net.now;
@@ -1087,16 +1161,12 @@ fn simulcast_layers_follow_each_tile_switch_at_keyframes_and_keep_time_continuou
     // The small page shows the tile at 320×180: it moves to layer q at q's next keyframe, not
     // before, and its RTP time goes on without a jump.
     let now = net.now;
-    net.engine.set_view(
-        small,
-        &small_line,
-        huddle_sfu::View {
-            visible: true,
-            width: 320,
-            height: 180,
-        },
-        now,
-    );
+    let view = huddle_sfu::View {
+        visible: true,
+        width: 320,
+        height: 180,
+    };
+    net.engine.set_views(small, &[(small_track, view)], now);
     let before = net.browsers[small_b].frames.len();
     let big_before = net.browsers[big_b].frames.len();
     for i in 120..180 {

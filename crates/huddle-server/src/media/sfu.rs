@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use huddle_media::{CarriedTrack, Engine, MediaKind, SessionId, SessionKind, View};
+use huddle_media::{CarriedTrack, Engine, MediaKind, SessionId, SessionKind, TrackId, View};
 use huddle_signal_proto::{
     ErrorCode, MediaRequest, PeerId, SdpKind, ServerMessage, SessionDescription, Source, TrackLabel,
 };
@@ -96,14 +96,20 @@ impl Participants {
             MediaRequest::View { room, peer, tiles } => {
                 let downstream = self.by_peer.get(&(room, peer)).and_then(|c| c.downstream);
                 if let Some(id) = downstream {
-                    for t in tiles {
-                        let view = View {
-                            visible: t.visible,
-                            width: t.width,
-                            height: t.height,
-                        };
-                        engine.set_view(id, &t.mid, view, now);
-                    }
+                    // A tile naming no track the page receives is ignored, as one that has
+                    // just left.
+                    let views: Vec<(TrackId, View)> = tiles
+                        .iter()
+                        .filter_map(|t| {
+                            let view = View {
+                                visible: t.visible,
+                                width: t.width,
+                                height: t.height,
+                            };
+                            Some((t.track.parse().ok()?, view))
+                        })
+                        .collect();
+                    engine.set_views(id, &views, now);
                 }
                 Vec::new()
             }
@@ -210,11 +216,12 @@ pub(super) fn offer(peer: PeerId, sdp: String) -> SfuEvent {
     signal(peer, SdpKind::Offer, sdp)
 }
 
-/// What each line of a page's receiving connection carries.
+/// The tracks a page receives, and the lines of its receiving connection that carry them.
 pub(super) fn tracks(peer: PeerId, tracks: Vec<CarriedTrack>) -> SfuEvent {
     let tracks = tracks
         .into_iter()
         .map(|t| TrackLabel {
+            id: t.track.to_string(),
             mid: t.mid,
             peer: t.peer.map(PeerId),
             kind: match t.kind {

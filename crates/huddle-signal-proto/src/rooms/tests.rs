@@ -1058,7 +1058,7 @@ fn an_sfu_room_sends_its_members_sdp_to_the_media_peer_and_back() {
 
     // How the page shows its tiles goes to the media peer too.
     let tile = crate::wire::TileView {
-        mid: "3".into(),
+        track: "t3".into(),
         visible: false,
         width: 0,
         height: 0,
