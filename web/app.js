@@ -831,7 +831,9 @@ function renderPeer(id) {
   const camera = (useDirect && direct.find((s) => s.id !== screenId)) || peer.streams.get('sfu');
   const tile = ensureTile({ key: id, role: 'remote', peer: id, name: peer.name });
   setTileName(tile, peer.name);
-  setTileMedia(tile, peer.state);
+  // No picture yet (connecting, or a room larger than the server's lines and this tile off
+  // screen until now): their initials rather than a black box.
+  setTileMedia(tile, { audio: peer.state.audio, video: peer.state.video && Boolean(camera) });
   attach(tile.querySelector('video'), camera);
 
   const screenKey = `${id}:screen`;
