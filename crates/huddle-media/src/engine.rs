@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use huddle_sfu::{Layer, Owner, Packet, SessionId, Sfu, TrackId};
+use huddle_sfu::{IdMap, Layer, Owner, Packet, SessionId, Sfu, TrackId};
 use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelData;
@@ -188,7 +188,7 @@ pub enum ReceiveError {
 pub struct Engine {
     config: EngineConfig,
     cert: DtlsCert,
-    sessions: HashMap<SessionId, Session>,
+    sessions: IdMap<SessionId, Session>,
     /// Remote address → session, learnt from accepted datagrams; a miss falls back to asking
     /// every session (`Rtc::accepts`, which knows the ICE credentials).
     by_source: HashMap<SocketAddr, SessionId>,
@@ -212,7 +212,7 @@ impl Engine {
         Engine {
             config,
             cert,
-            sessions: HashMap::new(),
+            sessions: IdMap::default(),
             by_source: HashMap::new(),
             sfu: Sfu::new(),
             timers: Timers::default(),

@@ -1,10 +1,9 @@
 //! One browser's peer connection with the server: a str0m [`Rtc`] and what it is for.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use huddle_sfu::{Target, TrackId, TrackInfo};
+use huddle_sfu::{IdMap, Target, TrackId, TrackInfo};
 use str0m::format::PayloadParams;
 use str0m::media::{MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor};
@@ -198,7 +197,7 @@ pub(crate) struct Session {
     pub(crate) unbound: Vec<(TrackId, MediaKind)>,
     /// How each track is sent (the `Carries` lines of `lines`, by track): every forwarded
     /// packet looks its line up here.
-    carried: HashMap<TrackId, Carried>,
+    carried: IdMap<TrackId, Carried>,
     /// The server's offer the page has not answered yet (str0m allows one at a time).
     pub(crate) pending_offer: Option<str0m::change::SdpPendingOffer>,
     /// Whether the server made its first offer (later ones only add tracks).
@@ -331,7 +330,7 @@ impl Session {
             connected: false,
             lines: Vec::new(),
             unbound: Vec::new(),
-            carried: HashMap::new(),
+            carried: IdMap::default(),
             pending_offer: None,
             offered: false,
             offer_due: None,

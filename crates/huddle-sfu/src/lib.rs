@@ -14,11 +14,13 @@
 
 mod allocate;
 mod forward;
+mod id_map;
 mod lines;
 mod sfu;
 mod speakers;
 
 pub use allocate::{LayerRates, View};
+pub use id_map::{IdHasher, IdMap};
 pub use lines::{AUDIO_LINES, VIDEO_LINES};
 pub use sfu::{KEYFRAME_REQUEST_INTERVAL, MediaKind, Output, Packet, Sfu, Target, TrackInfo};
 pub use speakers::MAX_FORWARDED_SPEAKERS;

@@ -7,7 +7,7 @@ use crate::allocate::{self, LayerRates, View, Wanted};
 use crate::forward::{Forwarding, Incoming};
 use crate::lines::{self, AUDIO_LINES, VideoCandidate};
 use crate::speakers::Speakers;
-use crate::{Layer, MAX_LAYERS, Owner, SessionId, TrackId};
+use crate::{IdMap, Layer, MAX_LAYERS, Owner, SessionId, TrackId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MediaKind {
@@ -236,8 +236,8 @@ pub struct Packet {
 #[derive(Debug, Default)]
 pub struct Sfu {
     rooms: HashMap<String, Room>,
-    members: HashMap<SessionId, Member>,
-    tracks: HashMap<TrackId, Track>,
+    members: IdMap<SessionId, Member>,
+    tracks: IdMap<TrackId, Track>,
     next_track: u64,
     /// `route`'s answer, reused: no allocation per frame.
     targets: Vec<Target>,
