@@ -65,16 +65,19 @@ impl Speakers {
         if self.voices.len() <= MAX_FORWARDED_SPEAKERS {
             return true;
         }
-        let louder = self
-            .voices
-            .iter()
-            .filter(|o| o.track != track && current(o, now) > loudness)
-            .count();
-        let v = &mut self.voices[i];
-        if louder < MAX_FORWARDED_SPEAKERS && loudness >= f32::from(127 - SPEAKING_LEVEL) {
-            v.held_until = Some(now + HOLD);
+        // Only a voice loud enough to speak is ranked (most microphones of a large room are
+        // quiet, and ranking one walks every voice).
+        if loudness >= f32::from(127 - SPEAKING_LEVEL) {
+            let louder = self
+                .voices
+                .iter()
+                .filter(|o| o.track != track && current(o, now) > loudness)
+                .count();
+            if louder < MAX_FORWARDED_SPEAKERS {
+                self.voices[i].held_until = Some(now + HOLD);
+            }
         }
-        v.held_until.is_some_and(|t| now < t)
+        self.voices[i].held_until.is_some_and(|t| now < t)
     }
 
     /// Whether `track` is forwarded now (or would be, in a room of few microphones).
