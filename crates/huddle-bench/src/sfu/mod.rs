@@ -103,6 +103,9 @@ struct Sample {
     cpu_share: f64,
     /// Video frames delivered ÷ frames the streams carry at 30 fps.
     delivered: f64,
+    /// Camera frames the publishers sent ÷ 30 fps each: below 100 % the generator fell behind,
+    /// and frames delivered falls with it.
+    sent: f64,
     /// Video bits forwarded per second.
     bps: f64,
     audio_pps: f64,
@@ -163,7 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .with_context(|| format!("{} run {run}, room of {n}", kind.name()))?;
                 drop(server);
                 eprintln!(
-                    "run {run} {:>6} room of {n:>3}: {} streams, server {:.1} % CPU, {:.2} µs CPU per stream-s, {:.2} % frames, {:.1} Mbit/s, {:.0} audio packets/s, p50 {:.2} ms p99 {:.2} ms, {:.1} MB RSS per participant, generator {:.0} %",
+                    "run {run} {:>6} room of {n:>3}: {} streams, server {:.1} % CPU, {:.2} µs CPU per stream-s, {:.2} % frames, {:.1} Mbit/s, {:.0} audio packets/s, p50 {:.2} ms p99 {:.2} ms, {:.1} MB RSS per participant, generator {:.0} % CPU, {:.1} % of frames sent",
                     kind.name(),
                     sample.streams,
                     sample.cpu_share * 100.0,
@@ -174,7 +177,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     sample.p50_ms,
                     sample.p99_ms,
                     sample.rss_per_participant / 1e6,
-                    sample.generator_share * 100.0
+                    sample.generator_share * 100.0,
+                    sample.sent * 100.0
                 );
                 results.push((kind, sample));
             }
@@ -394,6 +398,8 @@ async fn measure(
                 streams,
                 cpu_share: cpu / wall,
                 delivered: frames / (streams as f64 * 30.0 * wall),
+                sent: counters.video_frames_sent.load(Ordering::Relaxed) as f64
+                    / (n as f64 * 30.0 * wall),
                 bps: counters.video_bytes.load(Ordering::Relaxed) as f64 * 8.0 / wall,
                 audio_pps: counters.audio_packets.load(Ordering::Relaxed) as f64 / wall,
                 p50_ms: pct(0.5),

@@ -18,7 +18,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcError};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -83,6 +83,7 @@ pub struct Counters {
     pub video_frames: AtomicU64,
     pub video_bytes: AtomicU64,
     pub audio_packets: AtomicU64,
+    /// Camera frames the publishers sent (all their active layers).
     pub video_frames_sent: AtomicU64,
     /// Microseconds from a frame's sending to its arrival at a subscriber.
     pub latency_us: Mutex<Vec<u32>>,
@@ -318,8 +319,7 @@ pub async fn run(
             () = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
                 if connected && now >= next_video {
-                    send_video(&mut up.rtc, video, &mut camera, now)?;
-                    if measuring {
+                    if send_video(&mut up.rtc, video, &mut camera, now)? && measuring {
                         counters.video_frames_sent.fetch_add(1, Ordering::Relaxed);
                     }
                     next_video += Duration::from_micros(33_333);
@@ -342,8 +342,10 @@ pub async fn run(
     }
 }
 
-/// One frame of each active layer, each behind its stamp, at the same capture time.
-fn send_video(rtc: &mut Rtc, mid: Mid, camera: &mut Camera, now: Instant) -> anyhow::Result<()> {
+/// One frame of each active layer, each behind its stamp, at the same capture time. False if
+/// str0m has too many frames waiting to go out (the generator's core cannot keep up): the
+/// frame is skipped, and `Sample::sent` shows it.
+fn send_video(rtc: &mut Rtc, mid: Mid, camera: &mut Camera, now: Instant) -> anyhow::Result<bool> {
     let time = MediaTime::from_90khz(camera.frames * 3000);
     let sei = stamp(now);
     for (layer, rid) in RIDS.into_iter().enumerate() {
@@ -362,10 +364,14 @@ fn send_video(rtc: &mut Rtc, mid: Mid, camera: &mut Camera, now: Instant) -> any
             .find(|p| p.spec().codec == Codec::H264)
             .context("no H.264")?
             .pt();
-        writer.rid(Rid::from(rid)).write(pt, now, time, data)?;
+        match writer.rid(Rid::from(rid)).write(pt, now, time, data) {
+            Ok(()) => {}
+            Err(RtcError::WriteWithoutPoll) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
     }
     camera.frames += 1;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
