@@ -617,6 +617,17 @@ impl Sfu {
         self.members.get(&subscriber)?.subscriptions.get(&track)
     }
 
+    fn subscription_mut(
+        &mut self,
+        subscriber: SessionId,
+        track: TrackId,
+    ) -> Option<&mut Subscription> {
+        self.members
+            .get_mut(&subscriber)?
+            .subscriptions
+            .get_mut(&track)
+    }
+
     fn subscribe(&mut self, subscriber: SessionId, track: TrackId) {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
@@ -656,34 +667,27 @@ impl Sfu {
 
     /// Puts `subscriber`'s subscription to `track` on a line.
     fn attach(&mut self, subscriber: SessionId, track: TrackId) {
-        let Some(s) = self
-            .members
-            .get_mut(&subscriber)
-            .and_then(|m| m.subscriptions.get_mut(&track))
-        else {
+        let Some(s) = self.subscription_mut(subscriber, track) else {
             return;
         };
         s.lined = true;
         // A line's stream starts again with each track; video waits for the allocator's
         // choice and then a keyframe of it.
-        s.fwd = match s.kind {
+        let kind = s.kind;
+        s.fwd = match kind {
             MediaKind::Audio => Forwarding::flowing(Layer(0)),
             MediaKind::Video => Forwarding::new(None),
         };
         self.out.push_back(Output::Attach {
             subscriber,
             track,
-            kind: s.kind,
+            kind,
         });
     }
 
     /// Takes `subscriber`'s subscription to `track` off its line.
     fn detach(&mut self, subscriber: SessionId, track: TrackId) {
-        let Some(s) = self
-            .members
-            .get_mut(&subscriber)
-            .and_then(|m| m.subscriptions.get_mut(&track))
-        else {
+        let Some(s) = self.subscription_mut(subscriber, track) else {
             return;
         };
         s.lined = false;
