@@ -782,3 +782,96 @@ proptest! {
         }
     }
 }
+
+#[derive(Debug, Clone)]
+enum LineOp {
+    Join(u8),
+    Leave(u8),
+    Publish(u8, bool),
+    View(u8, u8, bool),
+    Voice(u8, u8),
+    Tick(u16),
+}
+
+fn line_op() -> impl Strategy<Value = LineOp> {
+    prop_oneof![
+        3 => (0..80u8).prop_map(LineOp::Join),
+        1 => (0..80u8).prop_map(LineOp::Leave),
+        6 => (0..80u8, any::<bool>()).prop_map(|(s, a)| LineOp::Publish(s, a)),
+        3 => (0..80u8, 0..250u8, any::<bool>()).prop_map(|(s, t, v)| LineOp::View(s, t, v)),
+        4 => (0..250u8, 0..128u8).prop_map(|(t, l)| LineOp::Voice(t, l)),
+        1 => (0..2_000u16).prop_map(LineOp::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Whatever joins, leaves, views and voices come, a member's lines stay within the budget,
+    /// a track is attached only while subscribed and never twice, and packets go only to
+    /// subscriptions on a line.
+    #[test]
+    fn lines_stay_within_their_budget_and_carry_only_what_is_attached(
+        ops in proptest::collection::vec(line_op(), 1..500),
+    ) {
+        let mut c = Call::new();
+        let mut subscribed = std::collections::HashSet::new();
+        let mut attached: std::collections::HashMap<(SessionId, TrackId), MediaKind> =
+            Default::default();
+        for op in ops {
+            let mut targets = Vec::new();
+            match op {
+                LineOp::Join(s) => {
+                    c.member("r", s.into());
+                }
+                LineOp::Leave(s) => c.sfu.leave(SessionId(s.into()), c.now),
+                LineOp::Publish(s, audio) => {
+                    let info = if audio { TrackInfo::audio() } else { TrackInfo::video(1) };
+                    let _ = c.sfu.publish(SessionId(s.into()), info, c.now);
+                }
+                LineOp::View(s, t, visible) => {
+                    let view = View { visible, ..View::default() };
+                    c.sfu.set_views(SessionId(s.into()), &[(TrackId(t.into()), view)], c.now);
+                }
+                LineOp::Voice(t, level) => {
+                    let track = TrackId(t.into());
+                    let mut packet = voice(level);
+                    if c.sfu.info(track).is_some_and(|i| i.kind == MediaKind::Video) {
+                        packet = Packet { keyframe: true, hz: HZ, audio_level: None, ..packet };
+                    }
+                    targets = c.sfu.route(track, packet, c.now).iter().map(|t| (t.subscriber, track)).collect();
+                }
+                LineOp::Tick(ms) => c.tick(Duration::from_millis(ms.into())),
+            }
+            for o in c.outputs() {
+                match o {
+                    Output::Subscribe { subscriber, track } => {
+                        prop_assert!(subscribed.insert((subscriber, track)), "subscribed twice");
+                    }
+                    Output::Attach { subscriber, track, kind } => {
+                        prop_assert!(subscribed.contains(&(subscriber, track)), "attached unsubscribed");
+                        prop_assert!(attached.insert((subscriber, track), kind).is_none(), "attached twice");
+                    }
+                    Output::Detach { subscriber, track } => {
+                        prop_assert!(attached.remove(&(subscriber, track)).is_some(), "detached unattached");
+                    }
+                    Output::Unsubscribe { subscriber, track } => {
+                        prop_assert!(subscribed.remove(&(subscriber, track)), "unsubscribed unsubscribed");
+                        attached.remove(&(subscriber, track));
+                    }
+                    _ => {}
+                }
+            }
+            for (s, t) in &targets {
+                // A packet routed before this op's outputs were drained may have attached its
+                // subscription in the same call; it is not sent then, so it must be on a line.
+                prop_assert!(attached.contains_key(&(*s, *t)), "{t} sent to {s} with no line");
+            }
+            for s in 0..80u64 {
+                let count = |kind| attached.iter().filter(|((x, _), k)| x.0 == s && **k == kind).count();
+                prop_assert!(count(MediaKind::Video) <= VIDEO_LINES);
+                prop_assert!(count(MediaKind::Audio) <= AUDIO_LINES);
+            }
+        }
+    }
+}
