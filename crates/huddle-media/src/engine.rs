@@ -1097,7 +1097,7 @@ impl Engine {
             let Some(sub) = self.sessions.get_mut(&target.subscriber) else {
                 continue;
             };
-            sub.write_forwarded(track, params, packet, vp8.as_ref(), target);
+            sub.write_forwarded(track, params, packet, vp8.as_ref(), target, now);
             work.push_back(target.subscriber);
         }
     }

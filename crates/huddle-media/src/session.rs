@@ -237,13 +237,21 @@ impl Line {
 
 /// What keeps a sending line one RTP stream across the tracks it carries in turn: the
 /// browser sees one SSRC, whose sequence numbers its SRTP replay check and jitter buffer want
-/// ever increasing, and whose VP8 picture ids its decoder wants continuous.
+/// ever increasing, whose RTP time its jitter buffer wants to follow the wall clock (each
+/// publisher's clock starts at its own random point), and whose VP8 picture ids its decoder
+/// wants continuous.
 #[derive(Debug, Default)]
 struct LineStream {
     /// Added to the SFU core's sequence numbers for the track carried now (they start at 0).
     base: u64,
     /// One past the highest sequence number sent.
     next: u64,
+    /// Added (wrapping) to the SFU core's RTP time for the track carried now.
+    time_offset: u64,
+    /// The last RTP time sent and when: the next track's first packet follows it.
+    last_time: Option<(u64, Instant)>,
+    /// The next packet is the first of the track carried now.
+    new_track: bool,
     picture_ids: PictureIds,
 }
 
@@ -251,7 +259,22 @@ impl LineStream {
     /// The stream goes on with another track.
     fn rebound(mut self) -> Self {
         self.base = self.next;
+        self.new_track = true;
         self
+    }
+
+    /// The RTP time on the line of a packet at the core's `time`, in a clock of `hz`.
+    fn time(&mut self, time: u64, hz: u32, now: Instant) -> u64 {
+        if std::mem::take(&mut self.new_track)
+            && let Some((last, at)) = self.last_time
+        {
+            let elapsed = now.saturating_duration_since(at).as_micros() as u64;
+            let ticks = (elapsed * u64::from(hz) / 1_000_000).max(1);
+            self.time_offset = last.wrapping_add(ticks).wrapping_sub(time);
+        }
+        let time = time.wrapping_add(self.time_offset);
+        self.last_time = Some((time, now));
+        time
     }
 }
 
@@ -358,6 +381,7 @@ impl Session {
         packet: &RtpPacket,
         vp8: Option<&Vp8Descriptor>,
         target: &Target,
+        now: Instant,
     ) {
         let Some(carried) = self.carried.get_mut(&track) else {
             return;
@@ -388,11 +412,12 @@ impl Session {
         let stream = &mut carried.stream;
         let seq = stream.base.wrapping_add(target.seq);
         stream.next = stream.next.max(seq + 1);
+        let time = stream.time(target.time, packet.time.frequency().get(), now);
         let mut write = RtpWrite::new(
             pt,
             seq.into(),
             // RTP time is 32 bits on the wire; the core's is extended.
-            target.time as u32,
+            time as u32,
             packet.timestamp,
             packet.payload.clone(),
         )

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::SdpAnswer;
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, Mid};
 use str0m::{Candidate, Event, Input, Output as RtcOutput, Rtc};
 
 use super::*;
@@ -862,8 +862,14 @@ struct SfuPage {
 impl Net {
     /// `page` sends video frame `i` (an IDR) and audio.
     fn send_from(&mut self, page: &SfuPage, i: u8) {
+        self.send_from_clock(page, i, 0);
+    }
+
+    /// `send_from` with the camera's clock starting at `clock` (90 kHz ticks), as a browser's
+    /// starts at a random point.
+    fn send_from_clock(&mut self, page: &SfuPage, i: u8, clock: u64) {
         let now = self.now;
-        let time = MediaTime::from_90khz(3000 * u64::from(i));
+        let time = MediaTime::from_90khz(clock + 3000 * u64::from(i));
         self.browsers[page.up].write(MediaKind::Video, time, &fake_h264(i), now);
         self.browsers[page.up].write(
             MediaKind::Audio,
@@ -963,6 +969,59 @@ fn an_sfu_room_sends_every_page_everyone_elses_tracks_and_renegotiates_for_latec
     net.engine.close(c.downstream);
     net.step(&mut |_| None);
     assert_eq!(net.carried(&a), [("bob".into(), A), ("bob".into(), V)]);
+}
+
+#[test]
+fn a_line_that_carries_another_track_keeps_its_rtp_time_following_the_clock() {
+    use huddle_sfu::MediaKind::{Audio as A, Video as V};
+    let mut net = net();
+    let a = join_sfu(&mut net, "r", "ada", "10.0.1.1:5000", "10.0.1.1:5001");
+    let b = join_sfu(&mut net, "r", "bob", "10.0.1.2:5000", "10.0.1.2:5001");
+    net.run_until("ada receives bob", |n| n.lined(&a) == 2);
+    for i in 0..30 {
+        net.send_from(&b, i);
+    }
+    net.run_until("bob's video at ada", |n| {
+        n.video_from(&a, "bob").contains(&fake_h264(29))
+    });
+    let bob_at = net.now;
+    let line = net.browsers[a.down].video.expect("ada's video line");
+    let bob_last = net.browsers[a.down]
+        .frame_times
+        .iter()
+        .rev()
+        .find(|(mid, _)| *mid == line)
+        .map(|(_, t)| t.rebase(Frequency::NINETY_KHZ).numer())
+        .unwrap();
+
+    // Bob leaves; Cy comes, whose camera's clock started ten hours from Bob's, on Bob's line.
+    net.engine.close(b.upstream);
+    net.engine.close(b.downstream);
+    net.step(&mut |_| None);
+    let c = join_sfu(&mut net, "r", "cy", "10.0.1.3:5000", "10.0.1.3:5001");
+    net.run_until("ada receives cy", |n| n.lined(&a) == 2);
+    assert_eq!(net.carried(&a), [("cy".into(), A), ("cy".into(), V)]);
+    let before = net.browsers[a.down].frame_times.len();
+    let on_line = |n: &Net| {
+        n.browsers[a.down].frame_times[before..]
+            .iter()
+            .any(|(m, _)| *m == line)
+    };
+    for i in 0..30 {
+        net.send_from_clock(&c, i, 90_000 * 36_000);
+    }
+    net.run_until("cy's video on bob's line", on_line);
+    let cy_first = net.browsers[a.down].frame_times[before..]
+        .iter()
+        .find(|(mid, _)| *mid == line)
+        .map(|(_, t)| t.rebase(Frequency::NINETY_KHZ).numer())
+        .expect("cy's video on bob's line");
+    // The line's clock went on by about the wall time between the two frames, not ten hours.
+    let wall = (net.now - bob_at).as_secs() + 1;
+    assert!(
+        cy_first > bob_last && cy_first - bob_last <= 90_000 * wall,
+        "bob's last frame at {bob_last}, cy's first at {cy_first}"
+    );
 }
 
 #[test]
