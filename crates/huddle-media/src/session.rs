@@ -428,8 +428,8 @@ impl Session {
             write = write.vp8_patch(patch);
         }
         if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(carried.mid, None) {
-            // Forwarded as it comes, as mediasoup and Janus do: str0m's pacer would spread a
-            // keyframe over ~40 ms at the estimate's rate. The estimate still comes from every
+            // Forwarded as it comes, as Janus and mediasoup do: str0m's pacer would hold a
+            // keyframe's packets to 1.1× the estimate. The estimate still comes from every
             // packet's feedback, and probes still go through the pacer.
             tx.set_unpaced(true);
             tx.write_rtp(write);
