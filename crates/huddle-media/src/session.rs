@@ -252,6 +252,8 @@ struct LineStream {
     last_time: Option<(u64, Instant)>,
     /// The next packet is the first of the track carried now.
     new_track: bool,
+    /// The line's resend window is set ([`RESEND_WINDOW`]).
+    resend_window_set: bool,
     picture_ids: PictureIds,
 }
 
@@ -323,6 +325,10 @@ impl Carried {
 /// the square of the room, and at 50 arrivals a second a room of 20–30 filled the media worker's
 /// queue. LiveKit's clients debounce their negotiation by 150 ms too.
 pub(crate) const RENEGOTIATION_DELAY: Duration = Duration::from_millis(150);
+
+/// How long a forwarded video packet is kept for a subscriber's NACK: mediasoup keeps video two
+/// seconds (audio is not resent); str0m's default is three.
+const RESEND_WINDOW: Duration = Duration::from_secs(2);
 
 /// Keyframe requests towards one sender are at most this frequent: every new viewer and every
 /// loss would otherwise ask, and each keyframe is many packets.
@@ -432,6 +438,11 @@ impl Session {
             // keyframe's packets to 1.1× the estimate. The estimate still comes from every
             // packet's feedback, and probes still go through the pacer.
             tx.set_unpaced(true);
+            if video && !stream.resend_window_set {
+                // A NACK comes within a round trip; str0m keeps 3 s of every stream by default.
+                tx.set_rtx_cache(1024, RESEND_WINDOW, Some(0.15));
+                stream.resend_window_set = true;
+            }
             tx.write_rtp(write);
         }
     }
