@@ -252,8 +252,8 @@ struct LineStream {
     last_time: Option<(u64, Instant)>,
     /// The next packet is the first of the track carried now.
     new_track: bool,
-    /// The line's resend window is set ([`RESEND_WINDOW`]).
-    resend_window_set: bool,
+    /// The line's str0m stream is set up for forwarding: unpaced, with [`RESEND_WINDOW`].
+    configured: bool,
     picture_ids: PictureIds,
 }
 
@@ -434,14 +434,16 @@ impl Session {
             write = write.vp8_patch(patch);
         }
         if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(carried.mid, None) {
-            // Forwarded as it comes, as Janus and mediasoup do: str0m's pacer would hold a
-            // keyframe's packets to 1.1× the estimate. The estimate still comes from every
-            // packet's feedback, and probes still go through the pacer.
-            tx.set_unpaced(true);
-            if video && !stream.resend_window_set {
-                // A NACK comes within a round trip; str0m keeps 3 s of every stream by default.
-                tx.set_rtx_cache(1024, RESEND_WINDOW, Some(0.15));
-                stream.resend_window_set = true;
+            if !stream.configured {
+                // Forwarded as it comes, as Janus and mediasoup do: str0m's pacer would hold a
+                // keyframe's packets to 1.1× the estimate. The estimate still comes from every
+                // packet's feedback, and probes still go through the pacer.
+                tx.set_unpaced(true);
+                if video {
+                    // A NACK comes within a round trip; str0m keeps 3 s by default.
+                    tx.set_rtx_cache(1024, RESEND_WINDOW, Some(0.15));
+                }
+                stream.configured = true;
             }
             tx.write_rtp(write);
         }
@@ -477,21 +479,20 @@ impl Session {
         }
     }
 
-    /// Frees the line that carried `track`; whether one did.
-    pub(crate) fn unbind(&mut self, track: TrackId) -> bool {
+    /// Frees the line that carried `track`, if one did, and forgets it if it waited for one.
+    pub(crate) fn unbind(&mut self, track: TrackId) {
         self.unbound.retain(|(t, _)| *t != track);
         let mut carried = self.carried.remove(&track);
-        let mut freed = false;
-        for l in &mut self.lines {
-            if l.use_ == LineUse::Carries(track) {
-                l.use_ = LineUse::Free;
-                if let Some(c) = carried.take() {
-                    l.stream = c.stream;
-                }
-                freed = true;
+        for l in self
+            .lines
+            .iter_mut()
+            .filter(|l| l.use_ == LineUse::Carries(track))
+        {
+            l.use_ = LineUse::Free;
+            if let Some(c) = carried.take() {
+                l.stream = c.stream;
             }
         }
-        freed
     }
 
     /// Time since the first video frame, for time-dependent transforms.

@@ -654,13 +654,7 @@ impl Sfu {
         );
         self.out.push_back(Output::Subscribe { subscriber, track });
         // A microphone takes a free audio line at once; video lines are chosen with the layers.
-        if kind == MediaKind::Audio
-            && m.subscriptions
-                .values()
-                .filter(|s| s.kind == MediaKind::Audio && s.lined)
-                .count()
-                < AUDIO_LINES
-        {
+        if kind == MediaKind::Audio && m.lined_audio().count() < AUDIO_LINES {
             self.attach(subscriber, track);
         }
     }
@@ -703,11 +697,7 @@ impl Sfu {
             return;
         };
         let speakers = self.rooms.get(&m.room).map(|r| &r.speakers);
-        let lined: Vec<&Subscription> = m
-            .subscriptions
-            .values()
-            .filter(|s| s.kind == MediaKind::Audio && s.lined)
-            .collect();
+        let lined: Vec<&Subscription> = m.lined_audio().collect();
         if lined.len() >= AUDIO_LINES {
             let quiet = lined
                 .iter()
@@ -928,6 +918,15 @@ impl Sfu {
                 active,
             });
         }
+    }
+}
+
+impl Member {
+    /// The member's microphones on an audio line.
+    fn lined_audio(&self) -> impl Iterator<Item = &Subscription> {
+        self.subscriptions
+            .values()
+            .filter(|s| s.kind == MediaKind::Audio && s.lined)
     }
 }
 
