@@ -92,6 +92,11 @@ pub enum OfferError {
 /// session state and answer text, so hundreds would turn a small offer into megabytes held.
 pub const MAX_MEDIA_SECTIONS: usize = 16;
 
+/// Timeouts a session is handed within one drain to let its queued packets out. A keyframe
+/// forwarded to a subscriber is a few dozen packets; the bound keeps one session that always
+/// has something due from holding the loop while others wait.
+const RELEASE_PER_DRAIN: u32 = 256;
+
 /// A transformed session's encoded video frame, to decode → transform → encode off the loop.
 #[derive(Debug, Clone)]
 pub struct TranscodeJob {
@@ -687,7 +692,7 @@ impl Engine {
 
     fn drive_all(&mut self, mut work: VecDeque<SessionId>, now: Instant) {
         while let Some(id) = work.pop_front() {
-            let events = self.drain(id);
+            let events = self.drain(id, now);
             for event in events {
                 self.on_event(id, event, now, &mut work);
             }
@@ -825,13 +830,23 @@ impl Engine {
         }
     }
 
-    fn drain(&mut self, id: SessionId) -> Vec<Event> {
+    fn drain(&mut self, id: SessionId, now: Instant) -> Vec<Event> {
         let mut events = Vec::new();
         let Some(s) = self.sessions.get_mut(&id) else {
             return events;
         };
+        let mut released = 0;
         loop {
             match s.rtc.poll_output() {
+                // str0m's pacer lets one queued packet out per timeout, so a deadline already
+                // passed means more is waiting: handed the timeout here, the queue leaves in
+                // this drain instead of one packet per turn of the I/O loop.
+                Ok(RtcOutput::Timeout(t)) if t <= now && released < RELEASE_PER_DRAIN => {
+                    released += 1;
+                    if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                        tracing::debug!(session = %id, error = %e, "timeout handling failed");
+                    }
+                }
                 Ok(RtcOutput::Timeout(t)) => {
                     let deadline = if s.connected {
                         t
