@@ -7,8 +7,10 @@
 //!
 //! Reported per room size: server CPU per forwarded video stream-second, the streams a core
 //! forwards at that cost, frames delivered (loss), forwarding latency p50/p99 (from a frame's
-//! sending to its arrival, both in this process), server RSS per participant.
+//! sending to the kernel's arrival stamp of its last packet at the receiving socket, both
+//! clocks in this process), server RSS per participant.
 
+mod arrival;
 mod huddle;
 mod janus;
 mod participant;

@@ -4,10 +4,12 @@
 //! API) talks to this one through two channels, so the media loop is the same for both servers.
 //!
 //! Every video frame starts with an SEI NAL unit (user data unregistered) that carries the
-//! time it was sent; the receiving peer reads it back for the forwarding latency. Neither
+//! time it was sent; the receiving peer reads it back for the forwarding latency, to the kernel's
+//! stamp of the datagram that completed the frame ([`super::arrival`]). Neither
 //! server looks inside H.264 frames beyond their parameter sets.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,8 +21,11 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcError};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+
+use super::arrival;
 
 /// The simulcast layers, smallest first, as Huddle's pages name them.
 pub const RIDS: [&str; 3] = ["q", "h", "f"];
@@ -139,6 +144,7 @@ struct Peer {
 impl Peer {
     async fn new(host: IpAddr, now: Instant) -> anyhow::Result<Self> {
         let socket = UdpSocket::bind((host, 0)).await?;
+        arrival::enable(socket.as_raw_fd())?;
         let local = socket.local_addr()?;
         let mut rtc = Rtc::builder()
             .clear_codecs()
@@ -242,6 +248,8 @@ pub async fn run(
     let mut next_audio = Instant::now();
     let mut up_buf = vec![0u8; 2048];
     let mut down_buf = vec![0u8; 2048];
+    // When the datagram the receiving peer was last handed reached its socket.
+    let mut down_arrival: Option<Instant> = None;
     let stopped = stop.notified();
     tokio::pin!(stopped);
     loop {
@@ -279,13 +287,16 @@ pub async fn run(
                         .video_bytes
                         .fetch_add(d.data.len() as u64, Ordering::Relaxed);
                     if let Some(sent) = stamped(&d.data) {
-                        let us = Instant::now().saturating_duration_since(sent).as_micros();
+                        // To the kernel's arrival of the packet that completed the frame.
+                        let arrived = down_arrival.unwrap_or_else(Instant::now);
+                        let us = arrived.saturating_duration_since(sent).as_micros();
                         let mut l = counters.latency_us.lock().expect("no panics under it");
                         l.push(us.min(u128::from(u32::MAX)) as u32);
                     }
                 }
             })
             .await?;
+        down_arrival = None;
         if connected && !announced {
             announced = true;
             counters.publishing.fetch_add(1, Ordering::Relaxed);
@@ -312,9 +323,17 @@ pub async fn run(
                 let (n, from) = r?;
                 up.receive(&up_buf[..n], from)?;
             }
-            r = down.socket.recv_from(&mut down_buf) => {
-                let (n, from) = r?;
-                down.receive(&down_buf[..n], from)?;
+            r = down.socket.readable() => {
+                r?;
+                let fd = down.socket.as_raw_fd();
+                match down.socket.try_io(Interest::READABLE, || arrival::recv_from(fd, &mut down_buf)) {
+                    Ok((n, from, at)) => {
+                        down_arrival = at;
+                        down.receive(&down_buf[..n], from)?;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             () = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();

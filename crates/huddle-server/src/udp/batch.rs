@@ -390,7 +390,8 @@ pub(crate) fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::so
     }
 }
 
-fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+/// The address a `sockaddr_storage` holds; `None` for a family other than IPv4 and IPv6.
+pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
