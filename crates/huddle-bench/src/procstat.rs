@@ -12,14 +12,37 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn threads_cpu_seconds(pid: u32) -> Option<f64> {
-    let mut nanos: u64 = 0;
+    let threads = threads(pid)?;
+    Some(threads.iter().map(|(_, s)| s).sum())
+}
+
+/// CPU seconds of each of the process's threads whose name starts with `prefix`, by name
+/// (Huddle's media workers are `media-0`, `media-1`, …); empty if it has none.
+pub fn named_threads_cpu_seconds(pid: u32, prefix: &str) -> Vec<(String, f64)> {
+    let mut named: Vec<_> = threads(pid)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// Each thread's name and CPU seconds, from its `comm` and `schedstat`.
+fn threads(pid: u32) -> Option<Vec<(String, f64)>> {
+    let mut threads = Vec::new();
     for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let Ok(schedstat) = fs::read_to_string(task.ok()?.path().join("schedstat")) else {
+        let path = task.ok()?.path();
+        let (Ok(schedstat), Ok(comm)) = (
+            fs::read_to_string(path.join("schedstat")),
+            fs::read_to_string(path.join("comm")),
+        ) else {
             continue; // exited since the listing
         };
-        nanos += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+        let nanos = schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+        threads.push((comm.trim_end().to_owned(), nanos as f64 / 1e9));
     }
-    Some(nanos as f64 / 1e9)
+    Some(threads)
 }
 
 /// User + system CPU seconds from `/proc/PID/stat`, in whole ticks.

@@ -35,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 pub use cluster::{ClusterConfig, ClusterError};
 pub use config::{Config, Limits, ServeTurn, TlsSource};
 pub use descriptors::raise_limit;
-pub use media::{AcceptError, Media, MediaConfig, Requester};
+pub use media::{AcceptError, Media, MediaConfig, Requester, room_worker};
 pub use tls::{Identity, TlsError};
 pub use turn::{Turn, TurnAddrs, TurnConfig};
 

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::median;
 use crate::pinned::Pinned;
-use crate::procstat::{cpu_seconds, rss_bytes};
+use crate::procstat::{cpu_seconds, named_threads_cpu_seconds, rss_bytes};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -62,6 +62,11 @@ pub struct Args {
     /// CPU list (taskset) for the server.
     #[arg(long, default_value = "0")]
     server_cpus: String,
+    /// Rooms of each size at once, each its own name: with `--server-cpus` naming two CPUs,
+    /// Huddle has a media worker on each and a room lives on one of them (what the second core
+    /// gains).
+    #[arg(long, default_value_t = 1)]
+    copies: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -96,8 +101,9 @@ const LAYERS: [(usize, usize, u32); 3] = [
     (1280, 720, 1_500_000),
 ];
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Sample {
+    /// Participants per room.
     participants: usize,
     /// Video streams subscribers receive (participants × cameras each shows).
     streams: usize,
@@ -115,6 +121,8 @@ struct Sample {
     p99_ms: f64,
     rss_per_participant: f64,
     generator_share: f64,
+    /// Each of Huddle's media workers' CPU-seconds per second of wall time (none for Janus).
+    workers: Vec<f64>,
 }
 
 impl Sample {
@@ -167,9 +175,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .block_on(measure(&server, n, view, source.clone(), &args))
                     .with_context(|| format!("{} run {run}, room of {n}", kind.name()))?;
                 drop(server);
+                let workers: Vec<String> = sample
+                    .workers
+                    .iter()
+                    .map(|w| format!("{:.0} %", w * 100.0))
+                    .collect();
                 eprintln!(
-                    "run {run} {:>6} room of {n:>3}: {} streams, server {:.1} % CPU, {:.2} µs CPU per stream-s, {:.2} % frames, {:.1} Mbit/s, {:.0} audio packets/s, p50 {:.2} ms p99 {:.2} ms, {:.1} MB RSS per participant, generator {:.0} % CPU, {:.1} % of frames sent",
+                    "run {run} {:>6} {}: {} streams, server {:.1} % CPU, {:.2} µs CPU per stream-s, {:.2} % frames, {:.1} Mbit/s, {:.0} audio packets/s, p50 {:.2} ms p99 {:.2} ms, {:.1} MB RSS per participant, generator {:.0} % CPU, {:.1} % of frames sent{}",
                     kind.name(),
+                    rooms_label(n, args.copies),
                     sample.streams,
                     sample.cpu_share * 100.0,
                     sample.cpu_per_stream() * 1e6,
@@ -180,7 +194,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     sample.p99_ms,
                     sample.rss_per_participant / 1e6,
                     sample.generator_share * 100.0,
-                    sample.sent * 100.0
+                    sample.sent * 100.0,
+                    if workers.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", media workers {}", workers.join(" / "))
+                    }
                 );
                 results.push((kind, sample));
             }
@@ -210,8 +229,9 @@ fn report(results: &[(ServerKind, Sample)], args: &Args) {
             let share = of(kind, n, &|s| s.cpu_share);
             let streams = of(kind, n, &|s| s.streams as f64);
             println!(
-                "| {} room of {n} | {streams:.0} | {:.1} % | {:.2} | {:.0} | {:.2} % | {:.1} | {:.2} / {:.2} | {:.1} MB |",
+                "| {} {} | {streams:.0} | {:.1} % | {:.2} | {:.0} | {:.2} % | {:.1} | {:.2} / {:.2} | {:.1} MB |",
                 kind.name(),
+                rooms_label(n, args.copies),
                 share * 100.0,
                 of(kind, n, &|s| s.cpu_per_stream()) * 1e6,
                 streams / share,
@@ -225,10 +245,29 @@ fn report(results: &[(ServerKind, Sample)], args: &Args) {
         if args.servers.len() == 2 {
             let cost = |k| of(k, n, &|s| s.cpu_per_stream());
             println!(
-                "| room of {n}: CPU per stream, Janus ÷ Huddle | | | {:.1}× | | | | | |",
+                "| {}: CPU per stream, Janus ÷ Huddle | | | {:.1}× | | | | | |",
+                rooms_label(n, args.copies),
                 cost(ServerKind::Janus) / cost(ServerKind::Huddle)
             );
         }
+    }
+}
+
+/// The name of room `copy` of `copies`: the first `bench-N` that Huddle places on media worker
+/// `copy % copies`, so that with as many workers as copies each room has its own.
+fn room_name(copy: usize, copies: usize) -> String {
+    (0..)
+        .map(|i| format!("bench-{i}"))
+        .filter(|name| huddle_server::room_worker(name, copies) == copy % copies)
+        .nth(copy / copies)
+        .expect("some name hashes to each worker")
+}
+
+/// "room of 16", or "2 rooms of 16" with `--copies 2`.
+fn rooms_label(n: usize, copies: usize) -> String {
+    match copies {
+        1 => format!("room of {n}"),
+        k => format!("{k} rooms of {n}"),
     }
 }
 
@@ -302,18 +341,22 @@ async fn measure(
     let local = tokio::task::LocalSet::new();
     let (http, kind) = (server.http, server.kind);
     const ROOM: u64 = 1234;
+    let copies = args.copies.max(1);
     if kind == ServerKind::Janus {
-        janus::create_room(http, ROOM, n).await?;
+        for copy in 0..copies {
+            janus::create_room(http, ROOM + copy as u64, n).await?;
+        }
     }
-    let streams = n * view.watch;
+    let streams = copies * n * view.watch;
     local
         .run_until(async {
-            for index in 0..n {
+            // Rooms fill side by side, a participant of each in turn.
+            for (index, copy) in (0..n).flat_map(|i| (0..copies).map(move |c| (i, c))) {
                 let (to_media, signals) = mpsc::unbounded_channel();
                 let (replies, from_media) = mpsc::unbounded_channel();
                 // Three speak; the others listen (the loudest-speaker rule has its case).
                 let role = Role {
-                    index,
+                    index: copy * n + index,
                     host: args.host,
                     speaking: index < 3,
                 };
@@ -330,12 +373,13 @@ async fn measure(
                 tokio::task::spawn_local(async move {
                     let r = match kind {
                         ServerKind::Huddle => {
-                            huddle::signal(http, "bench", index, view, to_media, from_media).await
+                            let room = room_name(copy, copies);
+                            huddle::signal(http, &room, index, view, to_media, from_media).await
                         }
                         ServerKind::Janus => {
                             janus::signal(
                                 http,
-                                ROOM,
+                                ROOM + copy as u64,
                                 index,
                                 n,
                                 view,
@@ -352,7 +396,7 @@ async fn measure(
                     }
                 });
                 // Participants arrive one after another, as people do.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(20 / copies as u64)).await;
             }
             let deadline = Instant::now() + Duration::from_secs(60);
             while counters.streams_flowing.load(Ordering::Relaxed) < streams {
@@ -378,12 +422,20 @@ async fn measure(
                 cpu_seconds(std::process::id()),
                 Instant::now(),
             );
+            let workers0 = named_threads_cpu_seconds(server.process.pid, "media-");
             counters.measuring.store(true, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_secs(args.seconds)).await;
             counters.measuring.store(false, Ordering::Relaxed);
             let wall = t0.elapsed().as_secs_f64();
             let cpu = cpu_seconds(server.process.pid) - cpu0;
             let me = cpu_seconds(std::process::id()) - me0;
+            let workers = named_threads_cpu_seconds(server.process.pid, "media-")
+                .into_iter()
+                .map(|(name, s)| {
+                    let before = workers0.iter().find(|(n, _)| *n == name).map_or(0.0, |w| w.1);
+                    (s - before) / wall
+                })
+                .collect();
             let rss = rss_bytes(server.process.pid);
             stop.notify_waiters();
             let frames = counters.video_frames.load(Ordering::Relaxed) as f64;
@@ -401,13 +453,14 @@ async fn measure(
                 cpu_share: cpu / wall,
                 delivered: frames / (streams as f64 * 30.0 * wall),
                 sent: counters.video_frames_sent.load(Ordering::Relaxed) as f64
-                    / (n as f64 * 30.0 * wall),
+                    / ((copies * n) as f64 * 30.0 * wall),
                 bps: counters.video_bytes.load(Ordering::Relaxed) as f64 * 8.0 / wall,
                 audio_pps: counters.audio_packets.load(Ordering::Relaxed) as f64 / wall,
                 p50_ms: pct(0.5),
                 p99_ms: pct(0.99),
-                rss_per_participant: rss.saturating_sub(rss0) as f64 / n as f64,
+                rss_per_participant: rss.saturating_sub(rss0) as f64 / (copies * n) as f64,
                 generator_share: me / wall,
+                workers,
             })
         })
         .await

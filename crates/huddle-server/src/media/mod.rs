@@ -141,6 +141,14 @@ enum Command {
     Hub(mpsc::Sender<SfuEvent>),
 }
 
+/// Which of `workers` media workers serves `room` (its name's hash): the benchmark places its
+/// rooms by it too.
+pub fn room_worker(room: &str, workers: usize) -> usize {
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(room, &mut h);
+    std::hash::Hasher::finish(&h) as usize % workers.max(1)
+}
+
 /// Handle to the media workers. Cheap to clone.
 #[derive(Clone)]
 pub struct Media {
@@ -330,15 +338,11 @@ impl Media {
     /// The worker that serves `room`: always the same one, so a room is never split. Sessions
     /// of no room (echo) take turns.
     fn worker(&self, room: Option<&str>) -> &Worker {
-        let i = match room {
-            Some(room) => {
-                let mut h = std::hash::DefaultHasher::new();
-                std::hash::Hash::hash(room, &mut h);
-                std::hash::Hasher::finish(&h) as usize
-            }
-            None => self.next.fetch_add(1, Ordering::Relaxed),
-        };
-        &self.workers[i % self.workers.len()]
+        let n = self.workers.len();
+        match room {
+            Some(room) => &self.workers[room_worker(room, n)],
+            None => &self.workers[self.next.fetch_add(1, Ordering::Relaxed) % n],
+        }
     }
 
     pub async fn accept(
