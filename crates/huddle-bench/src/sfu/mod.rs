@@ -432,7 +432,10 @@ async fn measure(
             let workers = named_threads_cpu_seconds(server.process.pid, "media-")
                 .into_iter()
                 .map(|(name, s)| {
-                    let before = workers0.iter().find(|(n, _)| *n == name).map_or(0.0, |w| w.1);
+                    let before = workers0
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map_or(0.0, |w| w.1);
                     (s - before) / wall
                 })
                 .collect();
