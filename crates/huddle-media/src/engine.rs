@@ -92,12 +92,10 @@ pub enum OfferError {
 /// session state and answer text, so hundreds would turn a small offer into megabytes held.
 pub const MAX_MEDIA_SECTIONS: usize = 16;
 
-/// Passed deadlines handed back to str0m within drains between two `handle_timeout`s (one
-/// turn of the I/O loop), across sessions. Under load a turn forwards a few dozen packets; a
-/// worker past its core would otherwise spend each turn sending every subscriber's whole
-/// backlog while datagrams — ICE checks among them — overflow its receive buffer. Past the
-/// bound, sessions go back to one packet per turn through the timer.
-const RELEASES_PER_TURN: u32 = 128;
+/// Timeouts a session is handed within one drain to let its queued packets out. A keyframe
+/// forwarded to a subscriber is a few dozen packets; the bound keeps one session that always
+/// has something due from holding the loop while others wait.
+const RELEASE_PER_DRAIN: u32 = 256;
 
 /// A transformed session's encoded video frame, to decode → transform → encode off the loop.
 #[derive(Debug, Clone)]
@@ -210,8 +208,6 @@ pub struct Engine {
     next_owner: u64,
     next_id: u64,
     out: VecDeque<Output>,
-    /// Passed deadlines handed back in drains since the last `handle_timeout`.
-    releases: u32,
 }
 
 impl Engine {
@@ -230,7 +226,6 @@ impl Engine {
             next_owner: 0,
             next_id: 1,
             out: VecDeque::new(),
-            releases: 0,
         }
     }
 
@@ -612,7 +607,6 @@ impl Engine {
     /// Time has reached `now`: run every session whose deadline passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
-        self.releases = 0;
         if self.sfu.poll_timeout().is_some_and(|t| t <= now) {
             self.sfu.handle_timeout(now);
             let mut work = VecDeque::new();
@@ -841,13 +835,14 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&id) else {
             return events;
         };
+        let mut released = 0;
         loop {
             match s.rtc.poll_output() {
                 // str0m's pacer lets one queued packet out per timeout, so a deadline already
                 // passed means more is waiting: handed the timeout here, the queue leaves in
                 // this drain instead of one packet per turn of the I/O loop.
-                Ok(RtcOutput::Timeout(t)) if t <= now && self.releases < RELEASES_PER_TURN => {
-                    self.releases += 1;
+                Ok(RtcOutput::Timeout(t)) if t <= now && released < RELEASE_PER_DRAIN => {
+                    released += 1;
                     if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                         tracing::debug!(session = %id, error = %e, "timeout handling failed");
                     }
