@@ -838,10 +838,14 @@ impl Engine {
         let mut released = 0;
         loop {
             match s.rtc.poll_output() {
-                // str0m's pacer lets one queued packet out per timeout, so a deadline already
-                // passed means more is waiting: handed the timeout here, the queue leaves in
-                // this drain instead of one packet per turn of the I/O loop.
-                Ok(RtcOutput::Timeout(t)) if t <= now && released < RELEASE_PER_DRAIN => {
+                // str0m's pacer lets one queued packet out per timeout, so a connected
+                // session's deadline already passed means more is waiting: handed the timeout
+                // here, the queue leaves in this drain instead of one packet per turn of the I/O
+                // loop. A session still connecting has no media to let out; its timeouts (ICE,
+                // DTLS, and a refusal found there) keep to the timer, after `accept` returns.
+                Ok(RtcOutput::Timeout(t))
+                    if t <= now && s.connected && released < RELEASE_PER_DRAIN =>
+                {
                     released += 1;
                     if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                         tracing::debug!(session = %id, error = %e, "timeout handling failed");
