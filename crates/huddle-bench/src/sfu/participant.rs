@@ -134,6 +134,9 @@ fn stamped(frame: &[u8]) -> Option<Instant> {
     Some(epoch() + Duration::from_micros(us))
 }
 
+/// Why a negotiated line has no writer: str0m gives none once the connection is closed.
+const SENDER_CLOSED: &str = "the sending connection closed (timed out, or closed by the server)";
+
 /// Timeouts a peer is handed within one drain, so one that always has something due cannot
 /// keep the generator from the other participants.
 const MAX_DUE_PER_DRAIN: u32 = 256;
@@ -360,7 +363,7 @@ pub async fn run(
                     next_video += Duration::from_micros(33_333);
                 }
                 if connected && now >= next_audio {
-                    let writer = up.rtc.writer(audio).context("audio writer")?;
+                    let writer = up.rtc.writer(audio).context(SENDER_CLOSED)?;
                     let pt = writer.payload_params().next().context("no Opus")?.pt();
                     let time = MediaTime::new(audio_packets * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
                     // An Opus TOC byte (CELT, 20 ms, mono) and a plausible payload: nobody decodes it.
@@ -393,7 +396,7 @@ fn send_video(rtc: &mut Rtc, mid: Mid, camera: &mut Camera, now: Instant) -> any
         let mut data = Vec::with_capacity(sei.len() + frames[position].len());
         data.extend_from_slice(&sei);
         data.extend_from_slice(&frames[position]);
-        let writer = rtc.writer(mid).context("video writer")?;
+        let writer = rtc.writer(mid).context(SENDER_CLOSED)?;
         let pt = writer
             .payload_params()
             .find(|p| p.spec().codec == Codec::H264)
