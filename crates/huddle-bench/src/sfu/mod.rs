@@ -253,13 +253,12 @@ fn report(results: &[(ServerKind, Sample)], args: &Args) {
     }
 }
 
-/// The name of room `copy` of `copies`: the first `bench-N` that Huddle places on media worker
-/// `copy % copies`, so that with as many workers as copies each room has its own.
+/// The name of room `copy` (< `copies`): the first `bench-N` that Huddle places on media
+/// worker `copy` of `copies`, so that with as many workers as copies each room has its own.
 fn room_name(copy: usize, copies: usize) -> String {
     (0..)
         .map(|i| format!("bench-{i}"))
-        .filter(|name| huddle_server::room_worker(name, copies) == copy % copies)
-        .nth(copy / copies)
+        .find(|name| huddle_server::room_worker(name, copies) == copy)
         .expect("some name hashes to each worker")
 }
 

@@ -151,7 +151,6 @@ struct Peer {
 impl Peer {
     async fn new(host: IpAddr, now: Instant) -> anyhow::Result<Self> {
         let socket = UdpSocket::bind((host, 0)).await?;
-        arrival::enable(socket.as_raw_fd())?;
         let local = socket.local_addr()?;
         let mut rtc = Rtc::builder()
             .clear_codecs()
@@ -227,6 +226,8 @@ pub async fn run(
     let now = Instant::now();
     let mut up = Peer::new(role.host, now).await?;
     let mut down = Peer::new(role.host, now).await?;
+    // Only the receiving peer's arrivals are read.
+    arrival::enable(down.socket.as_raw_fd())?;
 
     let mut change = up.rtc.sdp_api();
     let audio = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
