@@ -23,7 +23,9 @@ use str0m::media::{
 };
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::rtp::{RtpPacket, Vp8Descriptor};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output as RtcOutput, Rtc};
+use str0m::{
+    Candidate, Event, IceConnectionState, Input, Output as RtcOutput, PacerReason, Reason, Rtc,
+};
 
 use crate::session::{CloseReason, Line, LineUse, RENEGOTIATION_DELAY, Session, SessionKind};
 use crate::timers::Timers;
@@ -96,6 +98,13 @@ pub const MAX_MEDIA_SECTIONS: usize = 16;
 /// forwarded to a subscriber is a few dozen packets; the bound keeps one session that always
 /// has something due from holding the loop while others wait.
 const RELEASE_PER_DRAIN: u32 = 256;
+
+/// How long the pacer's turn after a packet waits when nothing is queued behind it. str0m asks
+/// for a timeout right after each packet it lets out (its gate before the next); handing it
+/// over at once costs a walk of every stream of the session per forwarded packet and lets
+/// nothing out. Taken with the next packet forwarded to the session instead — a subscriber
+/// gets one every millisecond or two — or by the timer after this, whichever comes first.
+const AFTER_SEND_DELAY: Duration = Duration::from_millis(2);
 
 /// A transformed session's encoded video frame, to decode → transform → encode off the loop.
 #[derive(Debug, Clone)]
@@ -836,32 +845,58 @@ impl Engine {
             return events;
         };
         let mut released = 0;
+        // Whether str0m sent a datagram of its own since the last hand-back (a resend, a
+        // probe's padding, a report): more of its own may be queued behind it.
+        let mut str0m_sent = false;
         loop {
             match s.rtc.poll_output() {
-                // str0m's pacer lets one queued packet out per timeout, so a connected
-                // session's deadline already passed means more is waiting: handed the timeout
-                // here, the queue leaves in this drain instead of one packet per turn of the I/O
-                // loop. A session still connecting has no media to let out; its timeouts (ICE,
-                // DTLS, and a refusal found there) keep to the timer, after `accept` returns.
+                // str0m's pacer lets one queued packet out per timeout, so a connected session
+                // with packets waiting is handed the timeout here: the queue leaves in this
+                // drain instead of one packet per turn of the I/O loop. A session still
+                // connecting has no media to let out; its timeouts (ICE, DTLS, and a refusal
+                // found there) keep to the timer, after `accept` returns.
                 Ok(RtcOutput::Timeout(t))
-                    if t <= now && s.connected && released < RELEASE_PER_DRAIN =>
+                    if s.connected
+                        && released < RELEASE_PER_DRAIN
+                        && if after_send(&s.rtc) {
+                            s.unsent > 0 || str0m_sent
+                        } else {
+                            t <= now
+                        } =>
                 {
                     released += 1;
+                    str0m_sent = false;
                     if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                         tracing::debug!(session = %id, error = %e, "timeout handling failed");
                     }
                 }
                 Ok(RtcOutput::Timeout(t)) => {
-                    let deadline = if s.connected {
-                        t
-                    } else {
+                    let deadline = if !s.connected {
                         t.min(s.created + self.config.connect_timeout)
+                    } else if after_send(&s.rtc) && released < RELEASE_PER_DRAIN {
+                        // The pacer's turn after its last packet, with nothing behind it: left
+                        // for the next packet forwarded here to take (one timeout per packet,
+                        // not two), or for the timer a moment later.
+                        t.max(now + AFTER_SEND_DELAY)
+                    } else {
+                        t
                     };
+                    if released < RELEASE_PER_DRAIN {
+                        // str0m had nothing more to let out: what was counted has left.
+                        s.unsent = 0;
+                    }
                     let deadline = s.offer_due.map_or(deadline, |due| due.min(deadline));
                     self.timers.arm(id, deadline);
                     break;
                 }
-                Ok(RtcOutput::Transmit(t)) => self.out.push_back(Output::Transmit(t)),
+                Ok(RtcOutput::Transmit(t)) => {
+                    if s.unsent > 0 {
+                        s.unsent -= 1;
+                    } else {
+                        str0m_sent = true;
+                    }
+                    self.out.push_back(Output::Transmit(t));
+                }
                 Ok(RtcOutput::Event(e)) => events.push(e),
                 Err(e) => {
                     tracing::debug!(session = %id, error = %e, "peer connection failed");
@@ -1239,6 +1274,11 @@ fn check_answer(kind: &SessionKind, answer: &str) -> Result<(), OfferError> {
             .any(|l| l.starts_with(m) && !l.starts_with(&format!("{m}0 ")))
     };
     kind.check_answer(accepted("m=video "), accepted("m=audio "))
+}
+
+/// Whether `rtc`'s deadline is its pacer's turn right after a packet went out.
+fn after_send(rtc: &Rtc) -> bool {
+    rtc.last_timeout_reason() == Reason::Pacer(PacerReason::Immediate)
 }
 
 #[cfg(test)]

@@ -211,6 +211,9 @@ pub(crate) struct Session {
     pub(crate) last_keyframe_request: Option<Instant>,
     /// Addresses this session received from, for the demultiplexing table.
     pub(crate) sources: Vec<SocketAddr>,
+    /// Packets forwarded to str0m that its drain has not yet seen leave (as far as a count of
+    /// datagrams tells): while some are, a passed deadline is handed back at once.
+    pub(crate) unsent: u32,
 }
 
 /// One negotiated media section of a session.
@@ -363,6 +366,7 @@ impl Session {
             pending_offer: None,
             offered: false,
             offer_due: None,
+            unsent: 0,
             video_origin: None,
             last_keyframe_request: None,
             sources: Vec::new(),
@@ -446,6 +450,7 @@ impl Session {
                 stream.configured = true;
             }
             tx.write_rtp(write);
+            self.unsent += 1;
         }
     }
 

@@ -200,6 +200,9 @@ struct Net {
     lost: usize,
     /// Offers the server made to receiving connections.
     offers: usize,
+    /// Of the datagrams the server sends to this address, how many of at least `.1` bytes
+    /// each step delivered.
+    watched: Option<(SocketAddr, usize, Vec<usize>)>,
 }
 
 impl Net {
@@ -227,9 +230,19 @@ impl Net {
         for (src, dst, data) in to_server {
             self.engine.handle_receive(self.now, src, dst, &data).ok();
         }
+        if let Some((_, _, per_step)) = &mut self.watched {
+            per_step.push(0);
+        }
         while let Some(o) = self.engine.poll_output() {
             match o {
                 Output::Transmit(t) => {
+                    if let Some((to, size, per_step)) = &mut self.watched
+                        && t.destination == *to
+                        && t.contents.len() >= *size
+                        && let Some(n) = per_step.last_mut()
+                    {
+                        *n += 1;
+                    }
                     if let Some((to, n, range)) = &self.lossy
                         && t.destination == *to
                     {
@@ -348,6 +361,7 @@ fn net() -> Net {
         lossy_sent: 0,
         lost: 0,
         offers: 0,
+        watched: None,
     }
 }
 
@@ -537,6 +551,43 @@ fn a_viewer_on_a_lossy_link_gets_every_frame_again_from_the_servers_cache() {
             .all(|f| n.browsers[1].received.iter().any(|(_, d)| d == f))
     });
     assert!(net.lost >= 5, "the link lost {} datagrams", net.lost);
+}
+
+#[test]
+fn a_subscribers_resends_leave_together_when_its_nack_arrives() {
+    // A page's receiving connection is paced (its bandwidth estimate needs it): str0m lets one
+    // packet out per timeout. Resends asked for in one NACK go in the drain that took it, not
+    // one per turn of the server's loop.
+    let mut net = net();
+    let a = join_sfu(&mut net, "r", "ada", "10.0.1.1:5000", "10.0.1.1:5001");
+    let b = join_sfu(&mut net, "r", "bob", "10.0.1.2:5000", "10.0.1.2:5001");
+    net.run_until("renegotiated", |n| n.lined(&a) == 2 && n.lined(&b) == 2);
+    for i in 0..10 {
+        net.send_from(&a, i);
+    }
+    net.run_until("video at bob", |n| {
+        n.video_from(&b, "ada").contains(&fake_h264(9))
+    });
+
+    // A keyframe of ten or so full packets, four of them lost on the way to Bob.
+    let mut big = fake_h264(10);
+    big.extend((0..12_000).map(|i| (i % 251) as u8));
+    let down: SocketAddr = "10.0.1.2:5001".parse().unwrap();
+    net.lossy = Some((down, 1, 3..7));
+    net.watched = Some((down, 1_000, Vec::new()));
+    let time = MediaTime::from_90khz(3000 * 10);
+    net.browsers[a.up].write(MediaKind::Video, time, &big, net.now);
+    net.step(&mut |_| None);
+    net.run_until("the keyframe at bob", |n| {
+        n.video_from(&b, "ada").contains(&big)
+    });
+    assert_eq!(net.lost, 4);
+    let per_step = &net.watched.as_ref().unwrap().2;
+    assert_eq!(
+        per_step.last(),
+        Some(&4),
+        "full-size datagrams to bob per step: {per_step:?}"
+    );
 }
 
 #[test]
