@@ -861,11 +861,15 @@ impl Runner {
             }
         }
         for ((local, socket), backlog) in self.sockets.iter().zip(&mut self.backlog) {
-            let datagrams: Vec<(&[u8], SocketAddr)> = transmits
+            let mut datagrams: Vec<(&[u8], SocketAddr)> = transmits
                 .iter()
                 .filter(|t| t.source == *local)
                 .map(|t| (&t.contents[..], t.destination))
                 .collect();
+            // A publisher's frame is fanned out packet by packet, one subscriber after the
+            // other; side by side, one subscriber's packets of a frame go as one UDP GSO
+            // message. The sort is stable: each destination's order is kept.
+            datagrams.sort_by_key(|&(_, to)| to);
             if datagrams.is_empty() {
                 continue;
             }
