@@ -845,9 +845,7 @@ impl Engine {
             return events;
         };
         let mut released = 0;
-        // Whether str0m sent a datagram of its own since the last hand-back (a resend, a
-        // probe's padding, a report): more of its own may be queued behind it.
-        let mut str0m_sent = false;
+        let mut sent = Sent::Nothing;
         loop {
             match s.rtc.poll_output() {
                 // str0m's pacer lets one queued packet out per timeout, so a connected session
@@ -858,14 +856,14 @@ impl Engine {
                 Ok(RtcOutput::Timeout(t))
                     if s.connected
                         && released < RELEASE_PER_DRAIN
-                        && if after_send(&s.rtc) {
-                            s.unsent > 0 || str0m_sent
+                        && if gate(&s.rtc, sent) {
+                            s.unsent > 0 || sent == Sent::Str0ms
                         } else {
                             t <= now
                         } =>
                 {
                     released += 1;
-                    str0m_sent = false;
+                    sent = Sent::Nothing;
                     if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                         tracing::debug!(session = %id, error = %e, "timeout handling failed");
                     }
@@ -873,7 +871,7 @@ impl Engine {
                 Ok(RtcOutput::Timeout(t)) => {
                     let deadline = if !s.connected {
                         t.min(s.created + self.config.connect_timeout)
-                    } else if after_send(&s.rtc) && released < RELEASE_PER_DRAIN {
+                    } else if gate(&s.rtc, sent) && released < RELEASE_PER_DRAIN {
                         // The pacer's turn after its last packet, with nothing behind it: left
                         // for the next packet forwarded here to take (one timeout per packet,
                         // not two), or for the timer a moment later.
@@ -890,11 +888,12 @@ impl Engine {
                     break;
                 }
                 Ok(RtcOutput::Transmit(t)) => {
-                    if s.unsent > 0 {
+                    sent = if s.unsent > 0 {
                         s.unsent -= 1;
+                        sent.max(Sent::Ours)
                     } else {
-                        str0m_sent = true;
-                    }
+                        Sent::Str0ms
+                    };
                     self.out.push_back(Output::Transmit(t));
                 }
                 Ok(RtcOutput::Event(e)) => events.push(e),
@@ -1276,9 +1275,21 @@ fn check_answer(kind: &SessionKind, answer: &str) -> Result<(), OfferError> {
     kind.check_answer(accepted("m=video "), accepted("m=audio "))
 }
 
-/// Whether `rtc`'s deadline is its pacer's turn right after a packet went out.
-fn after_send(rtc: &Rtc) -> bool {
-    rtc.last_timeout_reason() == Reason::Pacer(PacerReason::Immediate)
+/// What a drain saw leave a session since it last handed the session a timeout.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Sent {
+    Nothing,
+    /// Only packets the engine forwarded (as far as a count of datagrams tells).
+    Ours,
+    /// Something str0m sent of its own (a resend, a probe's padding, a report): more of its
+    /// own may be queued behind it.
+    Str0ms,
+}
+
+/// Whether `rtc`'s deadline is its pacer's gate after a packet went out, `sent` since the last
+/// timeout. The pacer asks for the same "at once" when a probe starts; that one is not a gate.
+fn gate(rtc: &Rtc, sent: Sent) -> bool {
+    sent != Sent::Nothing && rtc.last_timeout_reason() == Reason::Pacer(PacerReason::Immediate)
 }
 
 #[cfg(test)]
