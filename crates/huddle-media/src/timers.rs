@@ -2,9 +2,9 @@
 //! due is O(log n), not a scan of every session on every datagram.
 //!
 //! Entries are never removed in place: a session's current deadline is kept beside the heap, and
-//! popped entries that no longer match it are stale and skipped. The heap is rebuilt when stale
-//! entries pile up (deadlines that keep moving), so it stays within a small multiple of the
-//! session count.
+//! entries that no longer match it are stale, skipped when they come to the top. The heap is
+//! rebuilt when stale entries pile up (deadlines that keep moving), so it stays within a small
+//! multiple of the session count.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -38,9 +38,16 @@ impl Timers {
         self.armed.remove(&id);
     }
 
-    /// The earliest deadline; it may belong to a stale entry, which only means one early wake-up.
-    pub(crate) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+    /// The earliest deadline. Stale entries on top are dropped first: a deadline that moves with
+    /// every packet (the pacer's turn after one) would otherwise wake the loop for nothing.
+    pub(crate) fn next(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, id))) = self.heap.peek() {
+            if self.armed.get(id) == Some(at) {
+                return Some(*at);
+            }
+            self.heap.pop();
+        }
+        None
     }
 
     /// Takes every session whose deadline is at or before `now`, earliest first.
@@ -82,8 +89,13 @@ mod tests {
         t.arm(SessionId(3), ms(50)); // moved later: the 20 ms entry is stale
         t.arm(SessionId(4), ms(5));
         t.disarm(SessionId(4));
-        assert_eq!(t.next(), Some(ms(5)), "a stale entry may wake early");
+        assert_eq!(
+            t.next(),
+            Some(ms(10)),
+            "a disarmed deadline is not the next"
+        );
         assert_eq!(t.pop_due(ms(25)), vec![SessionId(2)]);
+        assert_eq!(t.next(), Some(ms(30)), "nor a moved one");
         assert_eq!(t.pop_due(ms(40)), vec![SessionId(1)]);
         assert!(t.pop_due(ms(40)).is_empty(), "once");
         assert_eq!(t.pop_due(ms(60)), vec![SessionId(3)]);
