@@ -119,6 +119,8 @@ struct Sample {
     audio_pps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// p99 of the frames other than keyframes.
+    p99_delta_ms: f64,
     rss_per_participant: f64,
     generator_share: f64,
     /// Each of Huddle's media workers' CPU-seconds per second of wall time (none for Janus).
@@ -181,7 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .map(|w| format!("{:.0} %", w * 100.0))
                     .collect();
                 eprintln!(
-                    "run {run} {:>6} {}: {} streams, server {:.1} % CPU, {:.2} µs CPU per stream-s, {:.2} % frames, {:.1} Mbit/s, {:.0} audio packets/s, p50 {:.2} ms p99 {:.2} ms, {:.1} MB RSS per participant, generator {:.0} % CPU, {:.1} % of frames sent{}",
+                    "run {run} {:>6} {}: {} streams, server {:.1} % CPU, {:.2} µs CPU per stream-s, {:.2} % frames, {:.1} Mbit/s, {:.0} audio packets/s, p50 {:.2} ms p99 {:.2} ms ({:.2} ms without keyframes), {:.1} MB RSS per participant, generator {:.0} % CPU, {:.1} % of frames sent{}",
                     kind.name(),
                     rooms_label(n, args.copies),
                     sample.streams,
@@ -192,6 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     sample.audio_pps,
                     sample.p50_ms,
                     sample.p99_ms,
+                    sample.p99_delta_ms,
                     sample.rss_per_participant / 1e6,
                     sample.generator_share * 100.0,
                     sample.sent * 100.0,
@@ -209,6 +212,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `p` quantile of sorted microseconds, in milliseconds (0 with none).
+fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
+    let i = ((sorted_us.len() as f64 * p) as usize).min(sorted_us.len().saturating_sub(1));
+    sorted_us.get(i).map_or(0.0, |&us| f64::from(us) / 1000.0)
+}
+
 fn report(results: &[(ServerKind, Sample)], args: &Args) {
     let of = |kind: ServerKind, n: usize, f: &dyn Fn(&Sample) -> f64| {
         median(
@@ -220,7 +229,7 @@ fn report(results: &[(ServerKind, Sample)], args: &Args) {
         )
     };
     println!(
-        "| {} runs, medians, layer {} | streams | server CPU | µs CPU per stream-s | streams per core | frames delivered | Mbit/s out | p50 / p99 ms | RSS per participant |",
+        "| {} runs, medians, layer {} | streams | server CPU | µs CPU per stream-s | streams per core | frames delivered | Mbit/s out | p50 / p99 ms (p99 without keyframes) | RSS per participant |",
         args.runs, args.layer
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -229,7 +238,7 @@ fn report(results: &[(ServerKind, Sample)], args: &Args) {
             let share = of(kind, n, &|s| s.cpu_share);
             let streams = of(kind, n, &|s| s.streams as f64);
             println!(
-                "| {} {} | {streams:.0} | {:.1} % | {:.2} | {:.0} | {:.2} % | {:.1} | {:.2} / {:.2} | {:.1} MB |",
+                "| {} {} | {streams:.0} | {:.1} % | {:.2} | {:.0} | {:.2} % | {:.1} | {:.2} / {:.2} ({:.2}) | {:.1} MB |",
                 kind.name(),
                 rooms_label(n, args.copies),
                 share * 100.0,
@@ -239,6 +248,7 @@ fn report(results: &[(ServerKind, Sample)], args: &Args) {
                 of(kind, n, &|s| s.bps) / 1e6,
                 of(kind, n, &|s| s.p50_ms),
                 of(kind, n, &|s| s.p99_ms),
+                of(kind, n, &|s| s.p99_delta_ms),
                 of(kind, n, &|s| s.rss_per_participant) / 1e6,
             );
         }
@@ -441,14 +451,13 @@ async fn measure(
             let rss = rss_bytes(server.process.pid);
             stop.notify_waiters();
             let frames = counters.video_frames.load(Ordering::Relaxed) as f64;
-            let mut latency =
-                std::mem::take(&mut *counters.latency_us.lock().expect("no panics under it"));
-            latency.sort_unstable();
-            let pct = |p: f64| {
-                latency
-                    .get(((latency.len() as f64 * p) as usize).min(latency.len().saturating_sub(1)))
-                    .map_or(0.0, |&us| f64::from(us) / 1000.0)
+            let taken = |l: &std::sync::Mutex<Vec<u32>>| {
+                let mut l = std::mem::take(&mut *l.lock().expect("no panics under it"));
+                l.sort_unstable();
+                l
             };
+            let latency = taken(&counters.latency_us);
+            let delta_latency = taken(&counters.delta_latency_us);
             Ok(Sample {
                 participants: n,
                 streams,
@@ -458,8 +467,9 @@ async fn measure(
                     / ((copies * n) as f64 * 30.0 * wall),
                 bps: counters.video_bytes.load(Ordering::Relaxed) as f64 * 8.0 / wall,
                 audio_pps: counters.audio_packets.load(Ordering::Relaxed) as f64 / wall,
-                p50_ms: pct(0.5),
-                p99_ms: pct(0.99),
+                p50_ms: percentile_ms(&latency, 0.5),
+                p99_ms: percentile_ms(&latency, 0.99),
+                p99_delta_ms: percentile_ms(&delta_latency, 0.99),
                 rss_per_participant: rss.saturating_sub(rss0) as f64 / (copies * n) as f64,
                 generator_share: me / wall,
                 workers,
