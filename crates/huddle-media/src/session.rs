@@ -212,7 +212,8 @@ pub(crate) struct Session {
     /// Addresses this session received from, for the demultiplexing table.
     pub(crate) sources: Vec<SocketAddr>,
     /// Packets forwarded to str0m that its drain has not yet seen leave (as far as a count of
-    /// datagrams tells): while some are, a passed deadline is handed back at once.
+    /// datagrams tells): while some have not, the drain hands str0m's pacer its next turn at
+    /// once instead of leaving it for the next packet.
     pub(crate) unsent: u32,
 }
 
