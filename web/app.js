@@ -10,7 +10,7 @@ import { openCamera, openTrack, openScreen, listDevices, describeMediaError } fr
 import {
   $, showView, banner, showMessage, ensureTile, setTileName, setTileMedia, setTileConnection,
   removeTiles, updateGridSize, layoutGrid, setSpeakerView, feature, appendChat, fillDeviceSelect, setTileActions, renderPeople,
-  setTilesPerPage, turnPage, setTileQuality,
+  setTilesPerPage, tilesPerPageNow, turnPage, setTileQuality,
 } from './ui.js';
 
 const params = new URLSearchParams(location.search);
@@ -393,7 +393,7 @@ function join() {
     updateAutoMode();
   });
   signaling.addEventListener('layers', (e) => links.get('sfu')?.setLayers(e.detail.mid, e.detail.active));
-  signaling.join(me.room, name, mediaState(), invite, requestedMode);
+  signaling.join(me.room, name, mediaState(), invite, requestedMode, tilesPerPageNow());
 }
 
 /** A host turned off one of our sources: stop sending it, and say so. */

@@ -73,9 +73,10 @@ export class Signaling extends EventTarget {
   }
 
   /** Connects (and reconnects until `leave`) and joins `room`, with an access token if any;
-   *  `mode` (`mesh` or `sfu`) is what a room this join creates becomes. */
-  join(room, name, state, token = null, mode = null) {
-    this.joinRequest = { room, name, state, token, mode };
+   *  `mode` (`mesh` or `sfu`) is what a room this join creates becomes; `tiles` is how many
+   *  video tiles the page shows at once (an SFU room's server gives lines to no more at first). */
+  join(room, name, state, token = null, mode = null, tiles = null) {
+    this.joinRequest = { room, name, state, token, mode, tiles };
     this.closedByUs = false;
     // Straight to the node the room lives on, rather than through another (`moved`).
     const home = homeNode(room, this.nodeUrls);
@@ -182,11 +183,12 @@ export class Signaling extends EventTarget {
 
   /** Sends the join (again: a cluster that could not place the room a moment ago). */
   sendJoin() {
-    const { room, name, state, token, mode } = this.joinRequest;
+    const { room, name, state, token, mode, tiles } = this.joinRequest;
     const join = { type: 'join', v: PROTOCOL_VERSION, room, name, state };
     if (this.resumeToken) join.resume = this.resumeToken;
     if (token) join.token = token;
     if (mode) join.mode = mode;
+    if (tiles) join.tiles = Math.min(tiles, 256);
     return this.send(join);
   }
 

@@ -162,6 +162,11 @@ export function removeTiles(filter) {
 let tilesPerPage = 25;
 let gridPage = 0;
 
+/** Tiles one page of the grid shows. */
+export function tilesPerPageNow() {
+  return tilesPerPage;
+}
+
 export function setTilesPerPage(n) {
   tilesPerPage = Math.max(1, n);
   updateGridSize();

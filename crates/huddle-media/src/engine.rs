@@ -309,7 +309,7 @@ impl Engine {
                 return Err(OfferError::RoomTaken(room.to_owned()));
             }
         }
-        self.admit(id, Session::new(rtc, kind, now), now);
+        self.admit(id, Session::new(rtc, kind, now), None, now);
         Ok((id, answer))
     }
 
@@ -319,6 +319,7 @@ impl Engine {
     pub fn open_downstream(
         &mut self,
         kind: SessionKind,
+        tiles: Option<usize>,
         now: Instant,
     ) -> Result<(SessionId, String), OfferError> {
         if !kind.server_offers() {
@@ -333,7 +334,7 @@ impl Engine {
         let rtc = self.new_rtc(&kind, now);
         let id = SessionId(self.next_id);
         self.next_id += 1;
-        self.admit(id, Session::new(rtc, kind, now), now);
+        self.admit(id, Session::new(rtc, kind, now), tiles, now);
         // A new Rtc with a data channel to add always has an offer to make; were it not so,
         // the session would be of no use, so it goes at once.
         let Some(offer) = self.offer_unbound(id, true) else {
@@ -439,7 +440,9 @@ impl Engine {
     }
 
     /// Takes a new session in: the SFU room it is a member of, its first drive.
-    fn admit(&mut self, id: SessionId, session: Session, now: Instant) {
+    /// Takes `session` in; a room session joins the SFU core (`tiles`: how many video tiles a
+    /// receiving page shows at once, if it said).
+    fn admit(&mut self, id: SessionId, session: Session, tiles: Option<usize>, now: Instant) {
         if let Some(room) = session.kind.room() {
             let owner = match session.kind.peer() {
                 Some(peer) => {
@@ -455,7 +458,8 @@ impl Engine {
                 }
                 None => Owner(id.0),
             };
-            self.sfu.join(room, id, owner, session.kind.receives(), now);
+            self.sfu
+                .join(room, id, owner, session.kind.receives(), tiles, now);
         }
         tracing::debug!(session = %id, kind = ?session.kind, "media session created");
         self.sessions.insert(id, session);

@@ -31,7 +31,7 @@ fn run(n: u64) -> (Duration, f64) {
     let mut sfu = Sfu::new();
     let mut now = Instant::now();
     for s in 0..n {
-        sfu.join("r", SessionId(s), Owner(s), true, now);
+        sfu.join("r", SessionId(s), Owner(s), true, None, now);
         sfu.ready(SessionId(s), now);
     }
     let tracks: Vec<_> = (0..n)

@@ -19,6 +19,15 @@ pub struct View {
     pub height: u32,
 }
 
+impl View {
+    /// Off screen, size unknown.
+    pub const HIDDEN: View = View {
+        visible: false,
+        width: 0,
+        height: 0,
+    };
+}
+
 impl Default for View {
     fn default() -> Self {
         View {

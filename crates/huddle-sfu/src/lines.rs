@@ -9,8 +9,9 @@
 //! shows 25 tiles at a time and hears the loudest three.
 //!
 //! Video lines go to the tiles on screen, screen shares first; a hidden tile keeps its line
-//! until a tile on screen needs one. Audio lines go to the microphones as they are forwarded:
-//! a speaker who starts to rank takes the line of the one forwarded longest ago.
+//! until a tile on screen needs one, and gets none while it is hidden. Audio lines go to the
+//! microphones as they are forwarded: a speaker who starts to rank takes the line of the one
+//! forwarded longest ago.
 
 use crate::TrackId;
 
@@ -31,8 +32,12 @@ pub(crate) struct VideoCandidate {
 
 /// Whether each candidate is to be on a line, in the candidates' order: tiles on screen first
 /// (screen shares before cameras), then those that have a line already, then the oldest track.
+/// A tile off screen keeps a line it has but is given none: a line, once offered, is the
+/// connection's for good.
 pub(crate) fn choose_video(candidates: &[VideoCandidate]) -> Vec<bool> {
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    let mut order: Vec<usize> = (0..candidates.len())
+        .filter(|&i| candidates[i].visible || candidates[i].lined)
+        .collect();
     order.sort_by_key(|&i| {
         let c = &candidates[i];
         (!c.visible, !c.screen, !c.lined, c.track)
@@ -58,11 +63,14 @@ mod tests {
     }
 
     #[test]
-    fn every_track_has_a_line_while_there_are_enough() {
+    fn every_tile_on_screen_has_a_line_while_there_are_enough_and_hidden_ones_get_none() {
         let c: Vec<_> = (0..VIDEO_LINES as u64)
             .map(|t| camera(t, t % 2 == 0, false))
             .collect();
-        assert!(choose_video(&c).into_iter().all(|l| l));
+        let lined = choose_video(&c);
+        for (c, lined) in c.iter().zip(lined) {
+            assert_eq!(lined, c.visible, "track {:?}", c.track);
+        }
     }
 
     #[test]

@@ -154,6 +154,10 @@ struct Member {
     /// The last `Bitrate` reported (minimum, desired).
     bitrate: (u64, u64),
     published: Vec<TrackId>,
+    /// How many video tiles the page shows at once, if it said: a video track that arrives
+    /// while that many are on screen waits off screen until the page names it. Every line is a
+    /// stream the connection walks at each of its timeouts, and an offer never takes one back.
+    tiles: Option<usize>,
     /// By track, so a frame finds its subscription at once; track ids grow as tracks are
     /// published, so this is also the order subscribed.
     subscriptions: BTreeMap<TrackId, Subscription>,
@@ -253,13 +257,15 @@ impl Sfu {
     }
 
     /// `session` joins `room` for `owner` and, if it `receives`, subscribes to every track
-    /// published there by other owners. A session in another room leaves it first.
+    /// published there by other owners; its page shows `tiles` video tiles at once, if it said.
+    /// A session in another room leaves it first.
     pub fn join(
         &mut self,
         room: &str,
         session: SessionId,
         owner: Owner,
         receives: bool,
+        tiles: Option<usize>,
         now: Instant,
     ) {
         if self.members.get(&session).is_some_and(|m| m.room == room) {
@@ -279,6 +285,7 @@ impl Sfu {
                 estimate: None,
                 bitrate: (0, 0),
                 published: Vec::new(),
+                tiles,
                 subscriptions: BTreeMap::new(),
             },
         );
@@ -640,12 +647,21 @@ impl Sfu {
         }
         t.subscribers.push(subscriber);
         let kind = t.info.kind;
+        let on_screen = m
+            .subscriptions
+            .values()
+            .filter(|s| s.kind == MediaKind::Video && s.view.visible)
+            .count();
+        let view = match m.tiles {
+            Some(tiles) if kind == MediaKind::Video && on_screen >= tiles => View::HIDDEN,
+            _ => View::default(),
+        };
         m.subscriptions.insert(
             track,
             Subscription {
                 track,
                 kind,
-                view: View::default(),
+                view,
                 cap: None,
                 fwd: Forwarding::new(None),
                 lined: false,

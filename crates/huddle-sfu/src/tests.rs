@@ -30,7 +30,7 @@ impl Call {
 
     fn member(&mut self, room: &str, s: u64) -> SessionId {
         let id = SessionId(s);
-        self.sfu.join(room, id, Owner(s), true, self.now);
+        self.sfu.join(room, id, Owner(s), true, None, self.now);
         self.sfu.ready(id, self.now);
         id
     }
@@ -38,7 +38,7 @@ impl Call {
     /// A connection of `owner` that only sends (a page's upstream, WHIP).
     fn sender(&mut self, room: &str, s: u64, owner: u64) -> SessionId {
         let id = SessionId(s);
-        self.sfu.join(room, id, Owner(owner), false, self.now);
+        self.sfu.join(room, id, Owner(owner), false, None, self.now);
         self.sfu.ready(id, self.now);
         id
     }
@@ -271,10 +271,10 @@ fn a_participants_sending_connection_receives_nothing() {
     // Each participant sends on one connection and receives on another.
     let (a_up, b_up) = (c.sender("r", 1, 10), c.sender("r", 3, 20));
     let a_down = SessionId(2);
-    c.sfu.join("r", a_down, Owner(10), true, c.now);
+    c.sfu.join("r", a_down, Owner(10), true, None, c.now);
     c.sfu.ready(a_down, c.now);
     let b_down = SessionId(4);
-    c.sfu.join("r", b_down, Owner(20), true, c.now);
+    c.sfu.join("r", b_down, Owner(20), true, None, c.now);
     c.sfu.ready(b_down, c.now);
     let video = c.sfu.publish(b_up, camera_720p(), c.now).unwrap();
     let small = View {
@@ -742,7 +742,7 @@ proptest! {
                 Op::Join(s, r) => {
                     // Sessions 2k and 2k+1 are one participant's two connections: the
                     // first sends, the second receives.
-                    c.sfu.join(&format!("r{r}"), SessionId(s.into()), Owner((s / 2).into()), s % 2 == 1, c.now);
+                    c.sfu.join(&format!("r{r}"), SessionId(s.into()), Owner((s / 2).into()), s % 2 == 1, None, c.now);
                     rooms.insert(SessionId(s.into()), format!("r{r}"));
                 }
                 Op::Leave(s) => {
@@ -874,4 +874,41 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_page_that_shows_two_tiles_gets_lines_for_two_until_it_names_another() {
+    let mut c = Call::new();
+    let publishers: Vec<SessionId> = (1..=4).map(|s| c.member("r", s)).collect();
+    let tracks: Vec<TrackId> = publishers
+        .iter()
+        .map(|p| c.sfu.publish(*p, TrackInfo::video(1), c.now).unwrap())
+        .collect();
+    let page = SessionId(10);
+    c.sfu.join("r", page, Owner(10), true, Some(2), c.now);
+    c.sfu.ready(page, c.now);
+    let attached = |out: &[Output]| -> Vec<TrackId> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Attach {
+                    subscriber, track, ..
+                } if *subscriber == page => Some(*track),
+                _ => None,
+            })
+            .collect()
+    };
+    let out = c.outputs();
+    assert_eq!(attached(&out), tracks[..2], "two tiles, two lines");
+
+    // A newcomer waits off screen too; the page naming it on screen gives it a line.
+    let newcomer = c.member("r", 5);
+    let fifth = c.sfu.publish(newcomer, TrackInfo::video(1), c.now).unwrap();
+    assert!(!attached(&c.outputs()).contains(&fifth));
+    let on_screen = View {
+        visible: true,
+        width: 320,
+        height: 180,
+    };
+    c.sfu.set_views(page, &[(fifth, on_screen)], c.now);
+    assert_eq!(attached(&c.outputs()), [fifth]);
 }

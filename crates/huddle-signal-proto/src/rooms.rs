@@ -165,7 +165,12 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MediaRequest {
     /// `peer` joined `room`: open the connection it receives on (the server offers).
-    Join { room: String, peer: PeerId },
+    Join {
+        room: String,
+        peer: PeerId,
+        /// How many video tiles the page shows at once, if it said (`join`'s `tiles`).
+        tiles: Option<u16>,
+    },
     /// `peer`'s SDP for the media peer: an offer on the connection it sends on, or its answer
     /// to the server's offer.
     Sdp {
@@ -513,6 +518,7 @@ impl<R: RngCore> Rooms<R> {
             resume,
             token,
             mode,
+            tiles,
         } = msg
         {
             let join = Join {
@@ -523,6 +529,7 @@ impl<R: RngCore> Rooms<R> {
                 resume,
                 token,
                 mode,
+                tiles,
             };
             return self.handle_join(conn, join, now);
         }
@@ -684,6 +691,7 @@ impl<R: RngCore> Rooms<R> {
             self.outputs.push_back(Output::Media(MediaRequest::Join {
                 room: room.to_string(),
                 peer: pid,
+                tiles: join.tiles,
             }));
         }
         Ok(())
@@ -1072,6 +1080,7 @@ struct Join<'a> {
     resume: Option<String>,
     token: Option<String>,
     mode: Option<RoomMode>,
+    tiles: Option<u16>,
 }
 
 impl Join<'_> {
@@ -1085,6 +1094,7 @@ impl Join<'_> {
             resume: self.resume.clone(),
             token: self.token.clone(),
             mode: self.mode,
+            tiles: self.tiles,
         }
     }
 }

@@ -111,6 +111,10 @@ pub enum ClientMessage {
         /// (v2) The mode a room this join creates gets; a room that exists keeps its own.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mode: Option<RoomMode>,
+        /// (v2, SFU rooms) How many video tiles the page shows at once: until its first
+        /// `view`, only that many of the tracks it receives count as on screen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tiles: Option<u16>,
     },
     /// An SDP description or an ICE candidate for one peer of the same room.
     Signal {
@@ -598,6 +602,7 @@ mod tests {
                     resume,
                     token: None,
                     mode: None,
+                    tiles: None,
                 }),
             (".{0,10}", ".{0,200}").prop_map(|(to, sdp)| ClientMessage::Signal {
                 to: PeerId(to),

@@ -25,7 +25,8 @@ pub async fn signal(
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
         .await
         .context("WebSocket")?;
-    let join = json!({"type": "join", "v": 2, "room": room, "name": format!("bench {index}"), "mode": "sfu"});
+    // It says how many tiles it shows, as the web client does (its grid page): lines for those.
+    let join = json!({"type": "join", "v": 2, "room": room, "name": format!("bench {index}"), "mode": "sfu", "tiles": view.watch});
     ws.send(Message::text(join.to_string())).await?;
     // Nothing goes to `sfu` before the welcome; the sending offer waits in its channel.
     loop {

@@ -890,7 +890,7 @@ fn watch_sfu(net: &mut Net, room: &str, peer: &str, addr: &str) -> (SessionId, u
         room: room.to_owned(),
         peer: peer.to_owned(),
     };
-    let (downstream, offer) = net.engine.open_downstream(kind, net.now).unwrap();
+    let (downstream, offer) = net.engine.open_downstream(kind, None, net.now).unwrap();
     let (mut b, answer) = Browser::answering(addr, &offer, net.now);
     net.engine
         .accept_answer(downstream, &answer, net.now)

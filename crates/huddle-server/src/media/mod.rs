@@ -785,7 +785,7 @@ impl Runner {
             }
             Command::Sfu(request) => {
                 // A page joining a room with streams hears of them first.
-                if let huddle_signal_proto::MediaRequest::Join { room, peer } = &request
+                if let huddle_signal_proto::MediaRequest::Join { room, peer, .. } = &request
                     && let Some(event) = self.streaming.tell(room, peer)
                 {
                     self.tell_hub(event);

@@ -42,12 +42,12 @@ impl Participants {
         now: Instant,
     ) -> Vec<SfuEvent> {
         match request {
-            MediaRequest::Join { room, peer } => {
+            MediaRequest::Join { room, peer, tiles } => {
                 let kind = SessionKind::Downstream {
                     room: room.clone(),
                     peer: peer.0.clone(),
                 };
-                match engine.open_downstream(kind, now) {
+                match engine.open_downstream(kind, tiles.map(usize::from), now) {
                     Ok((id, offer)) => {
                         self.insert(id, &room, &peer, |c| &mut c.downstream);
                         vec![signal(peer, SdpKind::Offer, offer)]

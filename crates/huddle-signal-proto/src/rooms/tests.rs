@@ -79,6 +79,7 @@ fn join(room: &str, name: &str, resume: Option<String>) -> ClientMessage {
         resume,
         token: None,
         mode: None,
+        tiles: None,
     }
 }
 
@@ -593,6 +594,7 @@ mod access {
             resume: None,
             token,
             mode: None,
+            tiles: None,
         }
     }
 
@@ -1007,6 +1009,7 @@ fn join_v(v: u32, room: &str, name: &str, mode: Option<RoomMode>) -> ClientMessa
         resume: None,
         token: None,
         mode,
+        tiles: None,
     }
 }
 
@@ -1017,6 +1020,25 @@ fn media(out: &[Output]) -> Vec<MediaRequest> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn a_pages_tile_count_reaches_the_media_peer() {
+    let mut h = Harness::new();
+    let a = h.connect();
+    let mut join = join_v(2, "big", "Ada", Some(RoomMode::Sfu));
+    if let ClientMessage::Join { tiles, .. } = &mut join {
+        *tiles = Some(8);
+    }
+    let out = h.send(a, &join);
+    assert!(
+        matches!(
+            &media(&out)[..],
+            [MediaRequest::Join { tiles: Some(8), .. }]
+        ),
+        "{:?}",
+        media(&out)
+    );
 }
 
 #[test]
@@ -1031,7 +1053,8 @@ fn an_sfu_room_sends_its_members_sdp_to_the_media_peer_and_back() {
         media(&out),
         [MediaRequest::Join {
             room: "big".into(),
-            peer: pa.clone()
+            peer: pa.clone(),
+            tiles: None,
         }]
     );
     // The room keeps its mode whatever a later join asks; a v1 client cannot use it.
