@@ -439,9 +439,8 @@ impl Engine {
         self.drive_all(work, now);
     }
 
-    /// Takes a new session in: the SFU room it is a member of, its first drive.
-    /// Takes `session` in; a room session joins the SFU core (`tiles`: how many video tiles a
-    /// receiving page shows at once, if it said).
+    /// Takes a new session in: the SFU room it is a member of (`tiles`: how many video tiles a
+    /// receiving page shows at once, if it said), its first drive.
     fn admit(&mut self, id: SessionId, session: Session, tiles: Option<usize>, now: Instant) {
         if let Some(room) = session.kind.room() {
             let owner = match session.kind.peer() {
