@@ -217,6 +217,10 @@ pub struct Engine {
     next_owner: u64,
     next_id: u64,
     out: VecDeque<Output>,
+    /// Subscribers packets were forwarded to since their last drain, drained when outputs are
+    /// polled: every packet of a batch of datagrams fans out first, and each subscriber then
+    /// lets its share out in one drain instead of one drain per packet.
+    forwarded: Vec<SessionId>,
 }
 
 impl Engine {
@@ -235,6 +239,7 @@ impl Engine {
             next_owner: 0,
             next_id: 1,
             out: VecDeque::new(),
+            forwarded: Vec::new(),
         }
     }
 
@@ -685,7 +690,14 @@ impl Engine {
         }
     }
 
+    /// What the engine has for the I/O layer. Subscribers that packets were forwarded to are
+    /// drained here, so call it until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
+        while self.out.is_empty() && !self.forwarded.is_empty() {
+            let Some(now) = self.now else { break };
+            let work = std::mem::take(&mut self.forwarded).into();
+            self.drive_all(work, now);
+        }
         self.out.pop_front()
     }
 
@@ -847,9 +859,21 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(&id) else {
             return events;
         };
+        s.awaiting_drain = false;
         let mut released = 0;
         let mut sent = Sent::Nothing;
+        // Packets forwarded here wait for the pacer's next turn: it is handed over without
+        // asking str0m for its deadline first (a walk of the session's streams per packet).
+        let mut turn = s.connected && s.unsent > 0;
         loop {
+            if turn {
+                turn = false;
+                released += 1;
+                sent = Sent::Nothing;
+                if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                    tracing::debug!(session = %id, error = %e, "timeout handling failed");
+                }
+            }
             match s.rtc.poll_output() {
                 // str0m's pacer lets one queued packet out per timeout, so a connected session
                 // with packets waiting is handed the timeout here: the queue leaves in this
@@ -865,11 +889,7 @@ impl Engine {
                             t <= now
                         } =>
                 {
-                    released += 1;
-                    sent = Sent::Nothing;
-                    if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
-                        tracing::debug!(session = %id, error = %e, "timeout handling failed");
-                    }
+                    turn = true;
                 }
                 Ok(RtcOutput::Timeout(t)) => {
                     let deadline = if !s.connected {
@@ -893,6 +913,9 @@ impl Engine {
                 Ok(RtcOutput::Transmit(t)) => {
                     sent = if s.unsent > 0 {
                         s.unsent -= 1;
+                        // More of ours behind it: the pacer's gate is next, so its turn is
+                        // handed over straight away.
+                        turn = s.unsent > 0 && released < RELEASE_PER_DRAIN;
                         sent.max(Sent::Ours)
                     } else {
                         Sent::Str0ms
@@ -938,7 +961,7 @@ impl Engine {
             Event::MediaAdded(m) => self.on_media_added(id, m, now),
             Event::MediaChanged(c) => self.on_media_changed(id, c, now),
             Event::MediaData(data) => self.on_media(id, data, work),
-            Event::RtpPacket(packet) => self.on_rtp(id, packet, now, work),
+            Event::RtpPacket(packet) => self.on_rtp(id, packet, now),
             Event::KeyframeRequest(req) => {
                 if s.kind.transcodes() {
                     self.out.push_back(Output::EncoderKeyframe(id));
@@ -1077,13 +1100,7 @@ impl Engine {
 
     /// An RTP packet from a room session's browser (room sessions run in str0m's RTP mode):
     /// a published track's goes to the SFU core and on to the subscribers.
-    fn on_rtp(
-        &mut self,
-        id: SessionId,
-        packet: RtpPacket,
-        now: Instant,
-        work: &mut VecDeque<SessionId>,
-    ) {
+    fn on_rtp(&mut self, id: SessionId, packet: RtpPacket, now: Instant) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -1114,11 +1131,12 @@ impl Engine {
         let Some(params) = s.rtc.codec_config().find(|p| p.pt() == pt).copied() else {
             return;
         };
-        self.forward(track, layer, &params, &packet, now, work);
+        self.forward(track, layer, &params, &packet, now);
     }
 
     /// A packet of a published track: to every subscriber the SFU core routes it to, with the
     /// sequence number and RTP time it says (one continuous stream across layer switches).
+    /// The subscribers are drained later, in [`Engine::poll_output`].
     fn forward(
         &mut self,
         track: TrackId,
@@ -1126,7 +1144,6 @@ impl Engine {
         params: &PayloadParams,
         packet: &RtpPacket,
         now: Instant,
-        work: &mut VecDeque<SessionId>,
     ) {
         let codec = params.spec().codec;
         // A keyframe's first packet starts a stream or a switch, and says its picture size
@@ -1154,7 +1171,10 @@ impl Engine {
                 continue;
             };
             sub.write_forwarded(track, params, packet, vp8.as_ref(), target, now);
-            work.push_back(target.subscriber);
+            if !sub.awaiting_drain {
+                sub.awaiting_drain = true;
+                self.forwarded.push(target.subscriber);
+            }
         }
     }
 

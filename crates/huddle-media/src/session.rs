@@ -215,6 +215,9 @@ pub(crate) struct Session {
     /// datagrams tells): while some have not, the drain hands str0m's pacer its next turn at
     /// once instead of leaving it for the next packet.
     pub(crate) unsent: u32,
+    /// Packets were forwarded to this session since its last drain: it is in the engine's list
+    /// of sessions to drain.
+    pub(crate) awaiting_drain: bool,
 }
 
 /// One negotiated media section of a session.
@@ -368,6 +371,7 @@ impl Session {
             offered: false,
             offer_due: None,
             unsent: 0,
+            awaiting_drain: false,
             video_origin: None,
             last_keyframe_request: None,
             sources: Vec::new(),
