@@ -185,6 +185,9 @@ struct Track {
     room: String,
     info: TrackInfo,
     subscribers: Vec<SessionId>,
+    /// The subscribers that have it on a line, the only ones a video packet may go to: a room
+    /// of fifty whose pages show eight tiles each has eight of its forty-nine subscribers.
+    lined: Vec<SessionId>,
     rates: [Meter; MAX_LAYERS],
     last_keyframe_request: [Option<Instant>; MAX_LAYERS],
     /// Layers last reported as active (dynacast); all at first, as a page starts them.
@@ -307,6 +310,7 @@ impl Sfu {
         for s in m.subscriptions.into_values() {
             if let Some(t) = self.tracks.get_mut(&s.track) {
                 t.subscribers.retain(|x| *x != session);
+                t.lined.retain(|x| *x != session);
             }
             self.out.push_back(Output::Unsubscribe {
                 subscriber: session,
@@ -367,6 +371,7 @@ impl Sfu {
                 room,
                 info,
                 subscribers: Vec::new(),
+                lined: Vec::new(),
                 rates: [Meter::default(); MAX_LAYERS],
                 last_keyframe_request: [None; MAX_LAYERS],
                 active: [true; MAX_LAYERS],
@@ -547,7 +552,10 @@ impl Sfu {
         };
         let audio = t.info.kind == MediaKind::Audio;
         self.unlined.clear();
-        for sub in &t.subscribers {
+        // A microphone being forwarded goes to every subscriber (those without a line take
+        // one); video only to those with a line.
+        let subscribers = if audio { &t.subscribers } else { &t.lined };
+        for sub in subscribers {
             let Some(m) = self.members.get_mut(sub) else {
                 continue;
             };
@@ -680,7 +688,7 @@ impl Sfu {
         let Some(s) = self.subscription_mut(subscriber, track) else {
             return;
         };
-        s.lined = true;
+        let was_lined = std::mem::replace(&mut s.lined, true);
         // A line's stream starts again with each track; video waits for the allocator's
         // choice and then a keyframe of it.
         let kind = s.kind;
@@ -688,6 +696,11 @@ impl Sfu {
             MediaKind::Audio => Forwarding::flowing(Layer(0)),
             MediaKind::Video => Forwarding::new(None),
         };
+        if let Some(t) = self.tracks.get_mut(&track)
+            && !was_lined
+        {
+            t.lined.push(subscriber);
+        }
         self.out.push_back(Output::Attach {
             subscriber,
             track,
@@ -703,6 +716,9 @@ impl Sfu {
         s.lined = false;
         s.cap = None;
         s.fwd = Forwarding::new(None);
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.lined.retain(|x| *x != subscriber);
+        }
         self.out.push_back(Output::Detach { subscriber, track });
     }
 

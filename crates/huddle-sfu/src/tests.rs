@@ -809,7 +809,7 @@ proptest! {
 
     /// Whatever joins, leaves, views and voices come, a member's lines stay within the budget,
     /// a track is attached only while subscribed and never twice, and packets go only to
-    /// subscriptions on a line.
+    /// subscriptions on a line, once each.
     #[test]
     fn lines_stay_within_their_budget_and_carry_only_what_is_attached(
         ops in proptest::collection::vec(line_op(), 1..500),
@@ -862,6 +862,10 @@ proptest! {
                     _ => {}
                 }
             }
+            let mut once = targets.clone();
+            once.sort_unstable();
+            once.dedup();
+            prop_assert_eq!(once.len(), targets.len(), "a packet sent twice to one subscriber");
             for (s, t) in &targets {
                 // A packet routed before this op's outputs were drained may have attached its
                 // subscription in the same call; it is not sent then, so it must be on a line.
