@@ -514,8 +514,9 @@ impl Engine {
     }
 
     /// Makes the server's next offer on a downstream session: a sending line for each track
-    /// waiting for one (and the data channel, `first`). None if there is nothing to add or an
-    /// offer is still unanswered (its answer brings the next one).
+    /// waiting for one; the `first` has a free audio line if none waits (an offer needs a
+    /// line). None if there is nothing to add or an offer is still unanswered (its answer
+    /// brings the next one).
     fn offer_unbound(&mut self, id: SessionId, first: bool) -> Option<String> {
         let s = self.sessions.get_mut(&id)?;
         if !s.kind.server_offers() || s.pending_offer.is_some() || s.offered == first {
@@ -526,9 +527,6 @@ impl Engine {
         }
         let unbound = std::mem::take(&mut s.unbound);
         let mut change = s.rtc.sdp_api();
-        if first {
-            change.add_channel("huddle".into());
-        }
         let added: Vec<(Mid, MediaKind, TrackId)> = unbound
             .into_iter()
             .map(|(track, kind)| {
@@ -536,9 +534,17 @@ impl Engine {
                 (mid, kind, track)
             })
             .collect();
+        // Not a data channel, which the page never uses: each would be an SCTP association
+        // that str0m polls at every packet forwarded to the page. The first microphone
+        // forwarded takes the line.
+        let free = (first && added.is_empty())
+            .then(|| change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
         let (offer, pending) = change.apply()?;
         for (mid, kind, track) in added {
             s.carry_on_new_line(mid, kind, track);
+        }
+        if let Some(mid) = free {
+            s.add_free_line(mid, MediaKind::Audio);
         }
         s.pending_offer = Some(pending);
         s.offered = true;

@@ -464,6 +464,11 @@ impl Session {
         self.carried.get(&track).map(|c| c.mid)
     }
 
+    /// A new sending line with nothing to send yet.
+    pub(crate) fn add_free_line(&mut self, mid: Mid, kind: MediaKind) {
+        self.lines.push(Line::new(mid, kind, LineUse::Free));
+    }
+
     /// A new sending line, made for `track`.
     pub(crate) fn carry_on_new_line(&mut self, mid: Mid, kind: MediaKind, track: TrackId) {
         self.lines

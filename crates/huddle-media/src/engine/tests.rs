@@ -200,6 +200,8 @@ struct Net {
     lost: usize,
     /// Offers the server made to receiving connections.
     offers: usize,
+    /// The first offer of each receiving connection.
+    first_offers: HashMap<SessionId, String>,
     /// Of the datagrams the server sends to this address, how many of at least `.1` bytes
     /// each step delivered.
     watched: Option<(SocketAddr, usize, Vec<usize>)>,
@@ -361,6 +363,7 @@ fn net() -> Net {
         lossy_sent: 0,
         lost: 0,
         offers: 0,
+        first_offers: HashMap::new(),
         watched: None,
     }
 }
@@ -892,6 +895,7 @@ fn watch_sfu(net: &mut Net, room: &str, peer: &str, addr: &str) -> (SessionId, u
     };
     let (downstream, offer) = net.engine.open_downstream(kind, None, net.now).unwrap();
     let (mut b, answer) = Browser::answering(addr, &offer, net.now);
+    net.first_offers.insert(downstream, offer);
     net.engine
         .accept_answer(downstream, &answer, net.now)
         .unwrap();
@@ -1020,6 +1024,29 @@ fn an_sfu_room_sends_every_page_everyone_elses_tracks_and_renegotiates_for_latec
     net.engine.close(c.downstream);
     net.step(&mut |_| None);
     assert_eq!(net.carried(&a), [("bob".into(), A), ("bob".into(), V)]);
+}
+
+#[test]
+fn a_page_alone_in_its_room_is_offered_one_audio_line_that_the_first_microphone_takes() {
+    use huddle_sfu::MediaKind::Audio as A;
+    let mut net = net();
+    let a = join_sfu(&mut net, "r", "ada", "10.0.1.1:5000", "10.0.1.1:5001");
+    let first = &net.first_offers[&a.downstream];
+    assert_eq!(first.matches("m=").count(), 1, "one line: {first}");
+    assert!(first.contains("m=audio"), "an audio line, no data channel");
+    let mid = first
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .expect("the line's mid")
+        .to_owned();
+
+    let _b = join_sfu(&mut net, "r", "bob", "10.0.1.2:5000", "10.0.1.2:5001");
+    net.run_until("bob's tracks at ada", |n| n.lined(&a) == 2);
+    let bobs_audio = net.tracks[&a.downstream]
+        .iter()
+        .find(|t| t.kind == A)
+        .and_then(|t| t.mid.clone());
+    assert_eq!(bobs_audio, Some(mid), "bob's microphone on the free line");
 }
 
 #[test]
