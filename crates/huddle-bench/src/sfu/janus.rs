@@ -218,7 +218,9 @@ pub async fn signal(
         .message(
             publisher,
             body,
-            Some(json!({"type": "offer", "sdp": offer})),
+            // The rids are listed smallest first, as a Huddle page lists them; Janus takes the
+            // first as the highest unless told, and its substream 0 would be the full layer.
+            Some(json!({"type": "offer", "sdp": offer, "rid_order": "lmh"})),
         )
         .await?;
     let answer = session
