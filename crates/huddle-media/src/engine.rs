@@ -219,8 +219,10 @@ pub struct Engine {
     out: VecDeque<Output>,
     /// Subscribers packets were forwarded to since their last drain, drained when outputs are
     /// polled: every packet of a batch of datagrams fans out first, and each subscriber then
-    /// lets its share out in one drain instead of one drain per packet.
-    forwarded: Vec<SessionId>,
+    /// lets its share out in one drain instead of one drain per packet. One at a time, in the
+    /// order written to, so the I/O layer can send a subscriber's datagrams while the next
+    /// subscriber's are made.
+    forwarded: VecDeque<SessionId>,
 }
 
 impl Engine {
@@ -239,7 +241,7 @@ impl Engine {
             next_owner: 0,
             next_id: 1,
             out: VecDeque::new(),
-            forwarded: Vec::new(),
+            forwarded: VecDeque::new(),
         }
     }
 
@@ -697,12 +699,14 @@ impl Engine {
     }
 
     /// What the engine has for the I/O layer. Subscribers that packets were forwarded to are
-    /// drained here, so call it until `None` after every input.
+    /// drained here, one when the last one's outputs are taken, so call it until `None` after
+    /// every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        while self.out.is_empty() && !self.forwarded.is_empty() {
-            let Some(now) = self.now else { break };
-            let work = std::mem::take(&mut self.forwarded).into();
-            self.drive_all(work, now);
+        while self.out.is_empty() {
+            let (Some(now), Some(id)) = (self.now, self.forwarded.pop_front()) else {
+                break;
+            };
+            self.drive(id, now);
         }
         self.out.pop_front()
     }
@@ -1179,7 +1183,7 @@ impl Engine {
             sub.write_forwarded(track, params, packet, vp8.as_ref(), target, now);
             if !sub.awaiting_drain {
                 sub.awaiting_drain = true;
-                self.forwarded.push(target.subscriber);
+                self.forwarded.push_back(target.subscriber);
             }
         }
     }

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use huddle_media::{
     CloseReason, Engine, EngineConfig, LocalAddr, OfferError, Output, SessionId, SessionKind,
+    Transmit,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -547,6 +548,10 @@ struct Runner {
     hub: Option<mpsc::Sender<SfuEvent>>,
 }
 
+/// Datagrams a flush collects before it sends them: the engine's next subscribers are
+/// drained after these leave. A GSO message's most (`UDP_MAX_SEGMENTS`).
+const SEND_CHUNK: usize = 64;
+
 /// Datagrams one socket may have waiting for room in its send buffer; past it the oldest are
 /// dropped (UDP may lose them; the browsers' NACKs and keyframe requests recover).
 const BACKLOG: usize = 4096;
@@ -808,16 +813,23 @@ impl Runner {
         }
     }
 
-    /// Carries out everything the engine asked for. Datagrams are sent together, one
-    /// `sendmmsg` per socket: echoing a frame is several packets at once. What a full send buffer
-    /// does not take waits in the socket's backlog; nothing here waits.
+    /// Carries out everything the engine asked for. Datagrams are sent [`SEND_CHUNK`] or so at a
+    /// time, one `sendmmsg` per socket. What a full send buffer does not take waits in the
+    /// socket's backlog; nothing here waits.
     fn flush(&mut self) {
         // What the other workers check the server's session cap against.
         self.shared.sessions[self.index].store(self.engine.session_count(), Ordering::Relaxed);
         let mut transmits = Vec::new();
         while let Some(o) = self.engine.poll_output() {
             match o {
-                Output::Transmit(t) => transmits.push(t),
+                Output::Transmit(t) => {
+                    transmits.push(t);
+                    // The engine makes one subscriber's datagrams at a time: the first
+                    // subscribers' go while the others' are made, not after all of them.
+                    if transmits.len() >= SEND_CHUNK {
+                        self.send(&mut transmits);
+                    }
+                }
                 Output::Transcode(job) => self.transcoders.push(job),
                 Output::EncoderKeyframe(id) => self.transcoders.keyframe(id),
                 Output::EncoderBitrate { session, bps } => self.transcoders.bitrate(session, bps),
@@ -860,15 +872,21 @@ impl Runner {
                 }
             }
         }
+        self.send(&mut transmits);
+    }
+
+    /// Sends `transmits` (and empties it), one `sendmmsg` per socket; what a full send buffer
+    /// does not take waits in the socket's backlog.
+    fn send(&mut self, transmits: &mut Vec<Transmit>) {
         for ((local, socket), backlog) in self.sockets.iter().zip(&mut self.backlog) {
             let mut datagrams: Vec<(&[u8], SocketAddr)> = transmits
                 .iter()
                 .filter(|t| t.source == *local)
                 .map(|t| (&t.contents[..], t.destination))
                 .collect();
-            // A publisher's frame is fanned out packet by packet, one subscriber after the
-            // other; side by side, one subscriber's packets of a frame go as one UDP GSO
-            // message. The sort is stable: each destination's order is kept.
+            // Side by side, one subscriber's packets go as one UDP GSO message. The engine
+            // makes them together, but a session's own datagrams (a NACK's resends, reports)
+            // may come between. The sort is stable: each destination's order is kept.
             datagrams.sort_by_key(|&(_, to)| to);
             if datagrams.is_empty() {
                 continue;
@@ -890,6 +908,7 @@ impl Runner {
                 backlog.push_back((data.to_vec(), *to));
             }
         }
+        transmits.clear();
     }
 }
 
