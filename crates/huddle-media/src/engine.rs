@@ -382,6 +382,9 @@ impl Engine {
                 ));
             }
         }
+        for track in s.answered() {
+            self.sfu.line_ready(session, track, now);
+        }
         // Tracks that came while the offer was out go in the next one.
         self.schedule_offer(session, now);
         self.drive(session, now);
@@ -754,8 +757,15 @@ impl Engine {
                         continue;
                     };
                     let kind = str0m_kind(kind);
-                    if !s.bind(track, kind) {
-                        s.unbound.push((track, kind));
+                    match s.bind(track, kind) {
+                        Some(true) => {
+                            if let Some(now) = self.now {
+                                self.sfu.line_ready(subscriber, track, now);
+                            }
+                        }
+                        // Ready when the offer that made the line is answered.
+                        Some(false) => {}
+                        None => s.unbound.push((track, kind)),
                     }
                     rebound.push(subscriber);
                 }
@@ -1038,8 +1048,9 @@ impl Engine {
         // Subscriptions that came before this line take it if they can.
         let unbound = std::mem::take(&mut s.unbound);
         for (track, kind) in unbound {
-            if !s.bind(track, kind) {
-                s.unbound.push((track, kind));
+            match s.bind(track, kind) {
+                Some(_) => self.sfu.line_ready(id, track, now),
+                None => s.unbound.push((track, kind)),
             }
         }
     }

@@ -229,15 +229,28 @@ pub(crate) struct Line {
     /// A sending line's stream while no track is bound to it (the bound track's `Carried`
     /// holds it meanwhile).
     stream: LineStream,
+    /// Offered and answered: str0m has its stream, and what is written to it goes out. A line
+    /// of the server's own offer is not until the page's answer.
+    pub(crate) negotiated: bool,
 }
 
 impl Line {
+    /// A line of a negotiation done (the browser's offer, the server's answer).
     pub(crate) fn new(mid: Mid, kind: MediaKind, use_: LineUse) -> Self {
         Line {
             mid,
             kind,
             use_,
             stream: LineStream::default(),
+            negotiated: true,
+        }
+    }
+
+    /// A line of the server's offer, waiting for the answer.
+    fn offered(mid: Mid, kind: MediaKind, use_: LineUse) -> Self {
+        Line {
+            negotiated: false,
+            ..Line::new(mid, kind, use_)
         }
     }
 }
@@ -466,32 +479,41 @@ impl Session {
 
     /// A new sending line with nothing to send yet.
     pub(crate) fn add_free_line(&mut self, mid: Mid, kind: MediaKind) {
-        self.lines.push(Line::new(mid, kind, LineUse::Free));
+        self.lines.push(Line::offered(mid, kind, LineUse::Free));
     }
 
     /// A new sending line, made for `track`.
     pub(crate) fn carry_on_new_line(&mut self, mid: Mid, kind: MediaKind, track: TrackId) {
         self.lines
-            .push(Line::new(mid, kind, LineUse::Carries(track)));
+            .push(Line::offered(mid, kind, LineUse::Carries(track)));
         self.carried
             .insert(track, Carried::on(mid, LineStream::default()));
     }
 
-    /// Binds `track` to a free sending line of `kind`; false if there is none.
-    pub(crate) fn bind(&mut self, track: TrackId, kind: MediaKind) -> bool {
-        match self
+    /// Binds `track` to a free sending line of `kind`: None if there is none, else whether
+    /// that line is negotiated (ready to carry it now).
+    pub(crate) fn bind(&mut self, track: TrackId, kind: MediaKind) -> Option<bool> {
+        let l = self
             .lines
             .iter_mut()
-            .find(|l| l.kind == kind && l.use_ == LineUse::Free)
-        {
-            Some(l) => {
-                l.use_ = LineUse::Carries(track);
-                let stream = std::mem::take(&mut l.stream).rebound();
-                self.carried.insert(track, Carried::on(l.mid, stream));
-                true
+            .find(|l| l.kind == kind && l.use_ == LineUse::Free)?;
+        l.use_ = LineUse::Carries(track);
+        let stream = std::mem::take(&mut l.stream).rebound();
+        self.carried.insert(track, Carried::on(l.mid, stream));
+        Some(l.negotiated)
+    }
+
+    /// The page answered the server's offer: its lines are negotiated. Returns the tracks on
+    /// the lines that just were.
+    pub(crate) fn answered(&mut self) -> Vec<TrackId> {
+        let mut ready = Vec::new();
+        for l in self.lines.iter_mut().filter(|l| !l.negotiated) {
+            l.negotiated = true;
+            if let LineUse::Carries(track) = l.use_ {
+                ready.push(track);
             }
-            None => false,
         }
+        ready
     }
 
     /// Frees the line that carried `track`, if one did, and forgets it if it waited for one.

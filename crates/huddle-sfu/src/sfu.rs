@@ -75,6 +75,7 @@ pub enum Output {
     },
     /// `track` is to go out on a line of `kind` of `subscriber`'s connection: a free one, or
     /// a new one (server-side renegotiation), or one the client negotiated already (WHEP).
+    /// Nothing is sent until the host says the line is ready ([`Sfu::line_ready`]).
     Attach {
         subscriber: SessionId,
         track: TrackId,
@@ -173,6 +174,10 @@ struct Subscription {
     fwd: Forwarding,
     /// On a line of the subscriber's connection (see `lines`): only then is anything sent.
     lined: bool,
+    /// The host said the line can carry it ([`Sfu::line_ready`]; a new line is negotiated
+    /// first): only then is a keyframe asked for it or a packet sent. A keyframe sent while
+    /// the line is being negotiated would be lost, and the next is a second away.
+    line_ready: bool,
     /// When a packet was last forwarded: an audio line goes to a new speaker from the one
     /// forwarded longest ago.
     forwarded: Option<Instant>,
@@ -324,6 +329,19 @@ impl Sfu {
                 self.rooms.remove(&m.room);
             }
         }
+    }
+
+    /// The line `subscriber`'s connection was given for `track` (`Output::Attach`) can carry
+    /// it now: bound to a line already negotiated, or the offer that made the line answered.
+    pub fn line_ready(&mut self, subscriber: SessionId, track: TrackId, now: Instant) {
+        let Some(s) = self.subscription_mut(subscriber, track) else {
+            return;
+        };
+        if !s.lined || s.line_ready {
+            return;
+        }
+        s.line_ready = true;
+        self.request_pending_keyframes(subscriber, now);
     }
 
     /// `session`'s connection is up: it receives from now on, starting at a keyframe.
@@ -573,6 +591,9 @@ impl Sfu {
                 }
                 continue;
             }
+            if !s.line_ready {
+                continue;
+            }
             if let Some(out) = s.fwd.on_packet(incoming, now) {
                 s.forwarded = Some(now);
                 self.targets.push(Target {
@@ -673,6 +694,7 @@ impl Sfu {
                 cap: None,
                 fwd: Forwarding::new(None),
                 lined: false,
+                line_ready: false,
                 forwarded: None,
             },
         );
@@ -689,6 +711,7 @@ impl Sfu {
             return;
         };
         let was_lined = std::mem::replace(&mut s.lined, true);
+        s.line_ready = false;
         // A line's stream starts again with each track; video waits for the allocator's
         // choice and then a keyframe of it.
         let kind = s.kind;
@@ -714,6 +737,7 @@ impl Sfu {
             return;
         };
         s.lined = false;
+        s.line_ready = false;
         s.cap = None;
         s.fwd = Forwarding::new(None);
         if let Some(t) = self.tracks.get_mut(&track) {
@@ -884,7 +908,7 @@ impl Sfu {
         let pending: Vec<(TrackId, Layer)> = m
             .subscriptions
             .values()
-            .filter(|s| s.kind == MediaKind::Video && s.fwd.waiting())
+            .filter(|s| s.kind == MediaKind::Video && s.line_ready && s.fwd.waiting())
             .filter_map(|s| Some((s.track, s.fwd.target?)))
             .collect();
         for (track, layer) in pending {

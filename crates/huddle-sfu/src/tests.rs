@@ -16,6 +16,8 @@ struct Call {
     rtp: [u64; MAX_LAYERS],
     /// Sequence number of the next packet per layer, each layer its own stream.
     seq: [u64; MAX_LAYERS],
+    /// Outputs taken from the core and not yet given to the test.
+    taken: Vec<Output>,
 }
 
 impl Call {
@@ -25,6 +27,7 @@ impl Call {
             now: Instant::now(),
             rtp: [1_000, 5_000_000, 9_000_000, 0],
             seq: [100, 20_000, 65_000, 0],
+            taken: Vec::new(),
         }
     }
 
@@ -53,13 +56,30 @@ impl Call {
         })
     }
 
+    /// What the core said since the last call.
     fn outputs(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.sfu.poll_output()).collect()
+        self.act();
+        std::mem::take(&mut self.taken)
+    }
+
+    /// Does what a host does with the core's outputs: here, an attached track's line is ready
+    /// at once (a host with a negotiated free line for each).
+    fn act(&mut self) {
+        while let Some(o) = self.sfu.poll_output() {
+            if let Output::Attach {
+                subscriber, track, ..
+            } = o
+            {
+                self.sfu.line_ready(subscriber, track, self.now);
+            }
+            self.taken.push(o);
+        }
     }
 
     /// One frame (a packet here) of every layer of `track` (30 fps), the time moving 33 ms;
     /// `key` marks them keyframes. Returns who got which layer at which RTP time.
     fn frames(&mut self, track: TrackId, layers: u8, key: bool) -> Vec<(SessionId, Layer, u64)> {
+        self.act();
         let mut got = Vec::new();
         for l in 0..layers {
             let packet = Packet {
@@ -98,6 +118,19 @@ fn camera_720p() -> TrackInfo {
     }
 }
 
+/// A video packet of `layer`.
+fn frame(layer: u8) -> Packet {
+    Packet {
+        layer: Layer(layer),
+        keyframe: false,
+        seq: 0,
+        time: 0,
+        hz: HZ,
+        bytes: 1_000,
+        audio_level: None,
+    }
+}
+
 /// An Opus packet at RFC 6464 `level` (-dBov).
 fn voice(level: u8) -> Packet {
     Packet {
@@ -109,6 +142,56 @@ fn voice(level: u8) -> Packet {
         bytes: 80,
         audio_level: Some(level),
     }
+}
+
+#[test]
+fn a_keyframe_is_asked_for_a_new_line_only_once_it_can_carry_it() {
+    let mut c = Call::new();
+    let (a, b) = (c.member("r", 1), c.member("r", 2));
+    let video = c.sfu.publish(a, TrackInfo::video(1), c.now).unwrap();
+    // The host gives b's track a line of a new offer: not ready until the page answers.
+    let out: Vec<_> = std::iter::from_fn(|| c.sfu.poll_output()).collect();
+    assert!(out.contains(&Output::Attach {
+        subscriber: b,
+        track: video,
+        kind: MediaKind::Video
+    }));
+    let asked = |out: &[Output]| {
+        out.iter()
+            .any(|o| matches!(o, Output::RequestKeyframe { .. }))
+    };
+    assert!(!asked(&out), "no keyframe for a line still negotiated");
+    let early: Vec<_> = (0..3)
+        .flat_map(|_| {
+            c.sfu
+                .route(
+                    video,
+                    Packet {
+                        keyframe: true,
+                        ..frame(0)
+                    },
+                    c.now,
+                )
+                .to_vec()
+        })
+        .collect();
+    assert!(
+        early.is_empty(),
+        "nothing is sent on a line being negotiated"
+    );
+
+    c.sfu.line_ready(b, video, c.now);
+    let out: Vec<_> = std::iter::from_fn(|| c.sfu.poll_output()).collect();
+    assert!(asked(&out), "asked as soon as the line can carry it");
+    let sent = c.sfu.route(
+        video,
+        Packet {
+            keyframe: true,
+            ..frame(0)
+        },
+        c.now,
+    );
+    assert_eq!(sent.iter().map(|t| t.subscriber).collect::<Vec<_>>(), [b]);
 }
 
 #[test]
@@ -526,6 +609,7 @@ fn only_the_loudest_microphones_are_forwarded_and_the_pages_are_told() {
     // Two speak (levels 20 and 30 -dBov), four are near silence.
     let mut forwarded = vec![0; mics.len()];
     for _ in 0..100 {
+        c.act();
         for (i, (_, track)) in mics.iter().enumerate() {
             let level = [20, 30, 110, 115, 120, 127][i];
             let frame = voice(level);
