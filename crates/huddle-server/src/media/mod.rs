@@ -8,6 +8,7 @@
 //! is never split and its frames never cross threads, while a machine's rooms use every core.
 //! Decoding and encoding run on a thread per transformed session, never on a worker.
 
+mod alarm;
 pub(crate) mod routes;
 mod sfu;
 mod transcode;
@@ -31,6 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use std::os::fd::AsRawFd;
 
+use self::alarm::Alarm;
 use self::transcode::Transcoders;
 use crate::udp::batch::{self, RecvBatch};
 
@@ -564,17 +566,18 @@ impl Runner {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut batch = RecvBatch::new();
-        // One timer and one stop future for the life of the loop: re-created per iteration they
-        // cost a timer-wheel insert and removal per datagram.
-        let idle = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
-        let sleep = tokio::time::sleep_until(idle());
-        tokio::pin!(sleep);
+        let mut alarm = match Alarm::new() {
+            Ok(alarm) => alarm,
+            Err(e) => return tracing::error!(error = %e, "media worker has no timer"),
+        };
+        // One stop future for the life of the loop: re-created per iteration it costs an
+        // allocation per datagram.
         let stopped = stop.wait_for(|s| *s);
         tokio::pin!(stopped);
         loop {
-            let deadline = self.engine.poll_timeout().map_or_else(idle, Into::into);
-            if sleep.deadline() != deadline {
-                sleep.as_mut().reset(deadline);
+            if let Err(e) = alarm.set(self.engine.poll_timeout(), Instant::now()) {
+                tracing::error!(error = %e, "media worker cannot set its timer");
+                break;
             }
             tokio::select! {
                 biased;
@@ -588,7 +591,12 @@ impl Runner {
                 () = writable(&self.sockets, &self.backlog), if self.has_backlog() => {
                     self.send_backlog();
                 }
-                () = &mut sleep => {}
+                r = alarm.rung() => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "media worker's timer failed");
+                        break;
+                    }
+                }
             }
             // Timers fire even while datagrams keep coming.
             let now = Instant::now();
@@ -638,10 +646,21 @@ impl Runner {
         let now = Instant::now();
         for (local, socket) in &self.sockets {
             for _ in 0..RECV_BATCH.div_ceil(batch::BATCH) {
-                // Through tokio, so that running dry clears the socket's readiness.
+                // Through tokio, so that running dry clears the socket's readiness. A short
+                // read ran dry too: told so, tokio waits for the next datagram's edge rather
+                // than have the next turn of the loop find nothing with another `recvmmsg`.
                 let fd = socket.as_raw_fd();
-                let n = match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
-                    Ok(n) => n,
+                let mut got = 0;
+                let read = socket.try_io(Interest::READABLE, || {
+                    got = batch.recv(fd)?;
+                    if got < batch::BATCH {
+                        return Err(std::io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(())
+                });
+                let n = match read {
+                    Ok(()) => got,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => got,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // ICMP errors from earlier sends surface here on Linux; the socket is fine.
                     Err(e) => {
