@@ -22,11 +22,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use huddle_media::{
     CloseReason, Engine, EngineConfig, LocalAddr, OfferError, Output, SessionId, SessionKind,
     Transmit,
 };
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -34,7 +34,7 @@ use std::os::fd::AsRawFd;
 
 use self::alarm::Alarm;
 use self::transcode::Transcoders;
-use crate::udp::batch::{self, RecvBatch};
+use crate::udp::batch::{self, ReadableUdp, RecvBatch, SendRoom};
 
 /// `huddle serve`'s media settings.
 #[derive(Debug, Clone)]
@@ -464,7 +464,7 @@ fn spawn_worker(
             rt.block_on(async move {
                 let mut sockets = Vec::new();
                 for s in std_sockets {
-                    match (s.local_addr(), UdpSocket::from_std(s)) {
+                    match (s.local_addr(), batch::readable_only(s)) {
                         (Ok(addr), Ok(socket)) => sockets.push((addr, socket)),
                         (_, Err(e)) | (Err(e), _) => {
                             return tracing::error!(error = %e, "media socket unusable");
@@ -473,7 +473,7 @@ fn spawn_worker(
                 }
                 let runner = Runner {
                     index,
-                    backlog: sockets.iter().map(|_| VecDeque::new()).collect(),
+                    backlog: sockets.iter().map(|_| Backlog::default()).collect(),
                     engine,
                     sockets,
                     transcoders,
@@ -532,7 +532,7 @@ struct Runner {
     index: usize,
     engine: Engine,
     /// Each socket with its bound address (the source of what it sends).
-    sockets: Vec<(SocketAddr, UdpSocket)>,
+    sockets: Vec<(SocketAddr, ReadableUdp)>,
     transcoders: Transcoders,
     shared: Arc<Shared>,
     /// WHIP/WHEP resource name → session (forgotten when the session ends).
@@ -541,7 +541,7 @@ struct Runner {
     requesters: HashMap<SessionId, Requester>,
     /// Per socket, datagrams its full send buffer did not take yet, in order; sent when it is
     /// writable again, while the loop goes on serving everything else.
-    backlog: Vec<VecDeque<(Vec<u8>, SocketAddr)>>,
+    backlog: Vec<Backlog>,
     /// SFU room pages and their sessions.
     participants: sfu::Participants,
     /// The WHIP publishers and WHEP viewers of rooms, whose pages are told of them.
@@ -588,7 +588,7 @@ impl Runner {
                 },
                 Some(c) = results.recv() => self.command(c),
                 () = readable(&self.sockets) => self.receive(&mut batch),
-                () = writable(&self.sockets, &self.backlog), if self.has_backlog() => {
+                () = writable(&self.backlog), if self.has_backlog() => {
                     self.send_backlog();
                 }
                 r = alarm.rung() => {
@@ -614,7 +614,7 @@ impl Runner {
         self.flush();
         let goodbye = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
         while self.has_backlog() {
-            let wait = writable(&self.sockets, &self.backlog);
+            let wait = writable(&self.backlog);
             if tokio::time::timeout_at(goodbye, wait).await.is_err() {
                 break;
             }
@@ -623,20 +623,21 @@ impl Runner {
     }
 
     fn has_backlog(&self) -> bool {
-        self.backlog.iter().any(|b| !b.is_empty())
+        self.backlog.iter().any(|b| !b.datagrams.is_empty())
     }
 
     /// Sends what each socket has waiting, as far as its buffer takes it.
     fn send_backlog(&mut self) {
         for ((_, socket), backlog) in self.sockets.iter().zip(&mut self.backlog) {
-            while let Some((data, to)) = backlog.front() {
-                match socket.try_send_to(data, *to) {
+            while let Some((data, to)) = backlog.datagrams.front() {
+                match socket.get_ref().send_to(data, *to) {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => tracing::trace!(error = %e, %to, "media send failed"),
                 }
-                backlog.pop_front();
+                backlog.datagrams.pop_front();
             }
+            backlog.wait_for_room(socket);
         }
     }
 
@@ -645,28 +646,31 @@ impl Runner {
     fn receive(&mut self, batch: &mut RecvBatch) {
         let now = Instant::now();
         for (local, socket) in &self.sockets {
+            // Only a socket tokio saw readable (its guard at once, without waiting).
+            let Some(Ok(mut ready)) = socket.readable().now_or_never() else {
+                continue;
+            };
             for _ in 0..RECV_BATCH.div_ceil(batch::BATCH) {
-                // Through tokio, so that running dry clears the socket's readiness. A short
+                // Through the guard, so that running dry clears the socket's readiness. A short
                 // read ran dry too: told so, tokio waits for the next datagram's edge rather
                 // than have the next turn of the loop find nothing with another `recvmmsg`.
-                let fd = socket.as_raw_fd();
                 let mut got = 0;
-                let read = socket.try_io(Interest::READABLE, || {
-                    got = batch.recv(fd)?;
+                let read = ready.try_io(|s| {
+                    got = batch.recv(s.as_raw_fd())?;
                     if got < batch::BATCH {
                         return Err(std::io::ErrorKind::WouldBlock.into());
                     }
                     Ok(())
                 });
                 let n = match read {
-                    Ok(()) => got,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => got,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Ok(Ok(())) => got,
                     // ICMP errors from earlier sends surface here on Linux; the socket is fine.
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::trace!(error = %e, "media recv");
                         continue;
                     }
+                    Err(_ran_dry) if got > 0 => got,
+                    Err(_ran_dry) => break,
                 };
                 for (data, source) in (0..n).filter_map(|i| batch.get(i)) {
                     if self
@@ -911,53 +915,79 @@ impl Runner {
                 continue;
             }
             // Behind a backlog, new datagrams queue after it: order per socket is kept.
-            let sent = if backlog.is_empty() {
+            let sent = if backlog.datagrams.is_empty() {
                 batch::send(socket.as_raw_fd(), &datagrams)
             } else {
                 0
             };
             for (data, to) in &datagrams[sent..] {
-                if backlog.len() == BACKLOG {
-                    backlog.pop_front();
+                if backlog.datagrams.len() == BACKLOG {
+                    backlog.datagrams.pop_front();
                     self.shared
                         .counters
                         .datagrams_dropped
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                backlog.push_back((data.to_vec(), *to));
+                backlog.datagrams.push_back((data.to_vec(), *to));
             }
+            backlog.wait_for_room(socket);
         }
         transmits.clear();
     }
 }
 
+/// Datagrams a socket's full send buffer did not take yet, in order, and the wait for room.
+#[derive(Default)]
+struct Backlog {
+    datagrams: VecDeque<(Vec<u8>, SocketAddr)>,
+    /// Registered while datagrams wait, and only then (see [`SendRoom`]).
+    room: Option<SendRoom>,
+}
+
+impl Backlog {
+    /// Registers the wait for room when datagrams wait, and drops it when none do.
+    fn wait_for_room(&mut self, socket: &ReadableUdp) {
+        if self.datagrams.is_empty() {
+            self.room = None;
+        } else if self.room.is_none() {
+            // Out of descriptors, say: `writable` then tries again in a moment.
+            self.room = SendRoom::new(socket)
+                .inspect_err(|e| tracing::debug!(error = %e, "media send wait unregistered"))
+                .ok();
+        }
+    }
+}
+
 /// Resolves when a socket with a backlog may take a datagram.
-async fn writable(
-    sockets: &[(SocketAddr, UdpSocket)],
-    backlog: &[VecDeque<(Vec<u8>, SocketAddr)>],
-) {
-    let waits = sockets
+async fn writable(backlog: &[Backlog]) {
+    let waits: Vec<_> = backlog
         .iter()
-        .zip(backlog)
-        .filter(|(_, b)| !b.is_empty())
-        .map(|((_, s), _)| Box::pin(s.writable()));
-    let waits: Vec<_> = waits.collect();
+        .filter(|b| !b.datagrams.is_empty())
+        .map(|b| {
+            Box::pin(async move {
+                match &b.room {
+                    // An error here is the socket's pending error; the next send reports it.
+                    Some(room) => drop(room.ready().await),
+                    None => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                }
+            })
+        })
+        .collect();
     if waits.is_empty() {
         return std::future::pending().await;
     }
-    // An error here is the socket's pending error; the next send reports it.
-    let _ = futures_util::future::select_all(waits).await;
+    futures_util::future::select_all(waits).await;
 }
 
 /// Resolves when any socket may have a datagram.
-async fn readable(sockets: &[(SocketAddr, UdpSocket)]) {
+async fn readable(sockets: &[(SocketAddr, ReadableUdp)]) {
     if let [(_, only)] = sockets {
-        let _ = only.readable().await;
+        drop(only.readable().await);
         return;
     }
     let waits = sockets.iter().map(|(_, s)| Box::pin(s.readable()));
-    // An error here is the socket's pending error; try_recv_from reports it.
-    let _ = futures_util::future::select_all(waits).await;
+    // An error here is the socket's pending error; the next `recvmmsg` reports it.
+    drop(futures_util::future::select_all(waits).await);
 }
 
 /// 128 random bits, hex: a resource URL nobody can guess.

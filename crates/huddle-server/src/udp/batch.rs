@@ -4,7 +4,7 @@
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -316,6 +316,28 @@ pub fn readable_only(socket: std::net::UdpSocket) -> io::Result<ReadableUdp> {
         .map_err(|e| e.into_parts().1)
 }
 
+/// Room in a [`ReadableUdp`]'s send buffer, waited for while datagrams wait for it: a second
+/// registration of the socket (a duplicate descriptor) for writability only, made when the wait
+/// begins and dropped when it ends, so that sends outside it cost no event each.
+pub struct SendRoom(AsyncFd<OwnedFd>);
+
+impl SendRoom {
+    pub fn new(socket: &ReadableUdp) -> io::Result<Self> {
+        let fd = socket.get_ref().as_fd().try_clone_to_owned()?;
+        // SAFETY: the duplicate is moved into the AsyncFd, which alone closes it.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }
+            .map_err(|e| e.into_parts().1)?;
+        Ok(Self(fd))
+    }
+
+    /// Resolves when the socket may take a datagram. The caller then sends until the buffer is
+    /// full again: the next call waits for room made after this one.
+    pub async fn ready(&self) -> io::Result<()> {
+        self.0.writable().await?.clear_ready();
+        Ok(())
+    }
+}
+
 /// One message header of a batch: one buffer, one address. The pointers must stay valid until
 /// the system call that uses the header returns.
 fn mmsghdr(
@@ -424,6 +446,32 @@ pub fn from_storage(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_send_room_says_a_socket_with_room_is_ready_and_leaves_reading_alone() {
+        let socket = readable_only(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let room = SendRoom::new(&socket).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), room.ready())
+            .await
+            .expect("an empty send buffer has room")
+            .unwrap();
+        drop(room);
+        // The duplicate's registration came and went; the socket still reads.
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"x", socket.get_ref().local_addr().unwrap())
+            .unwrap();
+        let mut ready = tokio::time::timeout(Duration::from_secs(5), socket.readable())
+            .await
+            .expect("the datagram is seen")
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let n = ready
+            .try_io(|s| s.get_ref().recv(&mut buf))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"x");
+    }
 
     #[test]
     fn batch_round_trip_v4_and_v6() {
