@@ -6,9 +6,11 @@
 //! `--server-cpus`; this program runs on the others.
 //!
 //! Reported per room size: server CPU per forwarded video stream-second, the streams a core
-//! forwards at that cost, frames delivered (loss), forwarding latency p50/p99 (from a frame's
-//! sending to the kernel's arrival stamp of its last packet at the receiving socket, both
-//! clocks in this process), server RSS per participant.
+//! forwards at that cost, frames delivered (loss), latency p50/p99 to the kernel's arrival stamp
+//! of a frame's last packet at the receiving socket — from the frame's writing, and from the
+//! moment its last packet left the publisher's socket (what the server adds, without the
+//! publisher's own sending of a keyframe's dozens of packets); both clocks in this process —
+//! and server RSS per participant.
 
 mod arrival;
 mod huddle;
@@ -121,6 +123,9 @@ struct Sample {
     p99_ms: f64,
     /// p99 of the frames other than keyframes.
     p99_delta_ms: f64,
+    /// From the moment a frame's last packet left its publisher.
+    p50_forward_ms: f64,
+    p99_forward_ms: f64,
     rss_per_participant: f64,
     generator_share: f64,
     /// Each of Huddle's media workers' CPU-seconds per second of wall time (none for Janus).
@@ -183,7 +188,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     .map(|w| format!("{:.0} %", w * 100.0))
                     .collect();
                 eprintln!(
-                    "run {run} {:>6} {}: {} streams, server {:.1} % CPU, {:.2} µs CPU per stream-s, {:.2} % frames, {:.1} Mbit/s, {:.0} audio packets/s, p50 {:.2} ms p99 {:.2} ms ({:.2} ms without keyframes), {:.1} MB RSS per participant, generator {:.0} % CPU, {:.1} % of frames sent{}",
+                    "run {run} {:>6} {}: {} streams, server {:.1} % CPU, {:.2} µs CPU per stream-s, {:.2} % frames, {:.1} Mbit/s, {:.0} audio packets/s, p50 {:.2} ms p99 {:.2} ms ({:.2} ms without keyframes), after the frame left p50 {:.2} ms p99 {:.2} ms, {:.1} MB RSS per participant, generator {:.0} % CPU, {:.1} % of frames sent{}",
                     kind.name(),
                     rooms_label(n, args.copies),
                     sample.streams,
@@ -195,6 +200,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     sample.p50_ms,
                     sample.p99_ms,
                     sample.p99_delta_ms,
+                    sample.p50_forward_ms,
+                    sample.p99_forward_ms,
                     sample.rss_per_participant / 1e6,
                     sample.generator_share * 100.0,
                     sample.sent * 100.0,
@@ -229,16 +236,16 @@ fn report(results: &[(ServerKind, Sample)], args: &Args) {
         )
     };
     println!(
-        "| {} runs, medians, layer {} | streams | server CPU | µs CPU per stream-s | streams per core | frames delivered | Mbit/s out | p50 / p99 ms (p99 without keyframes) | RSS per participant |",
+        "| {} runs, medians, layer {} | streams | server CPU | µs CPU per stream-s | streams per core | frames delivered | Mbit/s out | p50 / p99 ms (p99 without keyframes) | after the frame left: p50 / p99 ms | RSS per participant |",
         args.runs, args.layer
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &args.rooms {
         for &kind in &args.servers {
             let share = of(kind, n, &|s| s.cpu_share);
             let streams = of(kind, n, &|s| s.streams as f64);
             println!(
-                "| {} {} | {streams:.0} | {:.1} % | {:.2} | {:.0} | {:.2} % | {:.1} | {:.2} / {:.2} ({:.2}) | {:.1} MB |",
+                "| {} {} | {streams:.0} | {:.1} % | {:.2} | {:.0} | {:.2} % | {:.1} | {:.2} / {:.2} ({:.2}) | {:.2} / {:.2} | {:.1} MB |",
                 kind.name(),
                 rooms_label(n, args.copies),
                 share * 100.0,
@@ -249,13 +256,15 @@ fn report(results: &[(ServerKind, Sample)], args: &Args) {
                 of(kind, n, &|s| s.p50_ms),
                 of(kind, n, &|s| s.p99_ms),
                 of(kind, n, &|s| s.p99_delta_ms),
+                of(kind, n, &|s| s.p50_forward_ms),
+                of(kind, n, &|s| s.p99_forward_ms),
                 of(kind, n, &|s| s.rss_per_participant) / 1e6,
             );
         }
         if args.servers.len() == 2 {
             let cost = |k| of(k, n, &|s| s.cpu_per_stream());
             println!(
-                "| {}: CPU per stream, Janus ÷ Huddle | | | {:.1}× | | | | | |",
+                "| {}: CPU per stream, Janus ÷ Huddle | | | {:.1}× | | | | | | |",
                 rooms_label(n, args.copies),
                 cost(ServerKind::Janus) / cost(ServerKind::Huddle)
             );
@@ -458,6 +467,7 @@ async fn measure(
             };
             let latency = taken(&counters.latency_us);
             let delta_latency = taken(&counters.delta_latency_us);
+            let forward_latency = taken(&counters.forward_latency_us);
             Ok(Sample {
                 participants: n,
                 streams,
@@ -470,6 +480,8 @@ async fn measure(
                 p50_ms: percentile_ms(&latency, 0.5),
                 p99_ms: percentile_ms(&latency, 0.99),
                 p99_delta_ms: percentile_ms(&delta_latency, 0.99),
+                p50_forward_ms: percentile_ms(&forward_latency, 0.5),
+                p99_forward_ms: percentile_ms(&forward_latency, 0.99),
                 rss_per_participant: rss.saturating_sub(rss0) as f64 / (copies * n) as f64,
                 generator_share: me / wall,
                 workers,

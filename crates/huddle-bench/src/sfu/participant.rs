@@ -3,11 +3,15 @@
 //! forwards, each on its own UDP socket. The signaling half (Huddle's WebSocket or Janus's HTTP
 //! API) talks to this one through two channels, so the media loop is the same for both servers.
 //!
-//! Every video frame starts with an SEI NAL unit (user data unregistered) that carries the
-//! time it was sent; the receiving peer reads it back for the forwarding latency, to the kernel's
-//! stamp of the datagram that completed the frame ([`super::arrival`]). Neither
-//! server looks inside H.264 frames beyond their parameter sets.
+//! Every video frame starts with an SEI NAL unit (user data unregistered) that names it: the
+//! time it was written, its publisher and its layer. The receiving peer reads it back for the
+//! latency to the kernel's stamp of the datagram that completed the frame ([`super::arrival`]),
+//! from two starting points: the frame's writing, and the moment the last packet of that layer's
+//! frame left the publisher's socket (so without the publisher's own sending of a keyframe's
+//! dozens of packets — what the server adds). Neither server looks inside H.264 frames beyond
+//! their parameter sets.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -90,8 +94,13 @@ pub struct Counters {
     pub audio_packets: AtomicU64,
     /// Camera frames the publishers sent (all their active layers).
     pub video_frames_sent: AtomicU64,
-    /// Microseconds from a frame's sending to its arrival at a subscriber.
+    /// Microseconds from a frame's writing to its arrival at a subscriber.
     pub latency_us: Mutex<Vec<u32>>,
+    /// When the last packet of each recent frame of each layer left its publisher.
+    pub left: Mutex<HashMap<Stamp, Instant>>,
+    /// Microseconds from then to the frame's arrival at a subscriber: the latency the server
+    /// adds, without the publisher's own sending of the frame.
+    pub forward_latency_us: Mutex<Vec<u32>>,
     /// The same for frames other than IDRs. The source has one every 2 s (a browser sends
     /// them only when asked), and a keyframe is ten or so times a frame's packets: the slowest
     /// percent of all frames is mostly keyframes, which this tells apart.
@@ -112,31 +121,75 @@ fn epoch() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
-/// The SEI NAL unit for a frame sent at `now`: 7 bits of the microsecond count in each byte,
-/// the top bit set, so the payload never holds the zeros that would need emulation prevention.
-fn stamp(now: Instant) -> [u8; 32] {
-    let us = now.duration_since(epoch()).as_micros() as u64;
-    let mut nal = [0u8; 32];
-    nal[..7].copy_from_slice(&[0, 0, 0, 1, 0x06, 0x05, 24]);
-    nal[7..23].copy_from_slice(&STAMP_UUID);
-    for (i, b) in nal[23..31].iter_mut().enumerate() {
-        *b = 0x80 | ((us >> (7 * i)) & 0x7f) as u8;
-    }
-    nal[31] = 0x80; // rbsp_trailing_bits
-    nal
+/// Which frame a stamp names: one layer's frame of one publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    /// Microseconds from the generator's epoch to the frame's writing.
+    us: u64,
+    /// The publisher's number in this process (modulo 256).
+    publisher: u8,
+    /// Its index in [`RIDS`].
+    layer: u8,
 }
 
-/// The sending time a frame's stamp carries.
-fn stamped(frame: &[u8]) -> Option<Instant> {
-    let head = &frame[..frame.len().min(96)];
-    let at = head.windows(16).position(|w| w == STAMP_UUID)? + 16;
-    let bytes = head.get(at..at + 8)?;
-    let us = bytes
-        .iter()
-        .enumerate()
-        .fold(0u64, |acc, (i, b)| acc | (u64::from(b & 0x7f) << (7 * i)));
-    Some(epoch() + Duration::from_micros(us))
+impl Stamp {
+    fn new(written: Instant, publisher: u8, layer: u8) -> Self {
+        let us = written.duration_since(epoch()).as_micros() as u64;
+        Stamp {
+            us,
+            publisher,
+            layer,
+        }
+    }
+
+    fn written(&self) -> Instant {
+        epoch() + Duration::from_micros(self.us)
+    }
+
+    /// The SEI NAL unit that carries it: 7 bits of its 56 in each byte, the top bit set, so
+    /// the payload never holds the zeros that would need emulation prevention.
+    fn nal(&self) -> [u8; 32] {
+        let bits = self.us << 10 | u64::from(self.publisher) << 2 | u64::from(self.layer);
+        let mut nal = [0u8; 32];
+        nal[..7].copy_from_slice(&[0, 0, 0, 1, 0x06, 0x05, 24]);
+        nal[7..23].copy_from_slice(&STAMP_UUID);
+        for (i, b) in nal[23..31].iter_mut().enumerate() {
+            *b = 0x80 | ((bits >> (7 * i)) & 0x7f) as u8;
+        }
+        nal[31] = 0x80; // rbsp_trailing_bits
+        nal
+    }
+
+    /// The stamp a frame carries.
+    fn of(frame: &[u8]) -> Option<Stamp> {
+        let head = &frame[..frame.len().min(96)];
+        let at = head.windows(16).position(|w| w == STAMP_UUID)? + 16;
+        let bytes = head.get(at..at + 8)?;
+        let bits = bytes
+            .iter()
+            .enumerate()
+            .fold(0u64, |acc, (i, b)| acc | (u64::from(b & 0x7f) << (7 * i)));
+        Some(Stamp {
+            us: bits >> 10,
+            publisher: (bits >> 2) as u8,
+            layer: (bits & 3) as u8,
+        })
+    }
 }
+
+/// The SSRC of an RTP packet and whether it ends a frame (its marker bit); `None` for RTCP
+/// (told apart by RFC 5761's payload type range), STUN and DTLS.
+fn rtp_ssrc_and_marker(datagram: &[u8]) -> Option<(u32, bool)> {
+    let ssrc = datagram.get(8..12)?;
+    if datagram[0] >> 6 != 2 || (64..=95).contains(&(datagram[1] & 0x7f)) {
+        return None;
+    }
+    let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+    Some((ssrc, datagram[1] & 0x80 != 0))
+}
+
+/// Frames whose leaving a publisher keeps on record: two seconds of three layers.
+const LEFT_KEPT: usize = 3 * 30 * 2;
 
 /// Why a negotiated line has no writer: str0m gives none once the connection is closed.
 const SENDER_CLOSED: &str = "the sending connection closed (timed out, or closed by the server)";
@@ -173,9 +226,13 @@ impl Peer {
         Ok(self.rtc.handle_input(input)?)
     }
 
-    /// Sends what str0m has to send and hands its events to `event`; returns when str0m next
-    /// wants the time.
-    async fn drain(&mut self, mut event: impl FnMut(Event)) -> anyhow::Result<Instant> {
+    /// Sends what str0m has to send and hands its events to `event` and each datagram, once
+    /// sent, to `sent`; returns when str0m next wants the time.
+    async fn drain(
+        &mut self,
+        mut event: impl FnMut(Event),
+        mut sent: impl FnMut(&[u8]),
+    ) -> anyhow::Result<Instant> {
         let mut due = 0;
         loop {
             match self.rtc.poll_output()? {
@@ -193,6 +250,7 @@ impl Peer {
                 Output::Timeout(t) => return Ok(t),
                 Output::Transmit(t) => {
                     let _ = self.socket.send_to(&t.contents, t.destination).await;
+                    sent(&t.contents);
                 }
                 Output::Event(e) => event(e),
             }
@@ -270,6 +328,13 @@ pub async fn run(
     let mut flowing: Vec<Mid> = Vec::new();
     let mut next_video = Instant::now();
     let mut next_audio = Instant::now();
+    // This publisher's number in its frames' stamps.
+    static PUBLISHERS: AtomicUsize = AtomicUsize::new(0);
+    let publisher = PUBLISHERS.fetch_add(1, Ordering::Relaxed) as u8;
+    // Per layer, the frame written last and its stream's SSRC, until its last packet leaves.
+    let mut leaving: [Option<(u32, Stamp)>; 3] = [None; 3];
+    // The stamps this publisher put on record in `counters.left`, oldest first.
+    let mut recorded: VecDeque<Stamp> = VecDeque::new();
     let mut up_buf = vec![0u8; 2048];
     let mut down_buf = vec![0u8; 2048];
     // When the datagram the receiving peer was last handed reached its socket.
@@ -279,11 +344,35 @@ pub async fn run(
     loop {
         let mut keyframes = Vec::new();
         let up_wake = up
-            .drain(|e| match e {
-                Event::Connected => connected = true,
-                Event::KeyframeRequest(r) => keyframes.push(r.rid),
-                _ => {}
-            })
+            .drain(
+                |e| match e {
+                    Event::Connected => connected = true,
+                    Event::KeyframeRequest(r) => keyframes.push(r.rid),
+                    _ => {}
+                },
+                |datagram| {
+                    let Some((ssrc, true)) = rtp_ssrc_and_marker(datagram) else {
+                        return;
+                    };
+                    let Some(slot) = leaving
+                        .iter_mut()
+                        .find(|l| l.is_some_and(|(s, _)| s == ssrc))
+                    else {
+                        return;
+                    };
+                    let Some((_, stamp)) = slot.take() else {
+                        return;
+                    };
+                    let mut left = counters.left.lock().expect("no panics under it");
+                    left.insert(stamp, Instant::now());
+                    recorded.push_back(stamp);
+                    if recorded.len() > LEFT_KEPT
+                        && let Some(old) = recorded.pop_front()
+                    {
+                        left.remove(&old);
+                    }
+                },
+            )
             .await?;
         for rid in keyframes {
             let layer = rid.and_then(|r| RIDS.iter().position(|&x| *r == *x));
@@ -291,45 +380,64 @@ pub async fn run(
         }
         let measuring = counters.measuring.load(Ordering::Relaxed);
         let down_wake = down
-            .drain(|e| {
-                let Event::MediaData(d) = e else {
-                    return;
-                };
-                if d.params.spec().codec == Codec::Opus {
-                    if measuring {
-                        counters.audio_packets.fetch_add(1, Ordering::Relaxed);
+            .drain(
+                |e| {
+                    let Event::MediaData(d) = e else {
+                        return;
+                    };
+                    if d.params.spec().codec == Codec::Opus {
+                        if measuring {
+                            counters.audio_packets.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return;
                     }
-                    return;
-                }
-                if !flowing.contains(&d.mid) {
-                    flowing.push(d.mid);
-                    counters.streams_flowing.fetch_add(1, Ordering::Relaxed);
-                }
-                if measuring {
-                    counters.video_frames.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .video_bytes
-                        .fetch_add(d.data.len() as u64, Ordering::Relaxed);
-                    if let Some(sent) = stamped(&d.data) {
-                        // To the kernel's arrival of the packet that completed the frame.
-                        let arrived = down_arrival.unwrap_or_else(Instant::now);
-                        let us = arrived.saturating_duration_since(sent).as_micros();
-                        let us = us.min(u128::from(u32::MAX)) as u32;
+                    if !flowing.contains(&d.mid) {
+                        flowing.push(d.mid);
+                        counters.streams_flowing.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if measuring {
+                        counters.video_frames.fetch_add(1, Ordering::Relaxed);
                         counters
-                            .latency_us
-                            .lock()
-                            .expect("no panics under it")
-                            .push(us);
-                        if !is_idr(&d.data) {
-                            let mut l = counters
-                                .delta_latency_us
+                            .video_bytes
+                            .fetch_add(d.data.len() as u64, Ordering::Relaxed);
+                        if let Some(stamp) = Stamp::of(&d.data) {
+                            // To the kernel's arrival of the packet that completed the frame.
+                            let arrived = down_arrival.unwrap_or_else(Instant::now);
+                            let micros = |since: Instant| {
+                                let us = arrived.saturating_duration_since(since).as_micros();
+                                us.min(u128::from(u32::MAX)) as u32
+                            };
+                            let left = counters
+                                .left
                                 .lock()
-                                .expect("no panics under it");
-                            l.push(us);
+                                .expect("no panics under it")
+                                .get(&stamp)
+                                .copied();
+                            if let Some(left) = left {
+                                counters
+                                    .forward_latency_us
+                                    .lock()
+                                    .expect("no panics under it")
+                                    .push(micros(left));
+                            }
+                            let us = micros(stamp.written());
+                            counters
+                                .latency_us
+                                .lock()
+                                .expect("no panics under it")
+                                .push(us);
+                            if !is_idr(&d.data) {
+                                let mut l = counters
+                                    .delta_latency_us
+                                    .lock()
+                                    .expect("no panics under it");
+                                l.push(us);
+                            }
                         }
                     }
-                }
-            })
+                },
+                |_| {},
+            )
             .await?;
         down_arrival = None;
         if connected && !announced {
@@ -373,7 +481,8 @@ pub async fn run(
             () = tokio::time::sleep_until(wake.into()) => {
                 let now = Instant::now();
                 if connected && now >= next_video {
-                    if send_video(&mut up.rtc, video, &mut camera, now)? && measuring {
+                    let sent = send_video(&mut up.rtc, video, &mut camera, now, publisher, &mut leaving)?;
+                    if sent && measuring {
                         counters.video_frames_sent.fetch_add(1, Ordering::Relaxed);
                     }
                     next_video += Duration::from_micros(33_333);
@@ -396,13 +505,21 @@ pub async fn run(
     }
 }
 
-/// One frame of each active layer, each behind its stamp, at the same capture time. False if
-/// str0m has too many frames waiting to go out (the generator's core cannot keep up): the
-/// frame is skipped, and `Sample::sent` shows it.
-fn send_video(rtc: &mut Rtc, mid: Mid, camera: &mut Camera, now: Instant) -> anyhow::Result<bool> {
+/// One frame of each active layer, each behind its stamp, at the same capture time; each
+/// layer's stamp and SSRC go to `leaving`. False if str0m has too many frames waiting to go out
+/// (the generator's core cannot keep up): the frame is skipped, and `Sample::sent` shows it.
+fn send_video(
+    rtc: &mut Rtc,
+    mid: Mid,
+    camera: &mut Camera,
+    now: Instant,
+    publisher: u8,
+    leaving: &mut [Option<(u32, Stamp)>; 3],
+) -> anyhow::Result<bool> {
     let time = MediaTime::from_90khz(camera.frames * 3000);
-    let sei = stamp(now);
     for (layer, rid) in RIDS.into_iter().enumerate() {
+        let stamp = Stamp::new(now, publisher, layer as u8);
+        let sei = stamp.nal();
         let frames = &camera.source.layers[layer];
         let position = camera.position[layer];
         camera.position[layer] = (position + 1) % frames.len();
@@ -423,6 +540,11 @@ fn send_video(rtc: &mut Rtc, mid: Mid, camera: &mut Camera, now: Instant) -> any
             Err(RtcError::WriteWithoutPoll) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+        let ssrc = rtc
+            .direct_api()
+            .stream_tx_by_mid(mid, Some(Rid::from(rid)))
+            .map(|tx| *tx.ssrc());
+        leaving[layer] = ssrc.map(|ssrc| (ssrc, stamp));
     }
     camera.frames += 1;
     Ok(true)
@@ -435,10 +557,28 @@ mod tests {
     #[test]
     fn a_stamp_reads_back_to_the_microsecond_and_holds_no_zero_pair() {
         let at = epoch() + Duration::from_micros(123_456_789);
-        let mut frame = stamp(at).to_vec();
+        let stamp = Stamp::new(at, 201, 2);
+        let mut frame = stamp.nal().to_vec();
         assert!(!frame[4..].windows(2).any(|w| w == [0, 0]));
         frame.extend_from_slice(&[0, 0, 0, 1, 0x65, 1, 2, 3]);
-        assert_eq!(stamped(&frame), Some(at));
-        assert_eq!(stamped(&frame[8..]), None);
+        assert_eq!(Stamp::of(&frame), Some(stamp));
+        assert_eq!(Stamp::of(&frame).map(|s| s.written()), Some(at));
+        assert_eq!(Stamp::of(&frame[8..]), None);
+    }
+
+    #[test]
+    fn rtp_is_told_from_rtcp_and_its_marker_read() {
+        let mut rtp = [0u8; 20];
+        rtp[0] = 0x80;
+        rtp[1] = 0x80 | 102; // marker, H.264's payload type
+        rtp[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        assert_eq!(rtp_ssrc_and_marker(&rtp), Some((0x1234_5678, true)));
+        rtp[1] = 102;
+        assert_eq!(rtp_ssrc_and_marker(&rtp), Some((0x1234_5678, false)));
+        rtp[1] = 200; // a sender report
+        assert_eq!(rtp_ssrc_and_marker(&rtp), None);
+        // STUN's first byte is 0 or 1; a short datagram is nothing.
+        assert_eq!(rtp_ssrc_and_marker(&[0u8; 20]), None);
+        assert_eq!(rtp_ssrc_and_marker(&[0x80; 8]), None);
     }
 }
