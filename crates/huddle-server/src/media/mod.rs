@@ -951,7 +951,7 @@ impl Backlog {
             self.room = None;
         } else if self.room.is_none() {
             // Out of descriptors, say: `writable` then tries again in a moment.
-            self.room = SendRoom::new(socket)
+            self.room = SendRoom::new(socket.get_ref())
                 .inspect_err(|e| tracing::debug!(error = %e, "media send wait unregistered"))
                 .ok();
         }

@@ -322,8 +322,8 @@ pub fn readable_only(socket: std::net::UdpSocket) -> io::Result<ReadableUdp> {
 pub struct SendRoom(AsyncFd<OwnedFd>);
 
 impl SendRoom {
-    pub fn new(socket: &ReadableUdp) -> io::Result<Self> {
-        let fd = socket.get_ref().as_fd().try_clone_to_owned()?;
+    pub fn new(socket: &impl AsFd) -> io::Result<Self> {
+        let fd = socket.as_fd().try_clone_to_owned()?;
         // SAFETY: the duplicate is moved into the AsyncFd, which alone closes it.
         let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }
             .map_err(|e| e.into_parts().1)?;
@@ -449,9 +449,34 @@ mod tests {
     use std::time::Duration;
 
     #[tokio::test]
+    async fn a_send_room_waits_for_room_made_after_the_buffer_filled() {
+        // Loopback UDP never fills a send buffer (the kernel delivers at once); a datagram
+        // socket pair does, once the peer's queue is full, and has room again when it reads.
+        let (tx, rx) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        tx.set_nonblocking(true).unwrap();
+        let mut queued = 0;
+        while tx.send(&[0u8; 512]).is_ok() {
+            queued += 1;
+        }
+        assert!(queued > 0);
+        let room = SendRoom::new(&tx).unwrap();
+        let waited = tokio::time::timeout(Duration::from_millis(50), room.ready()).await;
+        assert!(waited.is_err(), "a full buffer has no room");
+        let mut buf = [0u8; 512];
+        for _ in 0..queued {
+            rx.recv(&mut buf).unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(5), room.ready())
+            .await
+            .expect("room once the peer read")
+            .unwrap();
+        tx.send(&[0u8; 512]).unwrap();
+    }
+
+    #[tokio::test]
     async fn a_send_room_says_a_socket_with_room_is_ready_and_leaves_reading_alone() {
         let socket = readable_only(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
-        let room = SendRoom::new(&socket).unwrap();
+        let room = SendRoom::new(socket.get_ref()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), room.ready())
             .await
             .expect("an empty send buffer has room")
