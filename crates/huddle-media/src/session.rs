@@ -91,12 +91,6 @@ impl SessionKind {
         matches!(self, SessionKind::Echo(_))
     }
 
-    /// Whether an offer may carry no audio or video at all (a page that joins with camera
-    /// and microphone off still sends its first offer, with a data channel).
-    fn may_be_empty(&self) -> bool {
-        matches!(self, SessionKind::Upstream { .. })
-    }
-
     /// Whether this session decodes and encodes video itself (a transforming echo).
     pub(crate) fn transcodes(&self) -> bool {
         self.echo().is_some_and(|t| t.decodes())
@@ -107,7 +101,9 @@ impl SessionKind {
         if self.needs_video() && !video {
             return Err(OfferError::NoVideo);
         }
-        if !video && !audio && !self.may_be_empty() {
+        // A page with camera and microphone off still offers both sections (transceivers
+        // without tracks); an offer of neither has nothing to send or receive.
+        if !video && !audio {
             return Err(OfferError::NoMedia);
         }
         Ok(())
@@ -118,7 +114,7 @@ impl SessionKind {
         match () {
             _ if self.transcodes() && !video => Err(OfferError::NoH264),
             _ if self.needs_video() && !video => Err(OfferError::NoCommonCodec),
-            _ if !video && !audio && !self.may_be_empty() => Err(OfferError::NoCommonCodec),
+            _ if !video && !audio => Err(OfferError::NoCommonCodec),
             _ => Ok(()),
         }
     }

@@ -670,6 +670,16 @@ fn offers_that_cannot_work_are_refused_with_a_reason() {
     assert!(matches!(err, OfferError::NoH264), "{err}");
     // …but it can be echoed.
     e.accept(echo, &vp8_only, now).unwrap();
+    // A page's sending connection with neither audio nor video (a data channel alone) has
+    // nothing to publish.
+    let (_, channel_only, _) =
+        Browser::offer("10.0.0.3:5000", &[], Direction::SendOnly, true, false, now);
+    let upstream = SessionKind::Upstream {
+        room: "r".into(),
+        peer: "ada".into(),
+    };
+    let err = e.accept(upstream, &channel_only, now).unwrap_err();
+    assert!(matches!(err, OfferError::NoMedia), "{err}");
     assert_eq!(e.session_count(), 1);
 }
 
