@@ -52,16 +52,16 @@ impl Alarm {
         })
     }
 
-    /// Sets the alarm to ring at `at` — at once if that has passed (`now` says) — or unsets it
-    /// for `None`. Setting it to when it is already set costs nothing.
-    pub fn set(&mut self, at: Option<Instant>, now: Instant) -> io::Result<()> {
+    /// Sets the alarm to ring at `at` — at once if that has passed — or unsets it for `None`.
+    /// Setting it to when it is already set costs nothing, not even a look at the clock.
+    pub fn set(&mut self, at: Option<Instant>) -> io::Result<()> {
         let at = at.map(|at| self.on_grid(at));
         if at == self.armed {
             return Ok(());
         }
         // A zero value disarms a timerfd, so a time already passed rings after a nanosecond.
         let after = at.map_or(Duration::ZERO, |at| {
-            at.saturating_duration_since(now)
+            at.saturating_duration_since(Instant::now())
                 .max(Duration::from_nanos(1))
         });
         let spec = libc::itimerspec {
@@ -144,7 +144,7 @@ mod tests {
         let mut alarm = Alarm::new().unwrap();
         let start = Instant::now();
         let at = start + Duration::from_millis(30);
-        alarm.set(Some(at), start).unwrap();
+        alarm.set(Some(at)).unwrap();
         rings(&mut alarm).await;
         assert!(Instant::now() >= at);
     }
@@ -154,13 +154,11 @@ mod tests {
         let mut alarm = Alarm::new().unwrap();
         let start = Instant::now();
         let passed = Some(start - Duration::from_millis(1));
-        alarm
-            .set(Some(start + Duration::from_secs(3600)), start)
-            .unwrap();
-        alarm.set(passed, start).unwrap();
+        alarm.set(Some(start + Duration::from_secs(3600))).unwrap();
+        alarm.set(passed).unwrap();
         rings(&mut alarm).await;
         // Rung, it is unset: the same time set again rings again.
-        alarm.set(passed, Instant::now()).unwrap();
+        alarm.set(passed).unwrap();
         rings(&mut alarm).await;
     }
 
@@ -168,10 +166,8 @@ mod tests {
     async fn an_unset_alarm_does_not_ring() {
         let mut alarm = Alarm::new().unwrap();
         let now = Instant::now();
-        alarm
-            .set(Some(now + Duration::from_millis(5)), now)
-            .unwrap();
-        alarm.set(None, now).unwrap();
+        alarm.set(Some(now + Duration::from_millis(5))).unwrap();
+        alarm.set(None).unwrap();
         let waited = tokio::time::timeout(Duration::from_millis(50), alarm.rung()).await;
         assert!(waited.is_err());
     }

@@ -575,7 +575,7 @@ impl Runner {
         let stopped = stop.wait_for(|s| *s);
         tokio::pin!(stopped);
         loop {
-            if let Err(e) = alarm.set(self.engine.poll_timeout(), Instant::now()) {
+            if let Err(e) = alarm.set(self.engine.poll_timeout()) {
                 tracing::error!(error = %e, "media worker cannot set its timer");
                 break;
             }
