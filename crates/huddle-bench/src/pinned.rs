@@ -23,7 +23,27 @@ impl Pinned {
         ready: SocketAddr,
         configure: impl FnOnce(&mut Command),
     ) -> anyhow::Result<Self> {
-        let mut cmd = Command::new("taskset");
+        Self::start_in(None, name, cpus, program, ready, configure)
+    }
+
+    /// [`Pinned::start`] inside the network namespace `netns`, if one is named (`ip netns exec`
+    /// and `taskset` both exec, so the child's pid is still the server's).
+    pub fn start_in(
+        netns: Option<&str>,
+        name: &str,
+        cpus: &str,
+        program: &std::path::Path,
+        ready: SocketAddr,
+        configure: impl FnOnce(&mut Command),
+    ) -> anyhow::Result<Self> {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, "taskset"]);
+                cmd
+            }
+            None => Command::new("taskset"),
+        };
         cmd.arg("-c").arg(cpus).arg(program);
         configure(&mut cmd);
         let child = cmd

@@ -61,6 +61,14 @@ pub struct Args {
     /// interface: scripts/bench runs this in a namespace of its own with a veth address.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
+    /// The participants' address, when it is not `--host`: scripts/bench runs the servers in a
+    /// namespace of their own, so that each side's kernel receives its own datagrams on its own
+    /// CPU, as on two machines (see docs/benchmarks.md).
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// The network namespace (`ip netns`) to run the server in; `--host` is its address.
+    #[arg(long)]
+    server_netns: Option<String>,
     /// CPU list (taskset) for the server.
     #[arg(long, default_value = "0")]
     server_cpus: String,
@@ -69,6 +77,13 @@ pub struct Args {
     /// gains).
     #[arg(long, default_value_t = 1)]
     copies: usize,
+}
+
+impl Args {
+    /// The address the participants' sockets are bound to.
+    fn participants(&self) -> IpAddr {
+        self.bind.unwrap_or(self.host)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -299,16 +314,19 @@ struct Server {
 
 impl Server {
     fn start(kind: ServerKind, args: &Args, run: usize) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind((args.host, 0))?
+        // A free port here is taken as free in the server's namespace too (nothing else runs
+        // there).
+        let port = std::net::TcpListener::bind((args.participants(), 0))?
             .local_addr()?
             .port();
         let http = SocketAddr::new(args.host, port);
         let dir =
             std::env::temp_dir().join(format!("huddle-bench-sfu-{}-{run}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let (netns, cpus) = (args.server_netns.as_deref(), &args.server_cpus);
         let process = match kind {
             ServerKind::Huddle => {
-                Pinned::start(kind.name(), &args.server_cpus, &args.huddle, http, |cmd| {
+                Pinned::start_in(netns, kind.name(), cpus, &args.huddle, http, |cmd| {
                     cmd.args(["serve", "--no-tls", "--no-turn", "--room-mode", "sfu"])
                         .arg("--media-listen")
                         .arg(SocketAddr::new(args.host, 0).to_string())
@@ -326,7 +344,7 @@ impl Server {
             }
             ServerKind::Janus => {
                 let config = janus::configure(&dir, http)?;
-                Pinned::start(kind.name(), &args.server_cpus, &args.janus, http, |cmd| {
+                Pinned::start_in(netns, kind.name(), cpus, &args.janus, http, |cmd| {
                     cmd.arg("-C").arg(&config).arg("-F").arg(&dir);
                 })?
             }
@@ -375,7 +393,7 @@ async fn measure(
                 // Three speak; the others listen (the loudest-speaker rule has its case).
                 let role = Role {
                     index: copy * n + index,
-                    host: args.host,
+                    host: args.participants(),
                     speaking: index < 3,
                 };
                 let (c, s) = (counters.clone(), stop.clone());
