@@ -218,9 +218,12 @@ impl Peer {
         Ok(Peer { rtc, socket, local })
     }
 
-    fn receive(&mut self, data: &[u8], source: SocketAddr) -> anyhow::Result<()> {
+    /// `data` from `source`, which reached the socket at `arrived`: the estimator's feedback
+    /// then says when a packet arrived, as a browser's network thread does, not when this
+    /// generator, busy with every other participant, got to it.
+    fn receive(&mut self, data: &[u8], source: SocketAddr, arrived: Instant) -> anyhow::Result<()> {
         let input = Input::Receive(
-            Instant::now(),
+            arrived,
             Receive::new(Protocol::Udp, source, self.local, data)?,
         );
         Ok(self.rtc.handle_input(input)?)
@@ -464,7 +467,7 @@ pub async fn run(
             },
             r = up.socket.recv_from(&mut up_buf) => {
                 let (n, from) = r?;
-                up.receive(&up_buf[..n], from)?;
+                up.receive(&up_buf[..n], from, Instant::now())?;
             }
             r = down.socket.readable() => {
                 r?;
@@ -472,7 +475,7 @@ pub async fn run(
                 match down.socket.try_io(Interest::READABLE, || arrival::recv_from(fd, &mut down_buf)) {
                     Ok((n, from, at)) => {
                         down_arrival = at;
-                        down.receive(&down_buf[..n], from)?;
+                        down.receive(&down_buf[..n], from, at.unwrap_or_else(Instant::now))?;
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e.into()),
