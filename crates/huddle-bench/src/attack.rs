@@ -54,6 +54,7 @@ impl Target {
         let turn = SocketAddr::from(([127, 0, 0, 1], free()?));
         let data = std::env::temp_dir().join(format!("huddle-attack-{}", http.port()));
         let server = Pinned::start(
+            None,
             "huddle",
             cpus,
             std::path::Path::new("prlimit"),

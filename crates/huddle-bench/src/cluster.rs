@@ -171,23 +171,30 @@ impl Cluster {
         for i in 0..setup.nodes() {
             let port = free_port()?;
             let ready = SocketAddr::from(([127, 0, 0, 1], port));
-            let node = Pinned::start("huddle", &args.server_cpus, &args.huddle, ready, |cmd| {
-                cmd.args(["serve", "--no-tls", "--no-turn", "--no-media"])
-                    // Every client is on loopback: lift the per-address limits.
-                    .args([
-                        "--websockets-per-ip",
-                        "1000000",
-                        "--connections-per-ip",
-                        "1000000",
-                    ])
-                    .args(["--message-rate", "1000000", "--listen"])
-                    .arg(ready.to_string())
-                    .env("RUST_LOG", "warn");
-                if let Some(url) = &redis_url {
-                    cmd.args(["--redis", url, "--node-id", &format!("node{i}")])
-                        .args(["--public-url", &format!("http://{ready}")]);
-                }
-            })?;
+            let node = Pinned::start(
+                None,
+                "huddle",
+                &args.server_cpus,
+                &args.huddle,
+                ready,
+                |cmd| {
+                    cmd.args(["serve", "--no-tls", "--no-turn", "--no-media"])
+                        // Every client is on loopback: lift the per-address limits.
+                        .args([
+                            "--websockets-per-ip",
+                            "1000000",
+                            "--connections-per-ip",
+                            "1000000",
+                        ])
+                        .args(["--message-rate", "1000000", "--listen"])
+                        .arg(ready.to_string())
+                        .env("RUST_LOG", "warn");
+                    if let Some(url) = &redis_url {
+                        cmd.args(["--redis", url, "--node-id", &format!("node{i}")])
+                            .args(["--public-url", &format!("http://{ready}")]);
+                    }
+                },
+            )?;
             nodes.push((port, node));
         }
         let redis_pid = redis.as_ref().map(Child::id);

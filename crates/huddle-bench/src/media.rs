@@ -183,18 +183,28 @@ impl Server {
             .port();
         let http: SocketAddr = ([127, 0, 0, 1], port).into();
         let process = match kind {
-            Kind::Huddle => {
-                Pinned::start(kind.name(), &args.server_cpus, &args.huddle, http, |cmd| {
+            Kind::Huddle => Pinned::start(
+                None,
+                kind.name(),
+                &args.server_cpus,
+                &args.huddle,
+                http,
+                |cmd| {
                     cmd.args(["serve", "--no-tls", "--no-turn", "--listen"])
                         .arg(http.to_string())
                         .env("RUST_LOG", "warn");
-                })?
-            }
-            Kind::Aiortc => {
-                Pinned::start(kind.name(), &args.server_cpus, &args.python, http, |cmd| {
+                },
+            )?,
+            Kind::Aiortc => Pinned::start(
+                None,
+                kind.name(),
+                &args.server_cpus,
+                &args.python,
+                http,
+                |cmd| {
                     cmd.arg(&args.script).arg(port.to_string());
-                })?
-            }
+                },
+            )?,
         };
         Ok(Self { process, http })
     }

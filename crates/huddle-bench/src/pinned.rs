@@ -14,21 +14,11 @@ pub struct Pinned {
 }
 
 impl Pinned {
-    /// Runs `program` with what `configure` adds to its command line, on `cpus`, and waits up to
-    /// 20 s for `ready` to accept TCP connections.
+    /// Runs `program` with what `configure` adds to its command line, on `cpus` and in the network
+    /// namespace `netns` if one is named, and waits up to 20 s for `ready` to accept TCP
+    /// connections. (`ip netns exec` and `taskset` both exec, so the child's pid is the
+    /// server's.)
     pub fn start(
-        name: &str,
-        cpus: &str,
-        program: &std::path::Path,
-        ready: SocketAddr,
-        configure: impl FnOnce(&mut Command),
-    ) -> anyhow::Result<Self> {
-        Self::start_in(None, name, cpus, program, ready, configure)
-    }
-
-    /// [`Pinned::start`] inside the network namespace `netns`, if one is named (`ip netns exec`
-    /// and `taskset` both exec, so the child's pid is still the server's).
-    pub fn start_in(
         netns: Option<&str>,
         name: &str,
         cpus: &str,

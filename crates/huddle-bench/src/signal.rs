@@ -217,29 +217,41 @@ impl Server {
         let process = match kind {
             // python-socketio has no flood limit; lift ours so both relay the same load.
             Kind::Huddle => {
-                Pinned::start(kind.name(), &args.server_cpus, &args.huddle, ready, |cmd| {
-                    cmd.args([
-                        "serve",
-                        "--no-tls",
-                        "--no-turn",
-                        "--message-rate",
-                        "1000000",
-                        // Every client is on loopback: lift the per-address limits.
-                        "--websockets-per-ip",
-                        "1000000",
-                        "--connections-per-ip",
-                        "1000000",
-                        "--listen",
-                    ])
-                    .arg(ready.to_string())
-                    .env("RUST_LOG", "warn");
-                })?
+                Pinned::start(
+                    None,
+                    kind.name(),
+                    &args.server_cpus,
+                    &args.huddle,
+                    ready,
+                    |cmd| {
+                        cmd.args([
+                            "serve",
+                            "--no-tls",
+                            "--no-turn",
+                            "--message-rate",
+                            "1000000",
+                            // Every client is on loopback: lift the per-address limits.
+                            "--websockets-per-ip",
+                            "1000000",
+                            "--connections-per-ip",
+                            "1000000",
+                            "--listen",
+                        ])
+                        .arg(ready.to_string())
+                        .env("RUST_LOG", "warn");
+                    },
+                )?
             }
-            Kind::SocketIo => {
-                Pinned::start(kind.name(), &args.server_cpus, &args.python, ready, |cmd| {
+            Kind::SocketIo => Pinned::start(
+                None,
+                kind.name(),
+                &args.server_cpus,
+                &args.python,
+                ready,
+                |cmd| {
                     cmd.arg(&args.script).arg(port.to_string());
-                })?
-            }
+                },
+            )?,
         };
         Ok(Self { process, port })
     }

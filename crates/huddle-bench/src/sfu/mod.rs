@@ -326,7 +326,7 @@ impl Server {
         let (netns, cpus) = (args.server_netns.as_deref(), &args.server_cpus);
         let process = match kind {
             ServerKind::Huddle => {
-                Pinned::start_in(netns, kind.name(), cpus, &args.huddle, http, |cmd| {
+                Pinned::start(netns, kind.name(), cpus, &args.huddle, http, |cmd| {
                     cmd.args(["serve", "--no-tls", "--no-turn", "--room-mode", "sfu"])
                         .arg("--media-listen")
                         .arg(SocketAddr::new(args.host, 0).to_string())
@@ -344,7 +344,7 @@ impl Server {
             }
             ServerKind::Janus => {
                 let config = janus::configure(&dir, http)?;
-                Pinned::start_in(netns, kind.name(), cpus, &args.janus, http, |cmd| {
+                Pinned::start(netns, kind.name(), cpus, &args.janus, http, |cmd| {
                     cmd.arg("-C").arg(&config).arg("-F").arg(&dir);
                 })?
             }
