@@ -110,9 +110,14 @@ test('a killed and restarted server: pages reconnect and video flows again', asy
   await lab.startServer();
   const oldId = await b.evaluate(() => window.huddle.me.id);
   await waitInPage(b, (old) => window.huddle.me.id && window.huddle.me.id !== old, oldId, { timeout: 20000, what: 'new session' });
-  const ids = await remoteIds(a);
-  assert.equal(ids.length, 1);
-  await videoFlows(a, `video[data-role="remote"][data-peer="${ids[0]}"]`);
+  // Ann may still show Ben's tile of before the restart until she has rejoined herself: wait
+  // for her one remote tile to be Ben's new session (a stale one must go).
+  const ben = await b.evaluate(() => window.huddle.me.id);
+  await waitInPage(a, (id) => {
+    const peers = [...document.querySelectorAll('video[data-role="remote"]')].map((v) => v.dataset.peer);
+    return peers.length === 1 && peers[0] === id;
+  }, ben, { timeout: 20000, what: "Ben's new tile, and only it" });
+  await videoFlows(a, `video[data-role="remote"][data-peer="${ben}"]`);
   await videoFlows(b, 'video[data-role="remote"]');
   await a.context().close();
   await b.context().close();
