@@ -61,9 +61,9 @@ pub struct Args {
     /// interface: scripts/bench runs this in a namespace of its own with a veth address.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-    /// The participants' address, when it is not `--host`: scripts/bench runs the servers in a
-    /// namespace of their own, so that each side's kernel receives its own datagrams on its own
-    /// CPU, as on two machines (see docs/benchmarks.md).
+    /// The participants' address, when it is not `--host`: `scripts/bench sfu-apart` runs the
+    /// servers in a namespace of their own, so that each side's kernel receives its own
+    /// datagrams on its own CPU, as on two machines (see docs/benchmarks.md).
     #[arg(long)]
     bind: Option<IpAddr>,
     /// The network namespace (`ip netns`) to run the server in; `--host` is its address.
